@@ -1,0 +1,97 @@
+//! The command line: argument parsing and one function per subcommand. The only module that
+//! prints or uses `anyhow`.
+
+mod generate;
+mod models;
+mod progress;
+
+use crate::catalog::Catalog;
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// maspo: jointly optimize the role prompts of an LLM multi-agent system, in-process.
+#[derive(Debug, Parser)]
+#[command(name = "maspo", version, about)]
+pub struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Options every subcommand understands.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Directory holding model files.
+    #[arg(
+        long,
+        global = true,
+        env = "MASPO_MODELS_DIR",
+        default_value = "models"
+    )]
+    pub models_dir: PathBuf,
+    /// A model catalog TOML replacing the built-in one.
+    #[arg(long, global = true, env = "MASPO_CATALOG")]
+    pub catalog: Option<PathBuf>,
+    /// Compute threads (candle's pool and rayon); default: all cores.
+    #[arg(long, global = true, env = "MASPO_THREADS")]
+    pub threads: Option<usize>,
+    /// No progress bars.
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Generate text from one prompt with a model, streaming it to stdout.
+    Generate(generate::GenerateArgs),
+    /// List or fetch catalog models.
+    #[command(subcommand)]
+    Models(models::ModelsCommand),
+}
+
+/// Parses `std::env::args` and runs the command.
+pub fn run() -> anyhow::Result<ExitCode> {
+    let cli = Cli::parse();
+    init_tracing();
+    configure_threads(cli.global.threads)?;
+    match cli.command {
+        Command::Generate(args) => generate::run(&cli.global, args),
+        Command::Models(cmd) => models::run(&cli.global, cmd),
+    }
+}
+
+fn init_tracing() {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("MASPO_LOG").unwrap_or_else(|_| "warn".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Sets both thread pools explicitly: candle's spin-barrier pool reads `CANDLE_NUM_THREADS` on
+/// first use and rayon its global pool; container core detection is not trusted.
+fn configure_threads(threads: Option<usize>) -> anyhow::Result<()> {
+    let n = threads
+        .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
+        .unwrap_or(1)
+        .max(1);
+    std::env::set_var("CANDLE_NUM_THREADS", n.to_string());
+    std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build_global()
+        .context("configuring the rayon thread pool")?;
+    Ok(())
+}
+
+/// The catalog the global options select.
+fn catalog(global: &GlobalArgs) -> anyhow::Result<Catalog> {
+    Ok(Catalog::load(
+        global.catalog.as_deref(),
+        global.models_dir.clone(),
+    )?)
+}

@@ -1,0 +1,168 @@
+//! Chat prompts: the model's own jinja `tokenizer.chat_template`, rendered with minijinja the way
+//! HF transformers renders it (trim_blocks, lstrip_blocks, Python string methods).
+//!
+//! Owns turning a list of messages into prompt text. Must not tokenize (the engine does, with
+//! special tokens recognized) and must not guess a model family from its name.
+
+use super::error::{EngineError, Result};
+use serde::{Deserialize, Serialize};
+
+/// Who said a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// System instructions.
+    System,
+    /// The user turn.
+    User,
+    /// A model turn.
+    Assistant,
+}
+
+/// One chat message.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Message {
+    /// Who says it.
+    pub role: Role,
+    /// What is said.
+    pub content: String,
+}
+
+impl Message {
+    /// A system message.
+    pub fn system(content: impl Into<String>) -> Self {
+        Self {
+            role: Role::System,
+            content: content.into(),
+        }
+    }
+    /// A user message.
+    pub fn user(content: impl Into<String>) -> Self {
+        Self {
+            role: Role::User,
+            content: content.into(),
+        }
+    }
+    /// An assistant message.
+    pub fn assistant(content: impl Into<String>) -> Self {
+        Self {
+            role: Role::Assistant,
+            content: content.into(),
+        }
+    }
+}
+
+/// Used when a GGUF carries no template: plain ChatML, which both shipped models use.
+pub const CHATML_TEMPLATE: &str = "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+
+/// A compiled chat template.
+pub struct ChatTemplate {
+    env: minijinja::Environment<'static>,
+    source: String,
+    bos_token: String,
+    eos_token: String,
+}
+
+impl ChatTemplate {
+    /// Compiles a jinja chat template; `bos`/`eos` are the token strings the template may use.
+    pub fn new(source: &str, bos_token: &str, eos_token: &str) -> Result<Self> {
+        let mut env = minijinja::Environment::new();
+        env.set_trim_blocks(true);
+        env.set_lstrip_blocks(true);
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_function(
+            "raise_exception",
+            |msg: String| -> std::result::Result<String, minijinja::Error> {
+                Err(minijinja::Error::new(
+                    minijinja::ErrorKind::InvalidOperation,
+                    msg,
+                ))
+            },
+        );
+        env.add_template_owned("chat", source.to_string())
+            .map_err(|e| {
+                EngineError::Template(format!("the model's chat template does not compile: {e:#}"))
+            })?;
+        Ok(Self {
+            env,
+            source: source.to_string(),
+            bos_token: bos_token.to_string(),
+            eos_token: eos_token.to_string(),
+        })
+    }
+
+    /// The template source.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// Renders messages; with `add_generation_prompt` the text ends where the assistant speaks.
+    pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
+        let tmpl = self
+            .env
+            .get_template("chat")
+            .map_err(|e| EngineError::Template(e.to_string()))?;
+        tmpl.render(minijinja::context! {
+            messages => messages,
+            add_generation_prompt => add_generation_prompt,
+            bos_token => self.bos_token,
+            eos_token => self.eos_token,
+        })
+        .map_err(|e| EngineError::Template(format!("rendering failed: {e:#}")))
+    }
+
+    /// The template's end-of-turn token strings that appear in the vocabulary (e.g.
+    /// `<|im_end|>`), found by rendering a probe conversation and taking the special token that
+    /// closes the assistant message.
+    pub fn end_of_turn_markers(&self, specials: &[String]) -> Vec<String> {
+        let probe = [
+            Message::system("S"),
+            Message::user("U"),
+            Message::assistant("XYZZY"),
+        ];
+        let Ok(text) = self.render(&probe, false) else {
+            return Vec::new();
+        };
+        let Some(at) = text.find("XYZZY") else {
+            return Vec::new();
+        };
+        let after = &text[at + "XYZZY".len()..];
+        specials
+            .iter()
+            .filter(|s| !s.is_empty() && after.trim_start().starts_with(s.as_str()))
+            .cloned()
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chatml_fallback_renders_generation_prompt() {
+        let t = ChatTemplate::new(CHATML_TEMPLATE, "", "").unwrap();
+        let s = t
+            .render(&[Message::system("sys"), Message::user("hi")], true)
+            .unwrap();
+        assert_eq!(
+            s,
+            "<|im_start|>system\nsys<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+        );
+        let eot = t.end_of_turn_markers(&["<|im_start|>".into(), "<|im_end|>".into()]);
+        assert_eq!(eot, vec!["<|im_end|>".to_string()]);
+    }
+
+    #[test]
+    fn broken_template_is_a_clear_error() {
+        let err = ChatTemplate::new("{% for %}", "", "").err().unwrap();
+        assert!(err.to_string().contains("does not compile"), "{err}");
+    }
+
+    #[test]
+    fn raise_exception_surfaces() {
+        let t = ChatTemplate::new("{{ raise_exception('no system role') }}", "", "").unwrap();
+        let err = t.render(&[], true).unwrap_err();
+        assert!(err.to_string().contains("no system role"), "{err}");
+    }
+}

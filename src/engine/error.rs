@@ -1,0 +1,83 @@
+//! `EngineError`: everything that can go wrong loading or running a model.
+
+use std::path::PathBuf;
+
+/// Errors of the engine: model files, metadata, tokenizer, chat template, forward pass.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// The model file could not be opened or read.
+    #[error("cannot read model file {path}: {source} (check the path, or run `maspo models fetch <id>`)")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not a readable GGUF (bad magic, truncated header, truncated tensor data).
+    #[error("{path} is not a valid GGUF file: {reason} (the download may be truncated: delete it and fetch again)")]
+    BadGguf {
+        /// The file.
+        path: PathBuf,
+        /// What was wrong.
+        reason: String,
+    },
+    /// Required metadata keys are missing or have the wrong type.
+    #[error(
+        "{path}: missing or invalid GGUF metadata: {keys} (is this a complete {arch} GGUF export?)"
+    )]
+    Metadata {
+        /// The file.
+        path: PathBuf,
+        /// The architecture being loaded.
+        arch: String,
+        /// Every key that was missing or had the wrong type, comma separated.
+        keys: String,
+    },
+    /// A tensor the architecture needs is absent or has the wrong shape.
+    #[error("{path}: tensor `{name}`: {reason}")]
+    Tensor {
+        /// The file.
+        path: PathBuf,
+        /// Tensor name.
+        name: String,
+        /// What was wrong.
+        reason: String,
+    },
+    /// `general.architecture` names an architecture maspo does not implement.
+    #[error("{path}: unsupported architecture `{arch}` (supported: {supported})")]
+    UnknownArch {
+        /// The file.
+        path: PathBuf,
+        /// The architecture found.
+        arch: String,
+        /// The supported ones.
+        supported: String,
+    },
+    /// Building or using the tokenizer failed.
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    /// Rendering the chat template failed.
+    #[error("chat template: {0}")]
+    Template(String),
+    /// A prompt does not fit the context window.
+    #[error("prompt of {prompt} tokens plus {max_new} new tokens exceeds the context length {ctx} (shorten the prompt or lower --max-tokens)")]
+    ContextOverflow {
+        /// Prompt length in tokens.
+        prompt: usize,
+        /// Requested new tokens.
+        max_new: usize,
+        /// The context window.
+        ctx: usize,
+    },
+    /// A request was malformed (empty prompt, bad sampling parameters...).
+    #[error("invalid request: {0}")]
+    Request(String),
+    /// An error from candle's tensor library.
+    #[error("tensor op failed: {0}")]
+    Candle(#[from] candle_core::Error),
+}
+
+/// Result alias of the engine.
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;

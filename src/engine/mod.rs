@@ -1,0 +1,211 @@
+//! The in-process inference engine: load a GGUF (weights, tokenizer, chat template) and run many
+//! generation requests at once.
+//!
+//! Owns everything that touches weights or token ids. The public surface is [`Engine`]:
+//! `generate(&[GenRequest]) -> Vec<Result<Completion>>`, blocking, one engine per process, with
+//! concurrency coming from batching inside (never from an async runtime).
+
+pub mod chat_template;
+pub mod error;
+mod generate;
+pub mod gguf;
+pub mod kv;
+pub mod model;
+pub mod request;
+pub mod sampling;
+pub mod stop;
+pub mod tokenizer;
+
+use chat_template::{ChatTemplate, Message, CHATML_TEMPLATE};
+pub use error::{EngineError, Result};
+use gguf::GgufFile;
+use model::Model;
+pub use request::{Completion, GenRequest, Prompt, StopReason};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use tokenizer::Tokenizer;
+
+/// Engine options (resolved; the CLI and config files fill them).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineSettings {
+    /// Most sequences decoded together in one step.
+    pub max_running: usize,
+    /// Most tokens (decode + prefill chunks) in one forward step; bounds activation memory.
+    pub step_tokens: usize,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        // engine-design.md §2.5: throughput keeps rising to ~64 sequences on 2 cores.
+        Self {
+            max_running: 64,
+            step_tokens: 512,
+        }
+    }
+}
+
+/// A loaded model ready to generate.
+pub struct Engine {
+    model: Model,
+    tokenizer: Tokenizer,
+    template: ChatTemplate,
+    stop_ids: Vec<u32>,
+    banned_ids: Vec<u32>,
+    settings: EngineSettings,
+    path: PathBuf,
+}
+
+/// A streamed piece of output.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamDelta<'a> {
+    /// Index of the request in the submitted slice.
+    pub request: usize,
+    /// Newly final text.
+    pub text: &'a str,
+}
+
+impl Engine {
+    /// Loads a GGUF model file: metadata is checked first, then weights, tokenizer and template.
+    pub fn load(path: &Path, settings: EngineSettings) -> Result<Self> {
+        let gguf = GgufFile::open(path)?;
+        let model = Model::load(&gguf, &candle_core::Device::Cpu)?;
+        let tokenizer = Tokenizer::load(&gguf)?;
+        let token_str = |id: Option<u32>| {
+            id.and_then(|i| tokenizer.decode(&[i]).ok())
+                .unwrap_or_default()
+        };
+        let (bos, eos) = (token_str(tokenizer.bos_id), token_str(tokenizer.eos_id));
+        // A GGUF without a template gets plain ChatML (documented fallback, not a guess by name).
+        let source = gguf
+            .opt_str("tokenizer.chat_template")
+            .unwrap_or_else(|| CHATML_TEMPLATE.to_string());
+        let template = ChatTemplate::new(&source, &bos, &eos)?;
+        let specials: Vec<String> = tokenizer
+            .control_ids
+            .iter()
+            .filter_map(|&i| tokenizer.decode(&[i]).ok())
+            .collect();
+        // Stop on the template's end-of-turn token and on the file's eos (engine-design.md §2.7).
+        let mut stop_ids: Vec<u32> = template
+            .end_of_turn_markers(&specials)
+            .iter()
+            .filter_map(|s| tokenizer.token_id(s))
+            .collect();
+        stop_ids.extend(tokenizer.eos_id);
+        stop_ids.extend(tokenizer.token_id("<|endoftext|>"));
+        stop_ids.sort_unstable();
+        stop_ids.dedup();
+        let banned_ids = tokenizer.unused_ids.clone();
+        Ok(Self {
+            model,
+            tokenizer,
+            template,
+            stop_ids,
+            banned_ids,
+            settings,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The model file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The tokenizer.
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    /// The chat template.
+    pub fn template(&self) -> &ChatTemplate {
+        &self.template
+    }
+
+    /// The loaded model.
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    /// Token ids that end a generation.
+    pub fn stop_ids(&self) -> &[u32] {
+        &self.stop_ids
+    }
+
+    /// Context window in tokens.
+    pub fn context_len(&self) -> usize {
+        self.model.transformer().cfg.ctx_len
+    }
+
+    /// Renders chat messages with the generation prompt.
+    pub fn render_chat(&self, messages: &[Message]) -> Result<String> {
+        self.template.render(messages, true)
+    }
+
+    /// Token ids of a prompt.
+    ///
+    /// Chat contents must not smuggle control tokens: when a message contains special-token
+    /// text, the template is rendered around placeholders and each content is tokenized as
+    /// plain text. Otherwise the whole rendering is tokenized at once, exactly as llama.cpp does.
+    pub fn prompt_ids(&self, prompt: &Prompt) -> Result<Vec<u32>> {
+        match prompt {
+            Prompt::Tokens(t) => Ok(t.clone()),
+            Prompt::Text(s) => self.tokenizer.encode_with_specials(s),
+            Prompt::Chat(messages) => {
+                let contains_special = |s: &str| {
+                    self.tokenizer
+                        .control_ids
+                        .iter()
+                        .filter_map(|&i| self.tokenizer.decode(&[i]).ok())
+                        .any(|sp| !sp.is_empty() && s.contains(&sp))
+                };
+                if !messages.iter().any(|m| contains_special(&m.content)) {
+                    return self
+                        .tokenizer
+                        .encode_with_specials(&self.render_chat(messages)?);
+                }
+                self.chat_ids_isolated(messages)
+            }
+        }
+    }
+
+    fn chat_ids_isolated(&self, messages: &[Message]) -> Result<Vec<u32>> {
+        let marker = |i: usize| format!("\u{E000}{i}\u{E001}");
+        let masked: Vec<Message> = messages
+            .iter()
+            .enumerate()
+            .map(|(i, m)| Message {
+                role: m.role,
+                content: marker(i),
+            })
+            .collect();
+        let mut rest = self.render_chat(&masked)?;
+        let mut ids = Vec::new();
+        for (i, m) in messages.iter().enumerate() {
+            let mk = marker(i);
+            let Some(at) = rest.find(&mk) else { continue };
+            ids.extend(self.tokenizer.encode_with_specials(&rest[..at])?);
+            ids.extend(self.tokenizer.encode_plain(&m.content)?);
+            rest = rest[at + mk.len()..].to_string();
+        }
+        ids.extend(self.tokenizer.encode_with_specials(&rest)?);
+        Ok(ids)
+    }
+
+    /// Runs all requests to completion, batched. One result per request, in order; a request
+    /// that cannot run (e.g. its prompt exceeds the context) gets its own error and the others
+    /// still complete.
+    pub fn generate(&self, requests: &[GenRequest]) -> Vec<Result<Completion>> {
+        self.generate_streaming(requests, &mut |_| {})
+    }
+
+    /// Like [`Engine::generate`], calling `on_delta` with text as it becomes final.
+    pub fn generate_streaming(
+        &self,
+        requests: &[GenRequest],
+        on_delta: &mut dyn FnMut(StreamDelta<'_>),
+    ) -> Vec<Result<Completion>> {
+        generate::run(self, requests, on_delta)
+    }
+}

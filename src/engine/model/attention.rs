@@ -1,0 +1,227 @@
+//! Host-side kernels of the packed forward: RoPE at per-token positions and causal attention of
+//! each sequence's new tokens over its KV blocks.
+//!
+//! Owns the numerics of attention. Works on plain `f32` slices because candle's CPU tensor ops
+//! cost more in dispatch than the work itself at these sizes (engine-design.md §2.3, §6.3), and
+//! because a per-sequence kernel makes results independent of batch composition by construction.
+
+/// How RoPE pairs up dimensions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RopeStyle {
+    /// Pairs (2i, 2i+1): GGUF `llama` (its Q/K weights are permuted at conversion for this).
+    Interleaved,
+    /// Pairs (i, i + d/2): GGUF `qwen2`.
+    Neox,
+}
+
+/// Precomputed cos/sin for every position of the context window.
+pub struct RopeTables {
+    half: usize,
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+    style: RopeStyle,
+}
+
+impl RopeTables {
+    /// Tables for `ctx` positions. θ is built by repeated multiplication in f32, as ggml does,
+    /// so angles match llama.cpp bit for bit.
+    pub fn new(head_dim: usize, base: f32, ctx: usize, style: RopeStyle) -> Self {
+        let half = head_dim / 2;
+        let scale = base.powf(-2.0 / head_dim as f32);
+        let mut cos = Vec::with_capacity(ctx * half);
+        let mut sin = Vec::with_capacity(ctx * half);
+        for p in 0..ctx {
+            let mut theta = p as f32;
+            for _ in 0..half {
+                cos.push(theta.cos());
+                sin.push(theta.sin());
+                theta *= scale;
+            }
+        }
+        Self {
+            half,
+            cos,
+            sin,
+            style,
+        }
+    }
+
+    /// Number of positions covered.
+    pub fn len(&self) -> usize {
+        self.cos.len() / self.half.max(1)
+    }
+
+    /// Whether the table is empty.
+    pub fn is_empty(&self) -> bool {
+        self.cos.is_empty()
+    }
+
+    /// Rotates every head of one token's row (`n_heads × head_dim`) in place at position `pos`.
+    pub fn apply(&self, row: &mut [f32], pos: usize) {
+        let h = self.half;
+        let cos = &self.cos[pos * h..(pos + 1) * h];
+        let sin = &self.sin[pos * h..(pos + 1) * h];
+        for head in row.chunks_exact_mut(2 * h) {
+            match self.style {
+                RopeStyle::Interleaved => {
+                    for i in 0..h {
+                        let (x0, x1) = (head[2 * i], head[2 * i + 1]);
+                        head[2 * i] = x0 * cos[i] - x1 * sin[i];
+                        head[2 * i + 1] = x0 * sin[i] + x1 * cos[i];
+                    }
+                }
+                RopeStyle::Neox => {
+                    for i in 0..h {
+                        let (x0, x1) = (head[i], head[i + h]);
+                        head[i] = x0 * cos[i] - x1 * sin[i];
+                        head[i + h] = x0 * sin[i] + x1 * cos[i];
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Shape of attention.
+#[derive(Debug, Clone, Copy)]
+pub struct AttnShape {
+    /// Query heads.
+    pub n_head: usize,
+    /// KV heads (GQA: query head j uses KV head j / (n_head / n_kv_head)).
+    pub n_kv_head: usize,
+    /// Dimension per head.
+    pub head_dim: usize,
+}
+
+/// Dot product with 8 independent accumulators so LLVM vectorizes it (f32 adds are not
+/// reassociated otherwise).
+#[inline]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let ca = a.chunks_exact(8);
+    let cb = b.chunks_exact(8);
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for l in 0..8 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    let mut s: f32 = acc.iter().sum();
+    for (x, y) in ra.iter().zip(rb) {
+        s += x * y;
+    }
+    s
+}
+
+/// Causal attention for one query head of one token.
+///
+/// `blocks` are the sequence's K/V blocks, oldest first, each `[pos][kv_head][dim]`; the query
+/// at absolute position `pos` sees positions `0..=pos`. Writes `head_dim` outputs to `out`.
+pub fn attend_one(
+    q: &[f32],
+    blocks: &[(&[f32], &[f32], usize)],
+    kv_head: usize,
+    pos: usize,
+    shape: AttnShape,
+    scores: &mut Vec<f32>,
+    out: &mut [f32],
+) {
+    let e = shape.head_dim;
+    let row = shape.n_kv_head * e;
+    let scale = 1.0 / (e as f32).sqrt();
+    let n_keys = pos + 1;
+    scores.clear();
+    let mut seen = 0;
+    for (k, _, n) in blocks {
+        let take = (*n).min(n_keys - seen);
+        for p in 0..take {
+            let key = &k[p * row + kv_head * e..p * row + kv_head * e + e];
+            scores.push(dot(q, key) * scale);
+        }
+        seen += take;
+        if seen == n_keys {
+            break;
+        }
+    }
+    let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0f32;
+    for s in scores.iter_mut() {
+        *s = (*s - max).exp();
+        sum += *s;
+    }
+    let inv = 1.0 / sum;
+    out.iter_mut().for_each(|o| *o = 0.0);
+    let mut idx = 0;
+    for (_, v, n) in blocks {
+        let take = (*n).min(n_keys - idx);
+        for p in 0..take {
+            let w = scores[idx + p] * inv;
+            let val = &v[p * row + kv_head * e..p * row + kv_head * e + e];
+            for (o, x) in out.iter_mut().zip(val) {
+                *o += w * x;
+            }
+        }
+        idx += take;
+        if idx == n_keys {
+            break;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn single_key_returns_its_value() {
+        let shape = AttnShape {
+            n_head: 1,
+            n_kv_head: 1,
+            head_dim: 2,
+        };
+        let k = [1.0, 0.0];
+        let v = [3.0, 4.0];
+        let mut out = [0.0; 2];
+        attend_one(
+            &[1.0, 1.0],
+            &[(&k, &v, 1)],
+            0,
+            0,
+            shape,
+            &mut Vec::new(),
+            &mut out,
+        );
+        assert_eq!(out, [3.0, 4.0]);
+    }
+
+    #[test]
+    fn causal_limit_and_blocks_agree_with_one_block() {
+        let shape = AttnShape {
+            n_head: 1,
+            n_kv_head: 1,
+            head_dim: 2,
+        };
+        let k = [0.1, 0.2, 0.3, -0.4, 0.5, 0.6];
+        let v = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+        let q = [0.7, -0.2];
+        let (mut a, mut b) = ([0.0; 2], [0.0; 2]);
+        attend_one(&q, &[(&k, &v, 3)], 0, 1, shape, &mut Vec::new(), &mut a);
+        let split = [(&k[..2], &v[..2], 1), (&k[2..], &v[2..], 2)];
+        attend_one(&q, &split, 0, 1, shape, &mut Vec::new(), &mut b);
+        assert_eq!(a, b);
+        // Position 1 must ignore the third key/value.
+        assert!(a[0] < 3.0 && a[0] > 1.0);
+    }
+
+    #[test]
+    fn rope_position_zero_is_identity() {
+        let t = RopeTables::new(4, 10000.0, 8, RopeStyle::Neox);
+        let mut row = [1.0, 2.0, 3.0, 4.0];
+        t.apply(&mut row, 0);
+        assert_eq!(row, [1.0, 2.0, 3.0, 4.0]);
+        let mut row = [1.0, 0.0, 0.0, 0.0];
+        let t = RopeTables::new(4, 10000.0, 8, RopeStyle::Interleaved);
+        t.apply(&mut row, 1);
+        assert!((row[0] - 1f32.cos()).abs() < 1e-6 && (row[1] - 1f32.sin()).abs() < 1e-6);
+    }
+}

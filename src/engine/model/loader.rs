@@ -1,0 +1,152 @@
+//! Reading a decoder-only transformer out of a GGUF: metadata checked at the door (every missing
+//! key reported together), then tensors by their standard GGUF names with shape checks.
+//!
+//! Owns the GGUF tensor naming scheme shared by `llama` and `qwen2`; the architecture files own
+//! their conventions (metadata prefix, RoPE style, biases).
+
+use super::attention::RopeStyle;
+use super::transformer::{Block, Linear, Transformer, TransformerConfig};
+use crate::engine::error::{EngineError, Result};
+use crate::engine::gguf::GgufFile;
+use candle_core::{DType, Device, Tensor};
+use std::sync::Arc;
+
+/// What differs between architectures that share the layout.
+pub struct ArchConventions {
+    /// Metadata key prefix (`llama`, `qwen2`).
+    pub prefix: &'static str,
+    /// RoPE pairing.
+    pub rope_style: RopeStyle,
+    /// Whether Q/K/V carry biases.
+    pub qkv_bias: bool,
+    /// RoPE base when the file does not say.
+    pub default_rope_base: f32,
+}
+
+/// Reads and validates hyper-parameters.
+pub fn read_config(gguf: &GgufFile, conv: &ArchConventions) -> Result<TransformerConfig> {
+    let p = conv.prefix;
+    let key = |k: &str| format!("{p}.{k}");
+    let n_layer = gguf.req_usize(&key("block_count"));
+    let n_head = gguf.req_usize(&key("attention.head_count"));
+    let hidden = gguf.req_usize(&key("embedding_length"));
+    let ffn = gguf.req_usize(&key("feed_forward_length"));
+    let eps = gguf.req_f64(&key("attention.layer_norm_rms_epsilon"));
+    let ctx_len = gguf.req_usize(&key("context_length"));
+    gguf.check(p)?;
+    // Optional keys: GQA defaults to plain multi-head; the head dim to hidden / heads.
+    let n_kv_head = gguf
+        .opt_u64(&key("attention.head_count_kv"))
+        .map_or(n_head, |v| v as usize);
+    let rope_base = gguf
+        .opt_f64(&key("rope.freq_base"))
+        .map_or(conv.default_rope_base, |v| v as f32);
+    let bad = |k: &str, why: String| EngineError::Metadata {
+        path: gguf.path().to_path_buf(),
+        arch: p.to_string(),
+        keys: format!("{} ({why})", key(k)),
+    };
+    if n_head == 0 || hidden % n_head != 0 {
+        return Err(bad(
+            "attention.head_count",
+            format!("{n_head} does not divide embedding_length {hidden}"),
+        ));
+    }
+    if n_kv_head == 0 || n_head % n_kv_head != 0 {
+        return Err(bad(
+            "attention.head_count_kv",
+            format!("{n_kv_head} does not divide head_count {n_head}"),
+        ));
+    }
+    let head_dim = gguf
+        .opt_u64(&key("rope.dimension_count"))
+        .map_or(hidden / n_head, |v| v as usize);
+    if head_dim != hidden / n_head {
+        return Err(bad(
+            "rope.dimension_count",
+            format!(
+                "partial rotary ({head_dim} of {}) is not supported",
+                hidden / n_head
+            ),
+        ));
+    }
+    let vocab = gguf
+        .tensor_dims("token_embd.weight")
+        .and_then(|d| d.first().copied())
+        .ok_or_else(|| EngineError::Tensor {
+            path: gguf.path().to_path_buf(),
+            name: "token_embd.weight".into(),
+            reason: "missing from the file".into(),
+        })?;
+    Ok(TransformerConfig {
+        n_layer,
+        n_head,
+        n_kv_head,
+        head_dim,
+        hidden,
+        ffn,
+        eps,
+        rope_base,
+        rope_style: conv.rope_style,
+        ctx_len,
+        vocab,
+    })
+}
+
+fn f32_vector(gguf: &GgufFile, name: &str, n: usize, device: &Device) -> Result<Tensor> {
+    Ok(gguf
+        .tensor(name, &[n], device)?
+        .dequantize(device)?
+        .to_dtype(DType::F32)?)
+}
+
+/// Loads every tensor and assembles the model.
+pub fn load_blocks(
+    gguf: &GgufFile,
+    cfg: TransformerConfig,
+    conv: &ArchConventions,
+    device: &Device,
+) -> Result<Transformer> {
+    let (d, e) = (cfg.hidden, cfg.head_dim);
+    let (qn, kn) = (cfg.n_head * e, cfg.n_kv_head * e);
+    let embed = Arc::new(gguf.tensor("token_embd.weight", &[cfg.vocab, d], device)?);
+    let mut blocks = Vec::with_capacity(cfg.n_layer);
+    for i in 0..cfg.n_layer {
+        let name = |t: &str| format!("blk.{i}.{t}");
+        let lin = |t: &str, rows: usize, cols: usize, bias: bool| -> Result<Linear> {
+            let w = gguf.tensor(&name(&format!("{t}.weight")), &[rows, cols], device)?;
+            let b = if bias {
+                Some(f32_vector(gguf, &name(&format!("{t}.bias")), rows, device)?)
+            } else {
+                None
+            };
+            Linear::new(w, b)
+        };
+        blocks.push(Block {
+            attn_norm: f32_vector(gguf, &name("attn_norm.weight"), d, device)?,
+            wq: lin("attn_q", qn, d, conv.qkv_bias)?,
+            wk: lin("attn_k", kn, d, conv.qkv_bias)?,
+            wv: lin("attn_v", kn, d, conv.qkv_bias)?,
+            wo: lin("attn_output", d, qn, false)?,
+            ffn_norm: f32_vector(gguf, &name("ffn_norm.weight"), d, device)?,
+            gate: lin("ffn_gate", cfg.ffn, d, false)?,
+            up: lin("ffn_up", cfg.ffn, d, false)?,
+            down: lin("ffn_down", d, cfg.ffn, false)?,
+        });
+    }
+    let norm = f32_vector(gguf, "output_norm.weight", d, device)?;
+    // Tied embeddings: no `output.weight` means the LM head is the embedding matrix.
+    let lm_head = if gguf.has_tensor("output.weight") {
+        Linear::new(gguf.tensor("output.weight", &[cfg.vocab, d], device)?, None)?
+    } else {
+        Linear::from_arc(embed.clone())?
+    };
+    Ok(Transformer::new(
+        cfg,
+        embed,
+        blocks,
+        norm,
+        lm_head,
+        device.clone(),
+    ))
+}

@@ -1,0 +1,71 @@
+//! What callers send to the engine and what they get back.
+
+use super::chat_template::Message;
+use super::sampling::SamplingParams;
+use serde::{Deserialize, Serialize};
+
+/// The prompt of a request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Prompt {
+    /// Chat messages, rendered with the model's chat template plus the generation prompt.
+    /// Message contents are tokenized as plain text: a `<|im_end|>` typed by a user or written
+    /// by another agent cannot end a turn.
+    Chat(Vec<Message>),
+    /// Raw text, tokenized with special-token text recognized.
+    Text(String),
+    /// Token ids, used verbatim.
+    Tokens(Vec<u32>),
+}
+
+/// One generation request; every field is its own (nothing is shared with other requests).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GenRequest {
+    /// The prompt.
+    pub prompt: Prompt,
+    /// Most new tokens to generate.
+    pub max_new_tokens: usize,
+    /// Sampling parameters, including this request's seed.
+    pub sampling: SamplingParams,
+    /// Strings that end generation; the text is cut before the first one.
+    pub stop: Vec<String>,
+}
+
+impl GenRequest {
+    /// A greedy chat request.
+    pub fn chat(messages: Vec<Message>, max_new_tokens: usize) -> Self {
+        Self {
+            prompt: Prompt::Chat(messages),
+            max_new_tokens,
+            sampling: SamplingParams::greedy(),
+            stop: Vec::new(),
+        }
+    }
+}
+
+/// Why generation ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    /// The model emitted an end-of-turn / end-of-text token.
+    EndOfTurn,
+    /// A stop string appeared (the string is given).
+    StopString(String),
+    /// `max_new_tokens` was reached.
+    MaxTokens,
+    /// The context window is full.
+    ContextFull,
+}
+
+/// The result of one request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Completion {
+    /// Generated text (without the end-of-turn token, cut before a stop string).
+    pub text: String,
+    /// Generated token ids (including the end-of-turn token when that is why it stopped).
+    pub token_ids: Vec<u32>,
+    /// Prompt length in tokens.
+    pub prompt_tokens: usize,
+    /// Why it stopped.
+    pub stop_reason: StopReason,
+}
