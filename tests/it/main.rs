@@ -1,0 +1,10 @@
+//! The integration test binary: one module per area, shared helpers in `common`.
+//!
+//! Model-heavy tests share one engine per model and take `common::heavy()` so they never run
+//! CPU-heavy work concurrently (candle's spin pool collapses under contention).
+
+mod catalog;
+mod cli;
+mod common;
+mod golden;
+mod tiny;
