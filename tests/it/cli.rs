@@ -1,1 +1,87 @@
+//! `maspo generate` end to end on the real SmolLM2.
 
+use crate::common::{fixture, heavy, maspo_bin, models_dir};
+use std::process::Command;
+
+#[test]
+fn generate_streams_the_greedy_answer_on_smollm2() {
+    let _g = heavy();
+    crate::common::model_path(crate::common::SMOLLM2);
+    let out = Command::new(maspo_bin())
+        .args([
+            "--threads",
+            "2",
+            "generate",
+            "--max-tokens",
+            "64",
+            "--system",
+        ])
+        .arg("You are a careful math tutor. Put the final answer inside <answer></answer> tags.")
+        .args(["--prompt", "What is 17 * 23?"])
+        .env("MASPO_MODELS_DIR", models_dir())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    // llama.cpp's greedy text for this conversation (golden math_short).
+    let golden = std::fs::read_to_string(fixture("golden/smollm2-135m-instruct.json")).unwrap();
+    assert!(golden.contains("\"greedy_text\": \"17 * 23 = 381.\""));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "17 * 23 = 381.\n");
+    assert!(
+        stderr.contains("tok/s") && stderr.contains("EndOfTurn"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn generate_reads_stdin_and_honours_stop_strings_and_seed() {
+    let _g = heavy();
+    crate::common::model_path(crate::common::SMOLLM2);
+    let run = |args: &[&str]| {
+        let mut child = Command::new(maspo_bin())
+            .arg("generate")
+            .args(args)
+            .env("MASPO_MODELS_DIR", models_dir())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"Count from 1 to 20, separated by commas.")
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let stopped = run(&["--max-tokens", "80", "--stop", "5"]);
+    assert!(
+        !stopped.contains('5') && stopped.contains('4'),
+        "{stopped:?}"
+    );
+    let a = run(&["--max-tokens", "24", "--temperature", "0.9", "--seed", "11"]);
+    let b = run(&["--max-tokens", "24", "--temperature", "0.9", "--seed", "11"]);
+    assert_eq!(a, b, "same seed, same text");
+}
+
+#[test]
+fn generate_errors_are_clear() {
+    let out = Command::new(maspo_bin())
+        .args(["generate", "--model", "no-such-model", "--prompt", "x"])
+        .env("MASPO_MODELS_DIR", models_dir())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("unknown model `no-such-model`"),
+        "{err}"
+    );
+}

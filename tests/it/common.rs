@@ -13,7 +13,9 @@ pub fn repo_root() -> PathBuf {
 }
 
 pub fn models_dir() -> PathBuf {
-    std::env::var_os("MASPO_MODELS_DIR").map(PathBuf::from).unwrap_or_else(|| repo_root().join("models"))
+    std::env::var_os("MASPO_MODELS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("models"))
 }
 
 pub fn fixture(rel: &str) -> PathBuf {
@@ -42,7 +44,9 @@ pub fn engine(id: &str) -> &'static Engine {
         QWEN => &QW,
         other => panic!("no shared engine for {other}"),
     };
-    cell.get_or_init(|| Engine::load(&model_path(id), EngineSettings::default()).expect("loading the model"))
+    cell.get_or_init(|| {
+        Engine::load(&model_path(id), EngineSettings::default()).expect("loading the model")
+    })
 }
 
 pub fn maspo_bin() -> PathBuf {

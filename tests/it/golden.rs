@@ -43,11 +43,23 @@ fn check_tokenize(id: &str) {
     assert_eq!(g.tokenize.len(), 34);
     for case in &g.tokenize {
         let plain = e.tokenizer().encode_plain(&case.text).unwrap();
-        assert_eq!(plain, case.ids, "{id}: plain tokenization of {:?}", case.text);
+        assert_eq!(
+            plain, case.ids,
+            "{id}: plain tokenization of {:?}",
+            case.text
+        );
         let special = e.tokenizer().encode_with_specials(&case.text).unwrap();
-        assert_eq!(special, case.ids_parse_special, "{id}: special-aware tokenization of {:?}", case.text);
+        assert_eq!(
+            special, case.ids_parse_special,
+            "{id}: special-aware tokenization of {:?}",
+            case.text
+        );
         if !case.ids.is_empty() {
-            assert_eq!(e.tokenizer().decode(&case.ids).unwrap(), case.text, "{id}: round trip");
+            assert_eq!(
+                e.tokenizer().decode(&case.ids).unwrap(),
+                case.text,
+                "{id}: round trip"
+            );
         }
     }
 }
@@ -92,23 +104,41 @@ fn qwen_chat_template_matches_llama_cpp() {
 fn check_greedy(id: &str) {
     let e = engine(id);
     let g = golden(id);
-    let requests: Vec<GenRequest> = g.greedy.iter().map(|c| GenRequest::chat(c.messages.clone(), 64)).collect();
+    let requests: Vec<GenRequest> = g
+        .greedy
+        .iter()
+        .map(|c| GenRequest::chat(c.messages.clone(), 64))
+        .collect();
     let results = e.generate(&requests);
     let mut divergences = Vec::new();
     for (case, result) in g.greedy.iter().zip(results) {
         let ours = result.unwrap().token_ids;
         for (step, want) in case.greedy_ids.iter().enumerate() {
-            if case.top1_margin_per_step.get(step).is_some_and(|m| *m < 0.2) {
+            if case
+                .top1_margin_per_step
+                .get(step)
+                .is_some_and(|m| *m < 0.2)
+            {
                 break;
             }
             if ours.get(step) != Some(want) {
-                divergences.push(format!("{}: step {step}: ours {:?}, llama.cpp {want}", case.name, ours.get(step)));
+                divergences.push(format!(
+                    "{}: step {step}: ours {:?}, llama.cpp {want}",
+                    case.name,
+                    ours.get(step)
+                ));
                 break;
             }
         }
     }
-    eprintln!("{id}: {} greedy divergence(s) before a low-margin step: {divergences:?}", divergences.len());
-    assert!(divergences.len() <= 1, "{id}: greedy divergences: {divergences:#?}");
+    eprintln!(
+        "{id}: {} greedy divergence(s) before a low-margin step: {divergences:?}",
+        divergences.len()
+    );
+    assert!(
+        divergences.len() <= 1,
+        "{id}: greedy divergences: {divergences:#?}"
+    );
 }
 
 #[test]
@@ -133,7 +163,11 @@ fn teacher_forced(e: &Engine, case: &GreedyCase) -> (usize, usize, f32) {
     let mut max_delta = 0f32;
     let mut input: Vec<u32> = case.prompt_ids.clone();
     for (step, want) in case.greedy_ids.iter().enumerate() {
-        let mut steps = [SeqStep { tokens: &input, cache: &mut cache, want_logits: true }];
+        let mut steps = [SeqStep {
+            tokens: &input,
+            cache: &mut cache,
+            want_logits: true,
+        }];
         let logits = model.forward(&mut steps).unwrap().pop().unwrap().unwrap();
         if let Some(top5) = case.top5_logits_first_steps.get(step) {
             for (tok, l) in top5 {
@@ -162,8 +196,14 @@ fn check_teacher_forced(id: &str, max_logit_delta: f32) {
     }
     eprintln!("{id}: teacher-forced top-1 disagreements {disagree}/{confident} confident steps; max |Δlogit| first steps {worst:.3}");
     assert!(confident > 100, "too few confident steps: {confident}");
-    assert!(disagree <= 1, "{id}: top-1 disagrees at {disagree} of {confident} confident steps");
-    assert!(worst < max_logit_delta, "{id}: first-step logits differ from llama.cpp by up to {worst}");
+    assert!(
+        disagree <= 1,
+        "{id}: top-1 disagrees at {disagree} of {confident} confident steps"
+    );
+    assert!(
+        worst < max_logit_delta,
+        "{id}: first-step logits differ from llama.cpp by up to {worst}"
+    );
 }
 
 #[test]

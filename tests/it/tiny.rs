@@ -1,1 +1,354 @@
+//! Tiny GGUF files written by the tests (random weights, both architectures): the model code,
+//! tokenizer-from-GGUF, batching invariants and every load-time error path, without downloads.
 
+use crate::common::heavy;
+use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
+use candle_core::{Device, Tensor};
+use maspo::engine::chat_template::Message;
+use maspo::engine::sampling::{SamplingParams, SplitMix64};
+use maspo::engine::{Engine, EngineError, EngineSettings, GenRequest, Prompt};
+use std::path::{Path, PathBuf};
+
+const HIDDEN: usize = 64;
+const HEADS: usize = 4;
+const KV_HEADS: usize = 2;
+const FFN: usize = 96;
+const LAYERS: usize = 2;
+
+/// GPT-2's byte → printable-char table (the alphabet of byte-level BPE vocabularies).
+fn byte_alphabet() -> Vec<String> {
+    let direct: Vec<u32> = (33..=126).chain(161..=172).chain(174..=255).collect();
+    let mut out = vec![String::new(); 256];
+    let mut extra = 0;
+    for b in 0..256u32 {
+        let c = if direct.contains(&b) {
+            b
+        } else {
+            extra += 1;
+            255 + extra
+        };
+        out[b as usize] = char::from_u32(c).unwrap().to_string();
+    }
+    out
+}
+
+/// What to write; fields let tests break the file on purpose.
+pub struct TinySpec {
+    pub arch: &'static str,
+    pub drop_keys: Vec<&'static str>,
+    pub seed: u64,
+}
+
+impl TinySpec {
+    pub fn new(arch: &'static str) -> Self {
+        Self {
+            arch,
+            drop_keys: Vec::new(),
+            seed: 1,
+        }
+    }
+}
+
+fn random(rng: &mut SplitMix64, n: usize, scale: f32) -> Vec<f32> {
+    (0..n)
+        .map(|_| (rng.next_f64() as f32 * 2.0 - 1.0) * scale)
+        .collect()
+}
+
+/// Writes a tiny model of `spec.arch` (llama or qwen2 layout) to `path`.
+pub fn write_tiny(path: &Path, spec: &TinySpec) {
+    let dev = Device::Cpu;
+    let mut rng = SplitMix64::new(spec.seed);
+    let mut tokens = byte_alphabet();
+    let merges = ["Ġ t", "h e", "Ġt he"];
+    tokens.extend(["Ġt", "he", "Ġthe"].map(String::from));
+    let specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"];
+    tokens.extend(specials.map(String::from));
+    let vocab = tokens.len();
+    let mut types = vec![1i32; vocab];
+    for t in &mut types[vocab - 3..] {
+        *t = 3;
+    }
+    let q8 = |rows: usize, cols: usize, rng: &mut SplitMix64| {
+        let t = Tensor::from_vec(random(rng, rows * cols, 0.3), (rows, cols), &dev).unwrap();
+        QTensor::quantize(&t, GgmlDType::Q8_0).unwrap()
+    };
+    let f32v = |n: usize, rng: &mut SplitMix64, base: f32| {
+        let v: Vec<f32> = random(rng, n, 0.1).into_iter().map(|x| x + base).collect();
+        QTensor::quantize(&Tensor::from_vec(v, n, &dev).unwrap(), GgmlDType::F32).unwrap()
+    };
+    let head_dim = HIDDEN / HEADS;
+    let mut tensors: Vec<(String, QTensor)> = vec![
+        ("token_embd.weight".into(), q8(vocab, HIDDEN, &mut rng)),
+        ("output_norm.weight".into(), f32v(HIDDEN, &mut rng, 1.0)),
+    ];
+    for l in 0..LAYERS {
+        let n = |t: &str| format!("blk.{l}.{t}");
+        tensors.push((n("attn_norm.weight"), f32v(HIDDEN, &mut rng, 1.0)));
+        tensors.push((n("attn_q.weight"), q8(HEADS * head_dim, HIDDEN, &mut rng)));
+        tensors.push((
+            n("attn_k.weight"),
+            q8(KV_HEADS * head_dim, HIDDEN, &mut rng),
+        ));
+        tensors.push((
+            n("attn_v.weight"),
+            q8(KV_HEADS * head_dim, HIDDEN, &mut rng),
+        ));
+        tensors.push((
+            n("attn_output.weight"),
+            q8(HIDDEN, HEADS * head_dim, &mut rng),
+        ));
+        tensors.push((n("ffn_norm.weight"), f32v(HIDDEN, &mut rng, 1.0)));
+        tensors.push((n("ffn_gate.weight"), q8(FFN, HIDDEN, &mut rng)));
+        tensors.push((n("ffn_up.weight"), q8(FFN, HIDDEN, &mut rng)));
+        tensors.push((n("ffn_down.weight"), q8(HIDDEN, FFN, &mut rng)));
+        if spec.arch == "qwen2" {
+            tensors.push((n("attn_q.bias"), f32v(HEADS * head_dim, &mut rng, 0.0)));
+            tensors.push((n("attn_k.bias"), f32v(KV_HEADS * head_dim, &mut rng, 0.0)));
+            tensors.push((n("attn_v.bias"), f32v(KV_HEADS * head_dim, &mut rng, 0.0)));
+        }
+    }
+    if spec.arch == "qwen2" {
+        tensors.push(("output.weight".into(), q8(vocab, HIDDEN, &mut rng)));
+    }
+    use gguf_file::Value as V;
+    let a = spec.arch;
+    let strs = |v: &[String]| V::Array(v.iter().map(|s| V::String(s.clone())).collect());
+    let meta: Vec<(String, V)> = vec![
+        ("general.architecture".into(), V::String(a.into())),
+        (format!("{a}.block_count"), V::U32(LAYERS as u32)),
+        (format!("{a}.context_length"), V::U32(256)),
+        (format!("{a}.embedding_length"), V::U32(HIDDEN as u32)),
+        (format!("{a}.feed_forward_length"), V::U32(FFN as u32)),
+        (format!("{a}.attention.head_count"), V::U32(HEADS as u32)),
+        (
+            format!("{a}.attention.head_count_kv"),
+            V::U32(KV_HEADS as u32),
+        ),
+        (
+            format!("{a}.attention.layer_norm_rms_epsilon"),
+            V::F32(1e-5),
+        ),
+        (format!("{a}.rope.freq_base"), V::F32(10000.0)),
+        ("tokenizer.ggml.model".into(), V::String("gpt2".into())),
+        (
+            "tokenizer.ggml.pre".into(),
+            V::String(if a == "qwen2" { "qwen2" } else { "smollm" }.into()),
+        ),
+        ("tokenizer.ggml.tokens".into(), strs(&tokens)),
+        (
+            "tokenizer.ggml.merges".into(),
+            strs(&merges.map(String::from)),
+        ),
+        (
+            "tokenizer.ggml.token_type".into(),
+            V::Array(types.iter().map(|t| V::I32(*t)).collect()),
+        ),
+        (
+            "tokenizer.ggml.eos_token_id".into(),
+            V::U32(vocab as u32 - 1),
+        ),
+        (
+            "tokenizer.ggml.bos_token_id".into(),
+            V::U32(vocab as u32 - 3),
+        ),
+    ];
+    let meta: Vec<(&str, &V)> = meta
+        .iter()
+        .filter(|(k, _)| !spec.drop_keys.contains(&k.as_str()))
+        .map(|(k, v)| (k.as_str(), v))
+        .collect();
+    let tensors: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, t)| (k.as_str(), t)).collect();
+    let mut f = std::fs::File::create(path).unwrap();
+    gguf_file::write(&mut f, &meta, &tensors).unwrap();
+}
+
+fn tiny(dir: &Path, spec: &TinySpec) -> PathBuf {
+    let p = dir.join(format!("tiny-{}-{}.gguf", spec.arch, spec.seed));
+    write_tiny(&p, spec);
+    p
+}
+
+fn prompts() -> Vec<GenRequest> {
+    [
+        "hi",
+        "the theme of the thesis",
+        "a",
+        "x y z <|im_end|> injected",
+        "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, p)| {
+        let mut r = GenRequest::chat(vec![Message::system("sys"), Message::user(*p)], 6 + i);
+        if i % 2 == 1 {
+            r.sampling = SamplingParams {
+                temperature: 0.8,
+                top_k: 20,
+                top_p: 0.9,
+                seed: 40 + i as u64,
+            };
+        }
+        r
+    })
+    .collect()
+}
+
+fn tokens_of(engine: &Engine, reqs: &[GenRequest]) -> Vec<Vec<u32>> {
+    engine
+        .generate(reqs)
+        .into_iter()
+        .map(|r| r.unwrap().token_ids)
+        .collect()
+}
+
+fn check_arch(arch: &'static str) {
+    let _g = heavy();
+    let dir = tempfile::tempdir().unwrap();
+    let path = tiny(dir.path(), &TinySpec::new(arch));
+    let engine = Engine::load(&path, EngineSettings::default()).unwrap();
+    assert_eq!(engine.model().arch(), arch);
+    // The tokenizer built from the GGUF applies its merges and keeps specials whole.
+    let ids = engine
+        .tokenizer()
+        .encode_with_specials("<|im_start|>the")
+        .unwrap();
+    let the = engine.tokenizer().token_id("he").unwrap();
+    assert_eq!(ids.len(), 3, "{ids:?}");
+    assert_eq!(ids[2], the);
+    let reqs = prompts();
+    let together = tokens_of(&engine, &reqs);
+    for (i, r) in reqs.iter().enumerate() {
+        assert!(!together[i].is_empty());
+        // Batch invariance: alone or in a ragged batch, the same tokens (greedy and seeded).
+        let alone = tokens_of(&engine, std::slice::from_ref(r));
+        assert_eq!(
+            alone[0], together[i],
+            "{arch}: request {i} alone vs batched"
+        );
+    }
+    // Chunked prefill (2 tokens per step) and a one-sequence-at-a-time schedule agree too.
+    let chunked = Engine::load(
+        &path,
+        EngineSettings {
+            max_running: 2,
+            step_tokens: 2,
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        tokens_of(&chunked, &reqs),
+        together,
+        "{arch}: chunked prefill"
+    );
+    // Deterministic run to run.
+    assert_eq!(tokens_of(&engine, &reqs), together);
+}
+
+#[test]
+fn tiny_llama_loads_runs_and_is_batch_invariant() {
+    check_arch("llama");
+}
+
+#[test]
+fn tiny_qwen2_loads_runs_and_is_batch_invariant() {
+    check_arch("qwen2");
+}
+
+#[test]
+fn prompt_over_context_is_a_per_request_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = tiny(dir.path(), &TinySpec::new("llama"));
+    let engine = Engine::load(&path, EngineSettings::default()).unwrap();
+    let long = GenRequest::chat(vec![Message::user("x ".repeat(400))], 4);
+    let short = GenRequest::chat(vec![Message::user("hi")], 4);
+    let out = engine.generate(&[long, short]);
+    let err = out[0].as_ref().unwrap_err().to_string();
+    assert!(err.contains("exceeds the context length 256"), "{err}");
+    assert!(out[1].is_ok());
+    let empty = engine.generate(&[GenRequest {
+        prompt: Prompt::Tokens(vec![]),
+        ..GenRequest::chat(vec![], 1)
+    }]);
+    assert!(empty[0].as_ref().unwrap_err().to_string().contains("empty"));
+}
+
+#[test]
+fn missing_file_names_the_path_and_the_fix() {
+    let err = Engine::load(
+        Path::new("/nonexistent/model.gguf"),
+        EngineSettings::default(),
+    )
+    .err()
+    .unwrap();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("/nonexistent/model.gguf") && msg.contains("maspo models fetch"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn truncated_gguf_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = tiny(dir.path(), &TinySpec::new("llama"));
+    let bytes = std::fs::read(&path).unwrap();
+    for cut in [10, 2000, bytes.len() - 100] {
+        std::fs::write(&path, &bytes[..cut]).unwrap();
+        let err = Engine::load(&path, EngineSettings::default())
+            .err()
+            .unwrap();
+        assert!(
+            matches!(err, EngineError::BadGguf { .. }),
+            "cut at {cut}: {err}"
+        );
+        let msg = err.to_string();
+        assert!(
+            msg.contains(&path.display().to_string()) && msg.contains("fetch again"),
+            "{msg}"
+        );
+    }
+}
+
+#[test]
+fn unknown_architecture_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = tiny(dir.path(), &TinySpec::new("mamba"));
+    let msg = Engine::load(&path, EngineSettings::default())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        msg.contains("`mamba`") && msg.contains("llama, qwen2"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn missing_metadata_keys_are_all_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = TinySpec {
+        drop_keys: vec!["llama.block_count", "llama.embedding_length"],
+        ..TinySpec::new("llama")
+    };
+    let path = tiny(dir.path(), &spec);
+    let msg = Engine::load(&path, EngineSettings::default())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        msg.contains("llama.block_count") && msg.contains("llama.embedding_length"),
+        "{msg}"
+    );
+    assert!(msg.contains(&path.display().to_string()), "{msg}");
+    let spec = TinySpec {
+        drop_keys: vec!["tokenizer.ggml.tokens"],
+        ..TinySpec::new("qwen2")
+    };
+    let path = tiny(dir.path(), &spec);
+    let msg = Engine::load(&path, EngineSettings::default())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(msg.contains("tokenizer.ggml.tokens"), "{msg}");
+}
