@@ -60,7 +60,13 @@ pub fn run(global: &GlobalArgs, args: GenerateArgs) -> anyhow::Result<ExitCode> 
     let cat = catalog(global)?;
     let path = cat.resolve(&args.model, &mut FetchBar::new(global.quiet))?;
     let t_load = Instant::now();
-    let engine = Engine::load(&path, EngineSettings::default())?;
+    let engine = Engine::load(
+        &path,
+        EngineSettings {
+            threads: global.threads.unwrap_or(0),
+            ..EngineSettings::default()
+        },
+    )?;
     let load_s = t_load.elapsed().as_secs_f64();
     let request = GenRequest {
         prompt: Prompt::Chat(vec![Message::system(args.system), Message::user(user)]),

@@ -6,6 +6,7 @@
 //! concurrency coming from batching inside (never from an async runtime).
 
 pub mod chat_template;
+pub mod cpu;
 pub mod error;
 mod generate;
 pub mod gguf;
@@ -29,6 +30,8 @@ use tokenizer::Tokenizer;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EngineSettings {
+    /// Compute threads (0 = every available core).
+    pub threads: usize,
     /// Most sequences decoded together in one step.
     pub max_running: usize,
     /// Most tokens (decode + prefill chunks) in one forward step; bounds activation memory.
@@ -39,6 +42,7 @@ impl Default for EngineSettings {
     fn default() -> Self {
         // engine-design.md §2.5: throughput keeps rising to ~64 sequences on 2 cores.
         Self {
+            threads: 0,
             max_running: 64,
             step_tokens: 512,
         }
@@ -69,7 +73,11 @@ impl Engine {
     /// Loads a GGUF model file: metadata is checked first, then weights, tokenizer and template.
     pub fn load(path: &Path, settings: EngineSettings) -> Result<Self> {
         let gguf = GgufFile::open(path)?;
-        let model = Model::load(&gguf, &candle_core::Device::Cpu)?;
+        let threads = match settings.threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        let model = Model::load(&gguf, threads)?;
         let tokenizer = Tokenizer::load(&gguf)?;
         let token_str = |id: Option<u32>| {
             id.and_then(|i| tokenizer.decode(&[i]).ok())

@@ -231,6 +231,7 @@ fn check_arch(arch: &'static str) {
     let chunked = Engine::load(
         &path,
         EngineSettings {
+            threads: 1,
             max_running: 2,
             step_tokens: 2,
         },

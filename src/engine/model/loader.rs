@@ -6,10 +6,10 @@
 
 use super::attention::RopeStyle;
 use super::transformer::{Block, Linear, Transformer, TransformerConfig};
+use crate::engine::cpu::QMatrix;
 use crate::engine::error::{EngineError, Result};
 use crate::engine::gguf::GgufFile;
-use candle_core::{DType, Device, Tensor};
-use std::sync::Arc;
+use candle_core::Device;
 
 /// What differs between architectures that share the layout.
 pub struct ArchConventions {
@@ -93,60 +93,65 @@ pub fn read_config(gguf: &GgufFile, conv: &ArchConventions) -> Result<Transforme
     })
 }
 
-fn f32_vector(gguf: &GgufFile, name: &str, n: usize, device: &Device) -> Result<Tensor> {
+fn f32_vector(gguf: &GgufFile, name: &str, n: usize) -> Result<Vec<f32>> {
     Ok(gguf
-        .tensor(name, &[n], device)?
-        .dequantize(device)?
-        .to_dtype(DType::F32)?)
+        .tensor(name, &[n], &Device::Cpu)?
+        .dequantize(&Device::Cpu)?
+        .to_vec1::<f32>()?)
 }
 
-/// Loads every tensor and assembles the model.
+fn matrix(gguf: &GgufFile, name: &str, rows: usize, cols: usize) -> Result<QMatrix> {
+    let t = gguf.tensor(name, &[rows, cols], &Device::Cpu)?;
+    QMatrix::from_qtensor(&t).map_err(|e| EngineError::Tensor {
+        path: gguf.path().to_path_buf(),
+        name: name.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+/// Loads every tensor and assembles the model; `threads` sizes its compute pool.
 pub fn load_blocks(
     gguf: &GgufFile,
     cfg: TransformerConfig,
     conv: &ArchConventions,
-    device: &Device,
+    threads: usize,
 ) -> Result<Transformer> {
     let (d, e) = (cfg.hidden, cfg.head_dim);
     let (qn, kn) = (cfg.n_head * e, cfg.n_kv_head * e);
-    let embed = Arc::new(gguf.tensor("token_embd.weight", &[cfg.vocab, d], device)?);
+    let embed = matrix(gguf, "token_embd.weight", cfg.vocab, d)?;
     let mut blocks = Vec::with_capacity(cfg.n_layer);
     for i in 0..cfg.n_layer {
         let name = |t: &str| format!("blk.{i}.{t}");
         let lin = |t: &str, rows: usize, cols: usize, bias: bool| -> Result<Linear> {
-            let w = gguf.tensor(&name(&format!("{t}.weight")), &[rows, cols], device)?;
+            let w = matrix(gguf, &name(&format!("{t}.weight")), rows, cols)?;
             let b = if bias {
-                Some(f32_vector(gguf, &name(&format!("{t}.bias")), rows, device)?)
+                Some(f32_vector(gguf, &name(&format!("{t}.bias")), rows)?)
             } else {
                 None
             };
-            Linear::new(w, b)
+            Ok(Linear::new(w, b))
         };
         blocks.push(Block {
-            attn_norm: f32_vector(gguf, &name("attn_norm.weight"), d, device)?,
+            attn_norm: f32_vector(gguf, &name("attn_norm.weight"), d)?,
             wq: lin("attn_q", qn, d, conv.qkv_bias)?,
             wk: lin("attn_k", kn, d, conv.qkv_bias)?,
             wv: lin("attn_v", kn, d, conv.qkv_bias)?,
             wo: lin("attn_output", d, qn, false)?,
-            ffn_norm: f32_vector(gguf, &name("ffn_norm.weight"), d, device)?,
+            ffn_norm: f32_vector(gguf, &name("ffn_norm.weight"), d)?,
             gate: lin("ffn_gate", cfg.ffn, d, false)?,
             up: lin("ffn_up", cfg.ffn, d, false)?,
             down: lin("ffn_down", d, cfg.ffn, false)?,
         });
     }
-    let norm = f32_vector(gguf, "output_norm.weight", d, device)?;
+    let norm = f32_vector(gguf, "output_norm.weight", d)?;
     // Tied embeddings: no `output.weight` means the LM head is the embedding matrix.
     let lm_head = if gguf.has_tensor("output.weight") {
-        Linear::new(gguf.tensor("output.weight", &[cfg.vocab, d], device)?, None)?
+        Some(Linear::new(
+            matrix(gguf, "output.weight", cfg.vocab, d)?,
+            None,
+        ))
     } else {
-        Linear::from_arc(embed.clone())?
+        None
     };
-    Ok(Transformer::new(
-        cfg,
-        embed,
-        blocks,
-        norm,
-        lm_head,
-        device.clone(),
-    ))
+    Ok(Transformer::new(cfg, embed, blocks, norm, lm_head, threads))
 }

@@ -12,7 +12,6 @@ pub mod transformer;
 
 use crate::engine::error::{EngineError, Result};
 use crate::engine::gguf::GgufFile;
-use candle_core::Device;
 pub use transformer::{SeqStep, Transformer, TransformerConfig};
 
 /// Architectures maspo implements, by their GGUF `general.architecture` name.
@@ -27,12 +26,12 @@ pub enum Model {
 }
 
 impl Model {
-    /// Loads the architecture that `general.architecture` names.
-    pub fn load(gguf: &GgufFile, device: &Device) -> Result<Self> {
+    /// Loads the architecture that `general.architecture` names; `threads` sizes the compute pool.
+    pub fn load(gguf: &GgufFile, threads: usize) -> Result<Self> {
         let arch = gguf.architecture().unwrap_or_default();
         match arch.as_str() {
-            "llama" => Ok(Self::Llama(llama::Llama::load(gguf, device)?)),
-            "qwen2" => Ok(Self::Qwen2(qwen2::Qwen2::load(gguf, device)?)),
+            "llama" => Ok(Self::Llama(llama::Llama::load(gguf, threads)?)),
+            "qwen2" => Ok(Self::Qwen2(qwen2::Qwen2::load(gguf, threads)?)),
             "" => Err(EngineError::Metadata {
                 path: gguf.path().to_path_buf(),
                 arch: "any".into(),

@@ -6,7 +6,6 @@ use super::loader::{load_blocks, read_config, ArchConventions};
 use super::transformer::{Transformer, TransformerConfig};
 use crate::engine::error::Result;
 use crate::engine::gguf::GgufFile;
-use candle_core::Device;
 
 const CONVENTIONS: ArchConventions = ArchConventions {
     prefix: "qwen2",
@@ -22,10 +21,10 @@ pub struct Qwen2 {
 
 impl Qwen2 {
     /// Loads weights and hyper-parameters, reporting every missing metadata key at once.
-    pub fn load(gguf: &GgufFile, device: &Device) -> Result<Self> {
+    pub fn load(gguf: &GgufFile, threads: usize) -> Result<Self> {
         let cfg = read_config(gguf, &CONVENTIONS)?;
         Ok(Self {
-            inner: load_blocks(gguf, cfg, &CONVENTIONS, device)?,
+            inner: load_blocks(gguf, cfg, &CONVENTIONS, threads)?,
         })
     }
 

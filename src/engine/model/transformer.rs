@@ -3,16 +3,17 @@
 //! row-wise work (embedding, norms, projections, MLP, LM head); only attention knows about
 //! sequences. No padding, per-token positions, per-sequence KV.
 //!
-//! Owns the forward numerics. Does not own weights loading conventions (the architecture files
-//! do) nor any per-sequence state (the caller passes each sequence's [`KvCache`]).
+//! Owns the forward numerics. Does not own weight-loading conventions (the architecture files
+//! do) nor any per-sequence state (the caller passes each sequence's [`KvCache`]). Runs on
+//! maspo's CPU kernels ([`crate::engine::cpu`]); every result row depends only on its own
+//! sequence, so outputs are identical whatever else shares the batch.
 
 use super::attention::{attend_one, AttnShape, RopeStyle, RopeTables};
+use crate::engine::cpu::pool::SharedOut;
+use crate::engine::cpu::{Acts, Pool, QMatrix};
 use crate::engine::error::{EngineError, Result};
 use crate::engine::kv::KvCache;
-use candle_core::quantized::{QMatMul, QTensor};
-use candle_core::{Device, Module, Tensor};
-use rayon::prelude::*;
-use std::sync::Arc;
+use std::cell::RefCell;
 
 /// Hyper-parameters read from the GGUF metadata.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,42 +42,34 @@ pub struct TransformerConfig {
     pub vocab: usize,
 }
 
-/// A projection: quantized (or f32) weight plus optional bias.
+/// A projection: weight plus optional bias.
 pub struct Linear {
-    w: QMatMul,
-    bias: Option<Tensor>,
+    w: QMatrix,
+    bias: Option<Vec<f32>>,
 }
 
 impl Linear {
     /// Wraps a weight and bias.
-    pub fn new(w: QTensor, bias: Option<Tensor>) -> Result<Self> {
-        Ok(Self {
-            w: QMatMul::from_qtensor(w)?,
-            bias,
-        })
+    pub fn new(w: QMatrix, bias: Option<Vec<f32>>) -> Self {
+        Self { w, bias }
     }
 
-    /// Wraps a shared weight (e.g. the tied embedding as LM head).
-    pub fn from_arc(w: Arc<QTensor>) -> Result<Self> {
-        Ok(Self {
-            w: QMatMul::from_arc(w)?,
-            bias: None,
-        })
-    }
-
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = self.w.forward(x)?;
-        Ok(match &self.bias {
-            Some(b) => y.broadcast_add(b)?,
-            None => y,
-        })
+    fn forward(&self, pool: &Pool, a: &Acts<'_>) -> Vec<f32> {
+        let mut out = vec![0f32; a.m * self.w.n];
+        self.w.matmul(pool, a, &mut out);
+        if let Some(b) = &self.bias {
+            for row in out.chunks_exact_mut(self.w.n) {
+                row.iter_mut().zip(b).for_each(|(o, b)| *o += b);
+            }
+        }
+        out
     }
 }
 
 /// One decoder block's weights.
 pub struct Block {
     /// Pre-attention RMSNorm weight.
-    pub attn_norm: Tensor,
+    pub attn_norm: Vec<f32>,
     /// Query projection.
     pub wq: Linear,
     /// Key projection.
@@ -86,7 +79,7 @@ pub struct Block {
     /// Attention output projection.
     pub wo: Linear,
     /// Pre-MLP RMSNorm weight.
-    pub ffn_norm: Tensor,
+    pub ffn_norm: Vec<f32>,
     /// MLP gate.
     pub gate: Linear,
     /// MLP up.
@@ -109,23 +102,40 @@ pub struct SeqStep<'a> {
 pub struct Transformer {
     /// Hyper-parameters.
     pub cfg: TransformerConfig,
-    embed: Arc<QTensor>,
+    embed: QMatrix,
     blocks: Vec<Block>,
-    norm: Tensor,
-    lm_head: Linear,
+    norm: Vec<f32>,
+    /// `None`: tied to the embedding.
+    lm_head: Option<Linear>,
     rope: RopeTables,
-    device: Device,
+    pool: Pool,
+}
+
+/// RMSNorm of every row, in place into `out` (sum of squares in f64, as ggml does).
+fn rms_norm(x: &[f32], w: &[f32], eps: f64, out: &mut [f32]) {
+    let d = w.len();
+    for (xr, or) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
+        let ss: f64 = xr.iter().map(|v| (*v as f64) * (*v as f64)).sum();
+        let scale = (1.0 / (ss / d as f64 + eps).sqrt()) as f32;
+        for ((o, v), g) in or.iter_mut().zip(xr).zip(w) {
+            *o = v * scale * g;
+        }
+    }
+}
+
+fn add_into(x: &mut [f32], y: &[f32]) {
+    x.iter_mut().zip(y).for_each(|(a, b)| *a += b);
 }
 
 impl Transformer {
-    /// Assembles a model from loaded parts.
+    /// Assembles a model from loaded parts; `threads` sizes its compute pool.
     pub fn new(
         cfg: TransformerConfig,
-        embed: Arc<QTensor>,
+        embed: QMatrix,
         blocks: Vec<Block>,
-        norm: Tensor,
-        lm_head: Linear,
-        device: Device,
+        norm: Vec<f32>,
+        lm_head: Option<Linear>,
+        threads: usize,
     ) -> Self {
         let rope = RopeTables::new(cfg.head_dim, cfg.rope_base, cfg.ctx_len, cfg.rope_style);
         Self {
@@ -135,7 +145,7 @@ impl Transformer {
             norm,
             lm_head,
             rope,
-            device,
+            pool: Pool::new(threads),
         }
     }
 
@@ -144,10 +154,26 @@ impl Transformer {
         KvCache::new(self.cfg.n_layer, self.cfg.n_kv_head * self.cfg.head_dim)
     }
 
+    /// Weight formats in use, e.g. `["q4_1", "q8_0"]` (for reports).
+    pub fn weight_formats(&self) -> Vec<&'static str> {
+        let mut f: Vec<&'static str> = self
+            .blocks
+            .iter()
+            .flat_map(|b| {
+                [&b.wq, &b.wk, &b.wv, &b.wo, &b.gate, &b.up, &b.down].map(|l| l.w.format())
+            })
+            .chain([self.embed.format()])
+            .collect();
+        f.sort_unstable();
+        f.dedup();
+        f
+    }
+
     /// Runs one packed step over several sequences. Returns, aligned with `seqs`, the logits of
     /// each sequence's last new token where `want_logits` was set.
     pub fn forward(&self, seqs: &mut [SeqStep<'_>]) -> Result<Vec<Option<Vec<f32>>>> {
         let c = &self.cfg;
+        let d = c.hidden;
         let mut ids = Vec::new();
         let mut pos = Vec::new();
         let mut row_seq = Vec::new();
@@ -179,21 +205,32 @@ impl Transformer {
             step.cache.push_tokens(step.tokens);
         }
         let t = ids.len();
-        let ids_t = Tensor::from_vec(ids, t, &self.device)?;
-        let mut x = self.embed.embedding(&ids_t)?;
+        let pool = &self.pool;
+        let mut x = vec![0f32; t * d];
+        for (row, &id) in x.chunks_exact_mut(d).zip(&ids) {
+            self.embed.dequantize_row(id as usize, row);
+        }
+        let mut h = vec![0f32; t * d];
         for (l, block) in self.blocks.iter().enumerate() {
-            let h = candle_nn::ops::rms_norm(&x, &block.attn_norm, c.eps as f32)?;
-            let attn = self.attention(l, block, &h, &pos, &row_seq, seqs)?;
-            x = (x + block.wo.forward(&attn)?)?;
-            let h = candle_nn::ops::rms_norm(&x, &block.ffn_norm, c.eps as f32)?;
-            let act = (candle_nn::ops::silu(&block.gate.forward(&h)?)? * block.up.forward(&h)?)?;
-            x = (x + block.down.forward(&act)?)?;
+            rms_norm(&x, &block.attn_norm, c.eps, &mut h);
+            let attn = self.attention(l, block, &h, &pos, &row_seq, seqs);
+            let a = Acts::new(pool, &attn, t, c.n_head * c.head_dim);
+            add_into(&mut x, &block.wo.forward(pool, &a));
+            rms_norm(&x, &block.ffn_norm, c.eps, &mut h);
+            let a = Acts::new(pool, &h, t, d);
+            let mut gate = block.gate.forward(pool, &a);
+            let up = block.up.forward(pool, &a);
+            gate.iter_mut()
+                .zip(&up)
+                .for_each(|(g, u)| *g = *g / (1.0 + (-*g).exp()) * u);
+            let a = Acts::new(pool, &gate, t, c.ffn);
+            add_into(&mut x, &block.down.forward(pool, &a));
         }
         // Logits only for the rows that need them (the LM head is the largest matmul).
         let mut out_rows = Vec::new();
-        let mut row = 0u32;
+        let mut row = 0;
         for step in seqs.iter() {
-            row += step.tokens.len() as u32;
+            row += step.tokens.len();
             if step.want_logits {
                 out_rows.push(row - 1);
             }
@@ -202,15 +239,25 @@ impl Transformer {
         if out_rows.is_empty() {
             return Ok(result);
         }
-        let n_out = out_rows.len();
-        let sel = Tensor::from_vec(out_rows, n_out, &self.device)?;
-        let last = x.index_select(&sel, 0)?;
-        let last = candle_nn::ops::rms_norm(&last, &self.norm, c.eps as f32)?;
-        let logits = self.lm_head.forward(&last)?.to_vec2::<f32>()?;
-        let mut it = logits.into_iter();
+        let last: Vec<f32> = out_rows
+            .iter()
+            .flat_map(|&r| x[r * d..(r + 1) * d].iter().copied())
+            .collect();
+        let mut normed = vec![0f32; last.len()];
+        rms_norm(&last, &self.norm, c.eps, &mut normed);
+        let a = Acts::new(pool, &normed, out_rows.len(), d);
+        let logits = match &self.lm_head {
+            Some(head) => head.forward(pool, &a),
+            None => {
+                let mut out = vec![0f32; out_rows.len() * c.vocab];
+                self.embed.matmul(pool, &a, &mut out);
+                out
+            }
+        };
+        let mut rows = logits.chunks_exact(c.vocab);
         for (slot, step) in result.iter_mut().zip(seqs.iter()) {
             if step.want_logits {
-                *slot = it.next();
+                *slot = rows.next().map(|r| r.to_vec());
             }
         }
         Ok(result)
@@ -220,19 +267,21 @@ impl Transformer {
         &self,
         layer: usize,
         block: &Block,
-        h: &Tensor,
+        h: &[f32],
         pos: &[usize],
         row_seq: &[usize],
         seqs: &mut [SeqStep<'_>],
-    ) -> Result<Tensor> {
+    ) -> Vec<f32> {
         let c = &self.cfg;
-        let e = c.head_dim;
+        let (e, t) = (c.head_dim, pos.len());
         let (qw, kw) = (c.n_head * e, c.n_kv_head * e);
-        let mut q = block.wq.forward(h)?.flatten_all()?.to_vec1::<f32>()?;
-        let mut k = block.wk.forward(h)?.flatten_all()?.to_vec1::<f32>()?;
-        let v = block.wv.forward(h)?.flatten_all()?.to_vec1::<f32>()?;
-        q.par_chunks_exact_mut(qw)
-            .zip(pos.par_iter())
+        let pool = &self.pool;
+        let a = Acts::new(pool, h, t, c.hidden);
+        let mut q = block.wq.forward(pool, &a);
+        let mut k = block.wk.forward(pool, &a);
+        let v = block.wv.forward(pool, &a);
+        q.chunks_exact_mut(qw)
+            .zip(pos)
             .for_each(|(r, &p)| self.rope.apply(r, p));
         k.chunks_exact_mut(kw)
             .zip(pos)
@@ -254,25 +303,26 @@ impl Transformer {
             head_dim: e,
         };
         let group = c.n_head / c.n_kv_head;
-        let mut out = vec![0f32; q.len()];
-        out.par_chunks_exact_mut(qw)
-            .zip(q.par_chunks_exact(qw))
-            .enumerate()
-            .for_each_init(Vec::new, |scores, (r, (o, qr))| {
-                for head in 0..c.n_head {
-                    let qh = &qr[head * e..(head + 1) * e];
-                    let oh = &mut o[head * e..(head + 1) * e];
-                    attend_one(
-                        qh,
-                        &blocks[row_seq[r]],
-                        head / group,
-                        pos[r],
-                        shape,
-                        scores,
-                        oh,
-                    );
-                }
+        let mut out = vec![0f32; t * qw];
+        let o = SharedOut::new(&mut out);
+        thread_local!(static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) });
+        pool.run(t * c.n_head, &|task| {
+            let (r, head) = (task / c.n_head, task % c.n_head);
+            let qh = &q[r * qw + head * e..r * qw + (head + 1) * e];
+            // SAFETY: every (row, head) output slice belongs to exactly one task.
+            let oh = unsafe { o.slice(r * qw + head * e, e) };
+            SCORES.with(|s| {
+                attend_one(
+                    qh,
+                    &blocks[row_seq[r]],
+                    head / group,
+                    pos[r],
+                    shape,
+                    &mut s.borrow_mut(),
+                    oh,
+                )
             });
-        Ok(Tensor::from_vec(out, (pos.len(), qw), &self.device)?)
+        });
+        out
     }
 }

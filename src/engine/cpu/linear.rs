@@ -1,0 +1,235 @@
+//! Weight matrices in a CPU-friendly format and the batched matmul over them.
+//!
+//! Q4_1, Q5_0 and Q8_0 (the formats of both shipped files' big matrices) are kept byte for byte;
+//! any other quantized format (the K-quants of Qwen's ffn_down, say) is converted to Q8_0 at
+//! load, which is near-lossless and runs on the fastest kernel; f32/f16 weights stay f32.
+
+use super::dot::{dot_f32, dot_q4_1, dot_q5_0, dot_q8_0};
+use super::pool::{Pool, SharedOut};
+use super::quant::{
+    blocks_from_bytes, dequant_q4_1, dequant_q5_0, dequant_q8_0, quantize_q8_0, quantize_row,
+    ActBlock, BlockQ4_1, BlockQ5_0, BlockQ8_0, QK,
+};
+use candle_core::quantized::{GgmlDType, QTensor};
+
+/// Weight storage.
+pub enum Weights {
+    /// ggml Q4_1 blocks, row-major.
+    Q4_1(Vec<BlockQ4_1>),
+    /// ggml Q5_0 blocks, row-major.
+    Q5_0(Vec<BlockQ5_0>),
+    /// ggml Q8_0 blocks, row-major.
+    Q8_0(Vec<BlockQ8_0>),
+    /// Plain f32, row-major.
+    F32(Vec<f32>),
+}
+
+/// An `n × k` weight matrix (n outputs, k inputs) computing `y = x · Wᵀ`.
+pub struct QMatrix {
+    /// Output features (rows).
+    pub n: usize,
+    /// Input features (columns).
+    pub k: usize,
+    w: Weights,
+}
+
+/// Activations `m × k`, with their block quantization computed once and reused by every matrix
+/// that reads the same input (Q, K and V; gate and up).
+pub struct Acts<'a> {
+    /// The f32 rows.
+    pub x: &'a [f32],
+    /// Rows.
+    pub m: usize,
+    /// Columns.
+    pub k: usize,
+    q: Vec<ActBlock>,
+}
+
+impl<'a> Acts<'a> {
+    /// Quantizes `m` rows of `x` (parallel over rows).
+    pub fn new(pool: &Pool, x: &'a [f32], m: usize, k: usize) -> Self {
+        let bpr = k / QK;
+        let mut q = vec![ActBlock::default(); m * bpr];
+        if k % QK == 0 {
+            let qp = q.as_mut_ptr() as usize;
+            pool.run(m, &|i| {
+                // SAFETY: each task writes its own row of blocks.
+                let row = unsafe {
+                    std::slice::from_raw_parts_mut((qp as *mut ActBlock).add(i * bpr), bpr)
+                };
+                quantize_row(&x[i * k..(i + 1) * k], row);
+            });
+        }
+        Self { x, m, k, q }
+    }
+
+    fn row(&self, i: usize) -> &[ActBlock] {
+        let bpr = self.k / QK;
+        &self.q[i * bpr..(i + 1) * bpr]
+    }
+}
+
+impl QMatrix {
+    /// Converts a candle quantized tensor of shape `(n, k)`.
+    pub fn from_qtensor(t: &QTensor) -> candle_core::Result<Self> {
+        let (n, k) = t.shape().dims2()?;
+        let raw = || t.data().map(|c| c.into_owned());
+        let bad = || {
+            candle_core::Error::Msg(format!(
+                "tensor bytes do not form whole {:?} blocks",
+                t.dtype()
+            ))
+        };
+        let w = match t.dtype() {
+            GgmlDType::Q4_1 => Weights::Q4_1(blocks_from_bytes(&raw()?).ok_or_else(bad)?),
+            GgmlDType::Q5_0 => Weights::Q5_0(blocks_from_bytes(&raw()?).ok_or_else(bad)?),
+            GgmlDType::Q8_0 => Weights::Q8_0(blocks_from_bytes(&raw()?).ok_or_else(bad)?),
+            GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16 => Weights::F32(
+                t.dequantize(&candle_core::Device::Cpu)?
+                    .flatten_all()?
+                    .to_vec1()?,
+            ),
+            _ if k % QK == 0 => {
+                let f = t
+                    .dequantize(&candle_core::Device::Cpu)?
+                    .flatten_all()?
+                    .to_vec1::<f32>()?;
+                Weights::Q8_0(quantize_q8_0(&f))
+            }
+            _ => Weights::F32(
+                t.dequantize(&candle_core::Device::Cpu)?
+                    .flatten_all()?
+                    .to_vec1()?,
+            ),
+        };
+        Ok(Self { n, k, w })
+    }
+
+    /// The storage format's name (for reports).
+    pub fn format(&self) -> &'static str {
+        match self.w {
+            Weights::Q4_1(_) => "q4_1",
+            Weights::Q5_0(_) => "q5_0",
+            Weights::Q8_0(_) => "q8_0",
+            Weights::F32(_) => "f32",
+        }
+    }
+
+    /// Writes row `r` as f32 (embedding lookup).
+    pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
+        let (bpr, k) = (self.k / QK, self.k);
+        match &self.w {
+            Weights::Q4_1(b) => dequant_q4_1(&b[r * bpr..(r + 1) * bpr], out),
+            Weights::Q5_0(b) => dequant_q5_0(&b[r * bpr..(r + 1) * bpr], out),
+            Weights::Q8_0(b) => dequant_q8_0(&b[r * bpr..(r + 1) * bpr], out),
+            Weights::F32(w) => out.copy_from_slice(&w[r * k..(r + 1) * k]),
+        }
+    }
+
+    #[inline]
+    fn dot_row(&self, r: usize, a: &Acts<'_>, i: usize) -> f32 {
+        let bpr = self.k / QK;
+        let blocks = r * bpr..(r + 1) * bpr;
+        match &self.w {
+            Weights::Q4_1(b) => dot_q4_1(&b[blocks], a.row(i)),
+            Weights::Q5_0(b) => dot_q5_0(&b[blocks], a.row(i)),
+            Weights::Q8_0(b) => dot_q8_0(&b[blocks], a.row(i)),
+            Weights::F32(w) => dot_f32(
+                &w[r * self.k..(r + 1) * self.k],
+                &a.x[i * self.k..(i + 1) * self.k],
+            ),
+        }
+    }
+
+    /// `out (m × n) = acts (m × k) · Wᵀ`, split over output rows across the pool.
+    ///
+    /// Each task owns a chunk of weight rows and runs it against every activation row, so a
+    /// weight chunk is read from memory once per call however many sequences are batched.
+    pub fn matmul(&self, pool: &Pool, a: &Acts<'_>, out: &mut [f32]) {
+        assert_eq!(
+            a.k, self.k,
+            "matmul: activation width {} vs weight width {}",
+            a.k, self.k
+        );
+        assert_eq!(out.len(), a.m * self.n, "matmul: output buffer size");
+        // Enough chunks to balance two threads, big enough to amortize the hand-out.
+        let chunk = (self.n / (pool.threads() * 8)).clamp(4, 64);
+        let n_chunks = self.n.div_ceil(chunk);
+        let o = SharedOut::new(out);
+        let (n, m) = (self.n, a.m);
+        pool.run(n_chunks, &|c| {
+            let rows = c * chunk..((c + 1) * chunk).min(n);
+            for i in 0..m {
+                for r in rows.clone() {
+                    // SAFETY: (i, r) pairs are disjoint across tasks and in bounds.
+                    unsafe { o.write(i * n + r, self.dot_row(r, a, i)) };
+                }
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::sampling::SplitMix64;
+    use candle_core::{Device, Tensor};
+
+    fn random(n: usize, seed: u64) -> Vec<f32> {
+        let mut r = SplitMix64::new(seed);
+        (0..n).map(|_| r.next_f64() as f32 * 2.0 - 1.0).collect()
+    }
+
+    /// Every format's matmul against dequantized f32 math, and row independence (a row's result
+    /// does not depend on which other rows share the call).
+    #[test]
+    fn matmul_matches_dequantized_reference_for_every_format() {
+        let (n, k, m) = (40, 96, 5);
+        let w = random(n * k, 1);
+        let x = random(m * k, 2);
+        let pool = Pool::new(2);
+        for dtype in [
+            GgmlDType::Q4_1,
+            GgmlDType::Q5_0,
+            GgmlDType::Q8_0,
+            GgmlDType::F32,
+            GgmlDType::Q4_0,
+        ] {
+            let t = Tensor::from_vec(w.clone(), (n, k), &Device::Cpu).unwrap();
+            let qt = QTensor::quantize(&t, dtype).unwrap();
+            let deq = qt
+                .dequantize(&Device::Cpu)
+                .unwrap()
+                .to_vec2::<f32>()
+                .unwrap();
+            let mat = QMatrix::from_qtensor(&qt).unwrap();
+            let acts = Acts::new(&pool, &x, m, k);
+            let mut out = vec![0f32; m * n];
+            mat.matmul(&pool, &acts, &mut out);
+            for i in 0..m {
+                for r in 0..n {
+                    let want: f32 = (0..k).map(|j| deq[r][j] * x[i * k + j]).sum();
+                    let got = out[i * n + r];
+                    // Activation quantization error: ~1% of the row's magnitude.
+                    assert!(
+                        (got - want).abs() < 0.05 * (1.0 + want.abs()),
+                        "{dtype:?} ({i},{r}): {got} vs {want}"
+                    );
+                }
+                let single = Acts::new(&pool, &x[i * k..(i + 1) * k], 1, k);
+                let mut one = vec![0f32; n];
+                mat.matmul(&pool, &single, &mut one);
+                assert_eq!(
+                    &one[..],
+                    &out[i * n..(i + 1) * n],
+                    "{dtype:?}: row {i} alone vs batched"
+                );
+            }
+            let mut row = vec![0f32; k];
+            mat.dequantize_row(3, &mut row);
+            if !matches!(dtype, GgmlDType::Q4_0) {
+                assert_eq!(row, deq[3], "{dtype:?}: dequantized row");
+            }
+        }
+    }
+}
