@@ -1,10 +1,10 @@
 //! `maspo generate`: one prompt in, streamed text out (stdout); speed on stderr.
 
-use super::{catalog, progress::FetchBar, GlobalArgs};
+use super::{args::EngineArgs, catalog, progress::FetchBar, GlobalArgs};
 use crate::catalog::DEFAULT_MODEL;
 use crate::engine::chat_template::Message;
 use crate::engine::sampling::SamplingParams;
-use crate::engine::{Engine, EngineSettings, GenRequest, Prompt};
+use crate::engine::{Engine, GenRequest, Prompt};
 use anyhow::Context;
 use clap::Args;
 use std::io::{IsTerminal, Read, Write};
@@ -41,6 +41,8 @@ pub struct GenerateArgs {
     /// Stop string (repeatable).
     #[arg(long)]
     stop: Vec<String>,
+    #[command(flatten)]
+    engine: EngineArgs,
 }
 
 pub fn run(global: &GlobalArgs, args: GenerateArgs) -> anyhow::Result<ExitCode> {
@@ -60,13 +62,7 @@ pub fn run(global: &GlobalArgs, args: GenerateArgs) -> anyhow::Result<ExitCode> 
     let cat = catalog(global)?;
     let path = cat.resolve(&args.model, &mut FetchBar::new(global.quiet))?;
     let t_load = Instant::now();
-    let engine = Engine::load(
-        &path,
-        EngineSettings {
-            threads: global.threads.unwrap_or(0),
-            ..EngineSettings::default()
-        },
-    )?;
+    let engine = Engine::load(&path, args.engine.settings(global))?;
     let load_s = t_load.elapsed().as_secs_f64();
     let request = GenRequest {
         prompt: Prompt::Chat(vec![Message::system(args.system), Message::user(user)]),
@@ -78,6 +74,7 @@ pub fn run(global: &GlobalArgs, args: GenerateArgs) -> anyhow::Result<ExitCode> 
             seed: args.seed,
         },
         stop: args.stop,
+        ignore_eos: false,
     };
     let t0 = Instant::now();
     let mut stdout = std::io::stdout().lock();
@@ -98,13 +95,18 @@ pub fn run(global: &GlobalArgs, args: GenerateArgs) -> anyhow::Result<ExitCode> 
     writeln!(stdout)?;
     let n = completion.token_ids.len();
     eprintln!(
-        "[{} prompt + {} generated tokens in {:.2}s, {:.1} tok/s, stop: {:?}, load {:.2}s]",
+        "[{} prompt + {} generated tokens in {:.2}s, {:.1} tok/s, stop: {:?}, load {:.2}s{}]",
         completion.prompt_tokens,
         n,
         secs,
         n as f64 / secs.max(1e-9),
         completion.stop_reason,
-        load_s
+        load_s,
+        if completion.from_cache {
+            ", from the completion cache"
+        } else {
+            ""
+        }
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -1,6 +1,7 @@
 //! The command line: argument parsing and one function per subcommand. The only module that
 //! prints or uses `anyhow`.
 
+mod args;
 mod generate;
 mod models;
 mod progress;

@@ -1,20 +1,28 @@
-//! The generation loop: continuous batching of ragged sequences through the packed forward.
+//! The generation loop: continuous batching of ragged sequences through the packed forward,
+//! with prefix-KV reuse and the persistent completion cache in front.
 //!
 //! Each step takes every decoding sequence (one token each) plus prefill chunks of admitted
 //! prompts under a token budget, runs one forward, samples on the host with each sequence's own
-//! sampler, and retires finished sequences so waiting ones can join. Every decision depends only
-//! on request order, never on timing, so the same requests always give the same schedule.
+//! sampler, and retires finished sequences so waiting ones join. A request that shares a long
+//! prefix with a prompt still being prefilled waits for it, then starts from its KV. Every
+//! decision depends only on request order, never on timing, so the same requests always give
+//! the same schedule — and, because every row is computed independently, the same tokens.
 
+use super::completion_cache::CompletionCache;
 use super::error::{EngineError, Result};
 use super::kv::KvCache;
-use super::model::SeqStep;
+use super::model::{LogitRows, SeqStep};
+use super::prefix_cache::PrefixCache;
 use super::request::{Completion, GenRequest, StopReason};
 use super::sampling::Sampler;
 use super::stop::{StopCheck, StopMatcher};
 use super::{Engine, StreamDelta};
 use std::collections::VecDeque;
 
-/// One running request.
+/// A request waits for a prefilling one when it would reuse at least this many more tokens.
+const MIN_SHARED_TO_WAIT: usize = 16;
+
+/// One request in flight.
 struct Seq {
     request: usize,
     prompt: Vec<u32>,
@@ -25,7 +33,11 @@ struct Seq {
     sampler: Sampler,
     matcher: StopMatcher,
     max_new: usize,
+    ignore_eos: bool,
     text: String,
+    reused: usize,
+    /// Completion-cache key, when the cache is on.
+    key: Option<String>,
 }
 
 impl Seq {
@@ -39,30 +51,35 @@ pub(super) fn run(
     requests: &[GenRequest],
     on_delta: &mut dyn FnMut(StreamDelta<'_>),
 ) -> Vec<Result<Completion>> {
-    let model = engine.model.transformer();
-    let ctx = model.cfg.ctx_len;
+    let ctx = engine.context_len();
     let mut results: Vec<Option<Result<Completion>>> = (0..requests.len()).map(|_| None).collect();
     let mut waiting = VecDeque::new();
     for (i, req) in requests.iter().enumerate() {
-        match admit(engine, i, req, ctx) {
-            Ok(seq) => waiting.push_back(seq),
+        match prepare(engine, i, req, ctx) {
+            Ok(Prepared::Cached(c)) => {
+                emit(on_delta, i, &c.text);
+                results[i] = Some(Ok(c));
+            }
+            Ok(Prepared::Run(seq)) => waiting.push_back(seq),
             Err(e) => results[i] = Some(Err(e)),
         }
     }
+    let mut prefix = engine
+        .prefix_cache
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
     let mut running: Vec<Seq> = Vec::new();
-    let settings = &engine.settings;
     while !waiting.is_empty() || !running.is_empty() {
-        while running.len() < settings.max_running.max(1) {
-            match waiting.pop_front() {
-                Some(s) => running.push(s),
-                None => break,
-            }
-        }
-        if let Err(e) = step(engine, &mut running, settings.step_tokens.max(1)) {
+        admit(engine, &mut prefix, &mut waiting, &mut running);
+        if let Err(e) = step(engine, &mut prefix, &mut running) {
             // A forward failure is systemic: every sequence in flight fails with it.
             let msg = e.to_string();
-            for s in running.drain(..).chain(waiting.drain(..)) {
-                results[s.request] = Some(Err(EngineError::Request(format!(
+            let failed = running
+                .drain(..)
+                .map(|s| s.request)
+                .chain(waiting.drain(..).map(|s| s.request));
+            for request in failed.collect::<Vec<_>>() {
+                results[request] = Some(Err(EngineError::Request(format!(
                     "generation failed: {msg}"
                 ))));
             }
@@ -71,7 +88,16 @@ pub(super) fn run(
         let mut i = 0;
         while i < running.len() {
             if let Some(done) = finish_if_done(engine, &mut running[i], ctx, on_delta) {
-                let s = running.remove(i);
+                let mut s = running.remove(i);
+                // The conversation so far may be the next turn's prefix.
+                if let Some(seg) = s.cache.freeze() {
+                    prefix.insert(seg);
+                }
+                if let (Some(cache), Some(key)) = (&engine.completion_cache, &s.key) {
+                    if let Err(e) = cache.put(key, &done) {
+                        tracing::warn!("completion cache write failed: {e}");
+                    }
+                }
                 results[s.request] = Some(Ok(done));
             } else {
                 i += 1;
@@ -86,7 +112,12 @@ pub(super) fn run(
         .collect()
 }
 
-fn admit(engine: &Engine, index: usize, req: &GenRequest, ctx: usize) -> Result<Seq> {
+enum Prepared {
+    Cached(Completion),
+    Run(Box<Seq>),
+}
+
+fn prepare(engine: &Engine, index: usize, req: &GenRequest, ctx: usize) -> Result<Prepared> {
     req.sampling.validate().map_err(EngineError::Request)?;
     let prompt = engine.prompt_ids(&req.prompt)?;
     if prompt.is_empty() {
@@ -99,7 +130,18 @@ fn admit(engine: &Engine, index: usize, req: &GenRequest, ctx: usize) -> Result<
             ctx,
         });
     }
-    Ok(Seq {
+    let key = match &engine.completion_cache {
+        Some(cache) => {
+            let key = CompletionCache::key(engine.fingerprint()?, &prompt, req);
+            if let Some(mut c) = cache.get(&key) {
+                c.from_cache = true;
+                return Ok(Prepared::Cached(c));
+            }
+            Some(key)
+        }
+        None => None,
+    };
+    Ok(Prepared::Run(Box::new(Seq {
         request: index,
         prompt,
         fed: 0,
@@ -108,18 +150,70 @@ fn admit(engine: &Engine, index: usize, req: &GenRequest, ctx: usize) -> Result<
         sampler: Sampler::new(req.sampling),
         matcher: StopMatcher::new(&req.stop),
         max_new: req.max_new_tokens,
+        ignore_eos: req.ignore_eos,
         text: String::new(),
-    })
+        reused: 0,
+        key,
+    })))
+}
+
+/// Moves waiting requests into the running set, in order, starting each from the longest cached
+/// prefix. A request that would share a longer prefix with a prompt still being prefilled
+/// waits one step or more, so the shared part is computed once.
+fn admit(
+    engine: &Engine,
+    prefix: &mut PrefixCache,
+    waiting: &mut VecDeque<Box<Seq>>,
+    running: &mut Vec<Seq>,
+) {
+    let max_running = engine.settings.max_running.max(1);
+    let mut deferred = VecDeque::new();
+    while running.len() < max_running {
+        let Some(mut s) = waiting.pop_front() else {
+            break;
+        };
+        let cached = prefix.peek(&s.prompt);
+        let pending = running
+            .iter()
+            .filter(|r| !r.decoding())
+            .map(|r| {
+                r.prompt
+                    .iter()
+                    .zip(&s.prompt)
+                    .take_while(|(a, b)| a == b)
+                    .count()
+            })
+            .max()
+            .unwrap_or(0)
+            .min(s.prompt.len() - 1);
+        if pending >= cached + MIN_SHARED_TO_WAIT {
+            deferred.push_back(s);
+            continue;
+        }
+        if let Some((seg, n)) = prefix.lookup(&s.prompt) {
+            s.cache = KvCache::from_prefix(seg, n, s.cache_row(engine));
+            s.fed = n;
+            s.reused = n;
+        }
+        running.push(*s);
+    }
+    while let Some(s) = deferred.pop_back() {
+        waiting.push_front(s);
+    }
+}
+
+impl Seq {
+    fn cache_row(&self, engine: &Engine) -> usize {
+        let c = &engine.model.transformer().cfg;
+        c.n_kv_head * c.head_dim
+    }
 }
 
 /// One forward over all decoding sequences plus as many prefill tokens as the budget allows.
-fn step(engine: &Engine, running: &mut [Seq], budget: usize) -> Result<()> {
+fn step(engine: &Engine, prefix: &mut PrefixCache, running: &mut [Seq]) -> Result<()> {
     let model = engine.model.transformer();
-    let decoding = running
-        .iter()
-        .filter(|s| s.decoding() && s.max_new > 0)
-        .count();
-    let mut left = budget.saturating_sub(decoding);
+    let decoding = running.iter().filter(|s| s.decoding()).count();
+    let mut left = engine.settings.step_tokens.max(1).saturating_sub(decoding);
     let mut steps = Vec::new();
     let mut owners = Vec::new();
     for (i, s) in running.iter_mut().enumerate() {
@@ -136,7 +230,7 @@ fn step(engine: &Engine, running: &mut [Seq], budget: usize) -> Result<()> {
                 steps.push(SeqStep {
                     tokens: std::slice::from_ref(last),
                     cache,
-                    want_logits: true,
+                    logits: LogitRows::Last,
                 });
                 owners.push((i, 0));
             }
@@ -144,10 +238,15 @@ fn step(engine: &Engine, running: &mut [Seq], budget: usize) -> Result<()> {
             let n = (prompt.len() - *fed).min(left.max(1));
             left = left.saturating_sub(n);
             let done = *fed + n == prompt.len();
+            let logits = if done {
+                LogitRows::Last
+            } else {
+                LogitRows::None
+            };
             steps.push(SeqStep {
                 tokens: &prompt[*fed..*fed + n],
                 cache,
-                want_logits: done,
+                logits,
             });
             owners.push((i, n));
         }
@@ -160,8 +259,19 @@ fn step(engine: &Engine, running: &mut [Seq], budget: usize) -> Result<()> {
     for ((i, fed), row) in owners.into_iter().zip(logits) {
         let s = &mut running[i];
         s.fed += fed;
-        if let Some(row) = row {
-            let tok = s.sampler.sample(&row, &engine.banned_ids);
+        if fed > 0 && s.decoding() {
+            // The whole prompt is in the cache now: share it with later requests.
+            if let Some(seg) = s.cache.freeze() {
+                prefix.insert(seg);
+            }
+        }
+        if !row.is_empty() {
+            let banned: &[u32] = if s.ignore_eos {
+                &engine.no_eos_banned
+            } else {
+                &engine.banned_ids
+            };
+            let tok = s.sampler.sample(&row, banned);
             s.generated.push(tok);
         }
     }
@@ -175,27 +285,24 @@ fn finish_if_done(
     ctx: usize,
     on_delta: &mut dyn FnMut(StreamDelta<'_>),
 ) -> Option<Completion> {
-    if !s.decoding() {
+    if !s.decoding() || s.generated.is_empty() {
         return None;
     }
-    let reason = if s.max_new == 0 {
-        Some(StopReason::MaxTokens)
-    } else if s
-        .generated
-        .last()
-        .is_some_and(|t| engine.stop_ids.contains(t))
-    {
-        Some(StopReason::EndOfTurn)
+    if s.max_new == 0 {
+        s.generated.clear();
+    }
+    let eot = !s.ignore_eos
+        && s.generated
+            .last()
+            .is_some_and(|t| engine.stop_ids.contains(t));
+    let visible = if eot {
+        &s.generated[..s.generated.len() - 1]
     } else {
-        None
-    };
-    let visible = match reason {
-        Some(StopReason::EndOfTurn) => &s.generated[..s.generated.len() - 1],
-        _ => &s.generated[..],
+        &s.generated[..]
     };
     s.text = engine.tokenizer.decode(visible).unwrap_or_default();
     let request = s.request;
-    let stop = match s.matcher.check(&s.text) {
+    let reason = match s.matcher.check(&s.text) {
         StopCheck::Stopped { stop, text, delta } => {
             emit(on_delta, request, &delta);
             s.text = text;
@@ -203,18 +310,17 @@ fn finish_if_done(
         }
         StopCheck::Continue { delta } => {
             emit(on_delta, request, &delta);
-            None
+            if eot {
+                Some(StopReason::EndOfTurn)
+            } else if s.generated.len() >= s.max_new {
+                Some(StopReason::MaxTokens)
+            } else if s.cache.len() + 1 >= ctx {
+                Some(StopReason::ContextFull)
+            } else {
+                None
+            }
         }
-    };
-    let reason = stop.or(reason).or_else(|| {
-        if s.generated.len() >= s.max_new {
-            Some(StopReason::MaxTokens)
-        } else if s.cache.len() + 1 >= ctx {
-            Some(StopReason::ContextFull)
-        } else {
-            None
-        }
-    })?;
+    }?;
     if !matches!(reason, StopReason::StopString(_)) {
         let rest = s.matcher.flush(&s.text);
         emit(on_delta, request, &rest);
@@ -224,6 +330,8 @@ fn finish_if_done(
         token_ids: std::mem::take(&mut s.generated),
         prompt_tokens: s.prompt.len(),
         stop_reason: reason,
+        reused_prompt_tokens: s.reused,
+        from_cache: false,
     })
 }
 

@@ -1,10 +1,11 @@
-//! Per-sequence KV state: an optional chain of shared, immutable prefix segments plus a private,
+//! Per-sequence KV state: a view of a chain of shared, immutable prefix segments plus a private,
 //! growable tail.
 //!
 //! Owns the key/value rows of one sequence. Layout of every block is `[position][kv_head][dim]`,
-//! so appending a token is a `extend_from_slice` and a shared prefix is referenced, never copied.
-//! Segments are `Arc`s: forking a sequence from a prefix is O(1), and the prefix cache (a later
-//! layer) can hand the same segment to many sequences.
+//! so appending a token is an `extend_from_slice`, and a shared prefix is referenced, never
+//! copied. Segments are `Arc`s: forking a sequence from a prefix is O(1), and a sequence may use
+//! only the first positions of a segment (a partial prefix match), so the prefix cache never
+//! has to split or copy a segment.
 
 use std::sync::Arc;
 
@@ -20,34 +21,42 @@ pub struct LayerKv {
 /// An immutable run of positions, shared between sequences.
 #[derive(Debug)]
 pub struct KvSegment {
+    /// The positions before this segment: the first `start` positions of the parent chain.
     parent: Option<Arc<KvSegment>>,
-    /// First position covered.
     start: usize,
-    /// Number of positions covered.
     len: usize,
     layers: Vec<LayerKv>,
     /// The token ids these positions were computed from.
     tokens: Vec<u32>,
 }
 
+/// Walks a chain from `seg` (used up to absolute position `limit`) to the root, newest first,
+/// yielding each segment and how many of its positions are used.
+fn chain(seg: Option<&Arc<KvSegment>>, mut limit: usize) -> Vec<(&KvSegment, usize)> {
+    let mut out = Vec::new();
+    let mut cur = seg.map(|s| &**s);
+    while let Some(s) = cur {
+        if limit > s.start {
+            out.push((s, (limit - s.start).min(s.len)));
+        }
+        limit = limit.min(s.start);
+        cur = s.parent.as_deref();
+    }
+    out.reverse();
+    out
+}
+
 impl KvSegment {
-    /// Total positions from position 0 through the end of this segment.
+    /// Positions from 0 through the end of this segment.
     pub fn end(&self) -> usize {
         self.start + self.len
     }
 
-    /// Token ids from position 0 through the end of this segment.
-    pub fn all_tokens(&self) -> Vec<u32> {
-        let mut chain = Vec::new();
-        let mut cur = Some(self);
-        while let Some(s) = cur {
-            chain.push(s);
-            cur = s.parent.as_deref();
-        }
-        chain
-            .iter()
-            .rev()
-            .flat_map(|s| s.tokens.iter().copied())
+    /// Token ids of the first `limit` positions of the chain ending in this segment.
+    pub fn tokens_up_to(self: &Arc<Self>, limit: usize) -> Vec<u32> {
+        chain(Some(self), limit)
+            .into_iter()
+            .flat_map(|(s, n)| s.tokens[..n].iter().copied())
             .collect()
     }
 
@@ -69,6 +78,8 @@ impl KvSegment {
 #[derive(Debug, Clone)]
 pub struct KvCache {
     prefix: Option<Arc<KvSegment>>,
+    /// Positions of the prefix chain in use (≤ its end).
+    prefix_len: usize,
     tail: Vec<LayerKv>,
     tail_tokens: Vec<u32>,
     row: usize,
@@ -79,17 +90,20 @@ impl KvCache {
     pub fn new(n_layer: usize, kv_row: usize) -> Self {
         Self {
             prefix: None,
+            prefix_len: 0,
             tail: vec![LayerKv::default(); n_layer],
             tail_tokens: Vec::new(),
             row: kv_row,
         }
     }
 
-    /// A cache that continues from a shared prefix (O(1): nothing is copied).
-    pub fn from_prefix(prefix: Arc<KvSegment>, kv_row: usize) -> Self {
+    /// A cache that continues from the first `len` positions of a shared prefix (O(1)).
+    pub fn from_prefix(prefix: Arc<KvSegment>, len: usize, kv_row: usize) -> Self {
         let n_layer = prefix.layers.len();
+        let len = len.min(prefix.end());
         Self {
             prefix: Some(prefix),
+            prefix_len: len,
             tail: vec![LayerKv::default(); n_layer],
             tail_tokens: Vec::new(),
             row: kv_row,
@@ -98,7 +112,7 @@ impl KvCache {
 
     /// Number of positions held (prefix plus tail).
     pub fn len(&self) -> usize {
-        self.prefix.as_ref().map_or(0, |p| p.end()) + self.tail_tokens.len()
+        self.prefix_len + self.tail_tokens.len()
     }
 
     /// Whether no position is held.
@@ -106,12 +120,17 @@ impl KvCache {
         self.len() == 0
     }
 
+    /// Positions that come from a shared prefix.
+    pub fn shared_len(&self) -> usize {
+        self.prefix_len
+    }
+
     /// Token ids of every position held.
     pub fn tokens(&self) -> Vec<u32> {
         let mut t = self
             .prefix
             .as_ref()
-            .map(|p| p.all_tokens())
+            .map(|p| p.tokens_up_to(self.prefix_len))
             .unwrap_or_default();
         t.extend_from_slice(&self.tail_tokens);
         t
@@ -131,55 +150,58 @@ impl KvCache {
 
     /// The blocks of one layer, oldest first: `(keys, values, n_positions)`.
     pub fn blocks(&self, layer: usize) -> Vec<(&[f32], &[f32], usize)> {
-        let mut out = Vec::new();
-        let mut cur = self.prefix.as_deref();
-        while let Some(s) = cur {
-            let l = &s.layers[layer];
-            out.push((l.k.as_slice(), l.v.as_slice(), s.len));
-            cur = s.parent.as_deref();
-        }
-        out.reverse();
+        let row = self.row;
+        let mut out: Vec<(&[f32], &[f32], usize)> = chain(self.prefix.as_ref(), self.prefix_len)
+            .into_iter()
+            .map(|(s, n)| {
+                let l = &s.layers[layer];
+                (&l.k[..n * row], &l.v[..n * row], n)
+            })
+            .collect();
         let l = &self.tail[layer];
-        out.push((l.k.as_slice(), l.v.as_slice(), l.k.len() / self.row.max(1)));
+        out.push((l.k.as_slice(), l.v.as_slice(), l.k.len() / row.max(1)));
         out
     }
 
-    /// Freezes the tail into a new shared segment (its parent is the current prefix) and returns
-    /// it; this cache then continues from that segment with an empty tail.
-    pub fn freeze(&mut self) -> Arc<KvSegment> {
+    /// Freezes the tail into a new shared segment (its parent is the current prefix view) and
+    /// returns it; this cache then continues from that segment with an empty tail.
+    pub fn freeze(&mut self) -> Option<Arc<KvSegment>> {
         if self.tail_tokens.is_empty() {
-            if let Some(p) = &self.prefix {
-                return p.clone();
-            }
+            return self.prefix.clone();
         }
         let n_layer = self.tail.len();
         let seg = Arc::new(KvSegment {
             parent: self.prefix.take(),
-            start: self.len() - self.tail_tokens.len(),
+            start: self.prefix_len,
             len: self.tail_tokens.len(),
             layers: std::mem::replace(&mut self.tail, vec![LayerKv::default(); n_layer]),
             tokens: std::mem::take(&mut self.tail_tokens),
         });
+        self.prefix_len = seg.end();
         self.prefix = Some(seg.clone());
-        seg
+        Some(seg)
     }
 
-    /// Drops private positions beyond `len` (only the tail can shrink; the shared prefix is
-    /// immutable). Returns false when `len` falls inside the prefix.
-    pub fn truncate(&mut self, len: usize) -> bool {
-        let plen = self.prefix.as_ref().map_or(0, |p| p.end());
-        if len < plen {
-            return false;
-        }
-        let keep = len - plen;
-        if keep < self.tail_tokens.len() {
-            self.tail_tokens.truncate(keep);
+    /// Keeps only the first `len` positions (shrinking the prefix view if needed; shared
+    /// segments themselves are never modified).
+    pub fn truncate(&mut self, len: usize) {
+        if len >= self.prefix_len {
+            let keep = len - self.prefix_len;
+            if keep < self.tail_tokens.len() {
+                self.tail_tokens.truncate(keep);
+                for l in &mut self.tail {
+                    l.k.truncate(keep * self.row);
+                    l.v.truncate(keep * self.row);
+                }
+            }
+        } else {
+            self.prefix_len = len;
+            self.tail_tokens.clear();
             for l in &mut self.tail {
-                l.k.truncate(keep * self.row);
-                l.v.truncate(keep * self.row);
+                l.k.clear();
+                l.v.clear();
             }
         }
-        true
     }
 
     /// Bytes held privately by this sequence.
@@ -192,24 +214,38 @@ impl KvCache {
 mod tests {
     use super::*;
 
+    fn push(c: &mut KvCache, tokens: &[u32], val: f32) {
+        c.push_tokens(tokens);
+        let kv: Vec<f32> = tokens.iter().flat_map(|_| [val, val]).collect();
+        c.append(0, &kv, &kv);
+    }
+
     #[test]
-    fn freeze_fork_and_blocks() {
+    fn freeze_fork_partial_views_and_truncate() {
         let mut a = KvCache::new(1, 2);
-        a.push_tokens(&[5, 6]);
-        a.append(0, &[1.0, 1.0, 2.0, 2.0], &[0.0; 4]);
-        let seg = a.freeze();
-        assert_eq!(seg.all_tokens(), vec![5, 6]);
-        let mut b = KvCache::from_prefix(seg.clone(), 2);
-        b.push_tokens(&[7]);
-        b.append(0, &[3.0, 3.0], &[0.0; 2]);
+        push(&mut a, &[5, 6, 7], 1.0);
+        let seg = a.freeze().unwrap();
+        assert_eq!(seg.tokens_up_to(3), vec![5, 6, 7]);
+        // A partial view: only the first two positions of the segment.
+        let mut b = KvCache::from_prefix(seg.clone(), 2, 2);
+        push(&mut b, &[9], 2.0);
         assert_eq!(b.len(), 3);
-        assert_eq!(b.tokens(), vec![5, 6, 7]);
+        assert_eq!(b.tokens(), vec![5, 6, 9]);
         let blocks = b.blocks(0);
         assert_eq!(blocks.len(), 2);
         assert_eq!(blocks[0].2, 2);
-        assert_eq!(blocks[1].0, &[3.0, 3.0]);
-        assert!(!b.truncate(1));
-        assert!(b.truncate(2));
-        assert_eq!(b.tokens(), vec![5, 6]);
+        assert_eq!(blocks[0].0.len(), 4);
+        assert_eq!(blocks[1].0, &[2.0, 2.0]);
+        // Freezing b's tail chains onto the partial view.
+        let seg_b = b.freeze().unwrap();
+        assert_eq!(seg_b.tokens_up_to(3), vec![5, 6, 9]);
+        assert_eq!(seg_b.tokens_up_to(1), vec![5]);
+        let mut c = KvCache::from_prefix(seg_b, 3, 2);
+        push(&mut c, &[10, 11], 3.0);
+        c.truncate(4);
+        assert_eq!(c.tokens(), vec![5, 6, 9, 10]);
+        c.truncate(1);
+        assert_eq!(c.tokens(), vec![5]);
+        assert_eq!(c.blocks(0).iter().map(|b| b.2).sum::<usize>(), 1);
     }
 }

@@ -6,24 +6,31 @@
 //! concurrency coming from batching inside (never from an async runtime).
 
 pub mod chat_template;
+pub mod completion_cache;
 pub mod cpu;
 pub mod error;
 mod generate;
 pub mod gguf;
 pub mod kv;
 pub mod model;
+pub mod prefix_cache;
 pub mod request;
 pub mod sampling;
+mod score;
 pub mod stop;
 pub mod tokenizer;
 
 use chat_template::{ChatTemplate, Message, CHATML_TEMPLATE};
+use completion_cache::{CompletionCache, CompletionStats};
 pub use error::{EngineError, Result};
 use gguf::GgufFile;
 use model::Model;
+use prefix_cache::{PrefixCache, PrefixStats};
 pub use request::{Completion, GenRequest, Prompt, StopReason};
+pub use score::Scored;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
 use tokenizer::Tokenizer;
 
 /// Engine options (resolved; the CLI and config files fill them).
@@ -36,6 +43,10 @@ pub struct EngineSettings {
     pub max_running: usize,
     /// Most tokens (decode + prefill chunks) in one forward step; bounds activation memory.
     pub step_tokens: usize,
+    /// Memory for reusable prefix KV, in MiB (0 disables prefix reuse).
+    pub prefix_cache_mb: usize,
+    /// Directory of the persistent completion cache (`None` disables it).
+    pub completion_cache_dir: Option<PathBuf>,
 }
 
 impl Default for EngineSettings {
@@ -45,6 +56,8 @@ impl Default for EngineSettings {
             threads: 0,
             max_running: 64,
             step_tokens: 512,
+            prefix_cache_mb: 2048,
+            completion_cache_dir: None,
         }
     }
 }
@@ -56,8 +69,13 @@ pub struct Engine {
     template: ChatTemplate,
     stop_ids: Vec<u32>,
     banned_ids: Vec<u32>,
+    /// `banned_ids` plus the stop ids, for `ignore_eos` requests.
+    no_eos_banned: Vec<u32>,
     settings: EngineSettings,
     path: PathBuf,
+    prefix_cache: Mutex<PrefixCache>,
+    completion_cache: Option<CompletionCache>,
+    fingerprint: OnceLock<String>,
 }
 
 /// A streamed piece of output.
@@ -105,20 +123,69 @@ impl Engine {
         stop_ids.sort_unstable();
         stop_ids.dedup();
         let banned_ids = tokenizer.unused_ids.clone();
+        let mut no_eos_banned = banned_ids.clone();
+        no_eos_banned.extend(&stop_ids);
+        let prefix_cache = Mutex::new(PrefixCache::new(settings.prefix_cache_mb << 20));
+        let completion_cache = settings
+            .completion_cache_dir
+            .as_ref()
+            .map(CompletionCache::new);
         Ok(Self {
             model,
             tokenizer,
             template,
             stop_ids,
             banned_ids,
+            no_eos_banned,
             settings,
             path: path.to_path_buf(),
+            prefix_cache,
+            completion_cache,
+            fingerprint: OnceLock::new(),
         })
     }
 
     /// The model file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The settings the engine was loaded with.
+    pub fn settings(&self) -> &EngineSettings {
+        &self.settings
+    }
+
+    /// sha256 of the model file (computed once, on first use).
+    pub fn fingerprint(&self) -> Result<&str> {
+        if let Some(f) = self.fingerprint.get() {
+            return Ok(f);
+        }
+        let fp = crate::fsutil::sha256_file(&self.path).map_err(|source| EngineError::Io {
+            path: self.path.clone(),
+            source,
+        })?;
+        Ok(self.fingerprint.get_or_init(|| fp))
+    }
+
+    /// Prefix-cache counters.
+    pub fn prefix_stats(&self) -> PrefixStats {
+        self.prefix_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .stats()
+    }
+
+    /// Completion-cache counters (`None` when the cache is off).
+    pub fn completion_stats(&self) -> Option<CompletionStats> {
+        self.completion_cache.as_ref().map(|c| c.stats())
+    }
+
+    /// Forgets every cached prefix (benchmarks use it to measure cold starts).
+    pub fn clear_prefix_cache(&self) {
+        self.prefix_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 
     /// The tokenizer.

@@ -28,7 +28,11 @@ pub struct GenRequest {
     /// Sampling parameters, including this request's seed.
     pub sampling: SamplingParams,
     /// Strings that end generation; the text is cut before the first one.
+    #[serde(default)]
     pub stop: Vec<String>,
+    /// Keep generating through end-of-turn tokens until `max_new_tokens` (benchmarks).
+    #[serde(default)]
+    pub ignore_eos: bool,
 }
 
 impl GenRequest {
@@ -39,6 +43,7 @@ impl GenRequest {
             max_new_tokens,
             sampling: SamplingParams::greedy(),
             stop: Vec::new(),
+            ignore_eos: false,
         }
     }
 }
@@ -68,4 +73,10 @@ pub struct Completion {
     pub prompt_tokens: usize,
     /// Why it stopped.
     pub stop_reason: StopReason,
+    /// Prompt tokens whose KV came from the prefix cache (not recomputed).
+    #[serde(default)]
+    pub reused_prompt_tokens: usize,
+    /// Answered from the persistent completion cache (nothing computed).
+    #[serde(default)]
+    pub from_cache: bool,
 }

@@ -3,7 +3,7 @@
 
 use crate::common::{engine, fixture, heavy, QWEN, SMOLLM2};
 use maspo::engine::chat_template::Message;
-use maspo::engine::model::SeqStep;
+use maspo::engine::model::{LogitRows, SeqStep};
 use maspo::engine::{Engine, GenRequest, Prompt};
 use serde::Deserialize;
 
@@ -165,9 +165,9 @@ fn teacher_forced(e: &Engine, case: &GreedyCase) -> (usize, usize, f32) {
         let mut steps = [SeqStep {
             tokens: &input,
             cache: &mut cache,
-            want_logits: true,
+            logits: LogitRows::Last,
         }];
-        let logits = model.forward(&mut steps).unwrap().pop().unwrap().unwrap();
+        let logits = model.forward(&mut steps).unwrap().pop().unwrap();
         if let Some(top5) = case.top5_logits_first_steps.get(step) {
             for (tok, l) in top5 {
                 max_delta = max_delta.max((logits[*tok as usize] - l).abs());

@@ -6,5 +6,6 @@
 mod catalog;
 mod cli;
 mod common;
+mod engine;
 mod golden;
 mod tiny;

@@ -234,6 +234,7 @@ fn check_arch(arch: &'static str) {
             threads: 1,
             max_running: 2,
             step_tokens: 2,
+            ..EngineSettings::default()
         },
     )
     .unwrap();

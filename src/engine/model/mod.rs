@@ -12,7 +12,7 @@ pub mod transformer;
 
 use crate::engine::error::{EngineError, Result};
 use crate::engine::gguf::GgufFile;
-pub use transformer::{SeqStep, Transformer, TransformerConfig};
+pub use transformer::{LogitRows, SeqStep, Transformer, TransformerConfig};
 
 /// Architectures maspo implements, by their GGUF `general.architecture` name.
 pub const SUPPORTED_ARCHS: &[&str] = &["llama", "qwen2"];

@@ -88,14 +88,25 @@ pub struct Block {
     pub down: Linear,
 }
 
+/// Which rows of a sequence's new tokens need logits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogitRows {
+    /// None (an intermediate prefill chunk).
+    None,
+    /// The last new token (generation).
+    Last,
+    /// Every new token (scoring continuations).
+    All,
+}
+
 /// The new tokens of one sequence in a forward step.
 pub struct SeqStep<'a> {
     /// Tokens to append (≥ 1).
     pub tokens: &'a [u32],
     /// The sequence's KV state; positions continue from `cache.len()`.
     pub cache: &'a mut KvCache,
-    /// Whether to return the logits of the last new token.
-    pub want_logits: bool,
+    /// Which rows need logits.
+    pub logits: LogitRows,
 }
 
 /// Weights plus fixed tables; immutable and shareable across threads.
@@ -169,9 +180,9 @@ impl Transformer {
         f
     }
 
-    /// Runs one packed step over several sequences. Returns, aligned with `seqs`, the logits of
-    /// each sequence's last new token where `want_logits` was set.
-    pub fn forward(&self, seqs: &mut [SeqStep<'_>]) -> Result<Vec<Option<Vec<f32>>>> {
+    /// Runs one packed step over several sequences. Returns, aligned with `seqs`, each
+    /// sequence's requested logit rows concatenated (`rows × vocab`; empty for `None`).
+    pub fn forward(&self, seqs: &mut [SeqStep<'_>]) -> Result<Vec<Vec<f32>>> {
         let c = &self.cfg;
         let d = c.hidden;
         let mut ids = Vec::new();
@@ -228,16 +239,21 @@ impl Transformer {
         }
         // Logits only for the rows that need them (the LM head is the largest matmul).
         let mut out_rows = Vec::new();
+        let mut per_seq = Vec::with_capacity(seqs.len());
         let mut row = 0;
         for step in seqs.iter() {
-            row += step.tokens.len();
-            if step.want_logits {
-                out_rows.push(row - 1);
-            }
+            let n = step.tokens.len();
+            let rows: Vec<usize> = match step.logits {
+                LogitRows::None => Vec::new(),
+                LogitRows::Last => vec![row + n - 1],
+                LogitRows::All => (row..row + n).collect(),
+            };
+            per_seq.push(rows.len());
+            out_rows.extend(rows);
+            row += n;
         }
-        let mut result = vec![None; seqs.len()];
         if out_rows.is_empty() {
-            return Ok(result);
+            return Ok(vec![Vec::new(); seqs.len()]);
         }
         let last: Vec<f32> = out_rows
             .iter()
@@ -254,13 +270,15 @@ impl Transformer {
                 out
             }
         };
-        let mut rows = logits.chunks_exact(c.vocab);
-        for (slot, step) in result.iter_mut().zip(seqs.iter()) {
-            if step.want_logits {
-                *slot = rows.next().map(|r| r.to_vec());
-            }
-        }
-        Ok(result)
+        let mut at = 0;
+        Ok(per_seq
+            .into_iter()
+            .map(|n| {
+                let rows = logits[at * c.vocab..(at + n) * c.vocab].to_vec();
+                at += n;
+                rows
+            })
+            .collect())
     }
 
     fn attention(

@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# Side-by-side engine benchmark: maspo vs llama.cpp on the same GGUF, same threads, one run.
+#
+#   benches/peer/llamacpp.sh [--json] [--threads N] [--model ID|PATH]... [--build-only]
+#
+# llama.cpp comes from the llama-cpp-python source distribution on PyPI (it vendors
+# ggml-org/llama.cpp); only llama-bench and llama-batched-bench are built, into
+# target/peer/ (cached between runs). Prints, per model, maspo's and llama.cpp's numbers and the
+# maspo/llama.cpp ratios; with --json one JSON object per model with the same keys for both.
+# Run it on an otherwise idle machine: both engines spin their threads (shared/bench/README.md).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$(pwd)
+PEER="$ROOT/target/peer"
+VERSION=0.3.36
+JSON=0
+THREADS=2
+BUILD_ONLY=0
+MODELS=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --json) JSON=1 ;;
+    --threads) THREADS=$2; shift ;;
+    --model) MODELS+=("$2"); shift ;;
+    --build-only) BUILD_ONLY=1 ;;
+    *) echo "unknown argument: $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+[ ${#MODELS[@]} -gt 0 ] || MODELS=(smollm2-135m-instruct qwen2.5-coder-0.5b-instruct)
+
+log() { echo "[peer] $*" >&2; }
+
+build_llamacpp() {
+  local bin="$PEER/build/bin"
+  if [ -x "$bin/llama-bench" ] && [ -x "$bin/llama-batched-bench" ]; then return; fi
+  mkdir -p "$PEER"
+  if [ ! -d "$PEER/venv" ]; then
+    python3 -m venv "$PEER/venv"
+    "$PEER/venv/bin/python" -m pip install --quiet cmake ninja
+  fi
+  if [ ! -d "$PEER/src/vendor/llama.cpp" ]; then
+    log "downloading llama-cpp-python==$VERSION source"
+    rm -rf "$PEER/sdist" "$PEER/src"
+    python3 -m pip download --quiet --no-deps --no-binary llama-cpp-python -d "$PEER/sdist" "llama-cpp-python==$VERSION"
+    mkdir -p "$PEER/src"
+    tar -xzf "$PEER"/sdist/llama_cpp_python-*.tar.gz -C "$PEER/src" --strip-components=1
+  fi
+  log "building llama-bench and llama-batched-bench (about 9 minutes on 2 cores, cached afterwards)"
+  PATH="$PEER/venv/bin:$PATH" cmake -S "$PEER/src/vendor/llama.cpp" -B "$PEER/build" -G Ninja \
+    -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DLLAMA_OPENSSL=OFF -DLLAMA_CURL=OFF \
+    -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DBUILD_SHARED_LIBS=OFF >&2
+  PATH="$PEER/venv/bin:$PATH" cmake --build "$PEER/build" -j2 --target llama-bench llama-batched-bench >&2
+}
+
+build_llamacpp
+[ "$BUILD_ONLY" = 1 ] && exit 0
+
+cargo build --release --quiet
+MASPO="$ROOT/target/release/maspo"
+
+for model in "${MODELS[@]}"; do
+  path=$("$MASPO" --quiet models fetch "$model" 2>/dev/null || true)
+  [ -n "$path" ] || path="$model"
+  log "$model: maspo"
+  ours=$("$MASPO" --quiet --threads "$THREADS" bench engine --model "$path" --json)
+  log "$model: llama-bench"
+  lb=$("$PEER/build/bin/llama-bench" -m "$path" -t "$THREADS" -p 256 -n 128 -r 3 -o json 2>/dev/null)
+  log "$model: llama-batched-bench"
+  bb=$("$PEER/build/bin/llama-batched-bench" -m "$path" -t "$THREADS" -tb "$THREADS" -c 12416 \
+        -npp 256 -ntg 128 -npl 1,4,8,16,32 2>/dev/null)
+  python3 - "$model" "$JSON" "$ours" "$lb" "$bb" <<'PY'
+import json, sys
+model, as_json, ours, lb, bb = sys.argv[1], sys.argv[2] == "1", json.loads(sys.argv[3]), json.loads(sys.argv[4]), sys.argv[5]
+peer = {"prefill_tok_s": None, "decode_tok_s": None, "batched_decode_tok_s": {}}
+for row in lb:
+    if row.get("n_prompt", 0) > 0 and row.get("n_gen", 0) == 0:
+        peer["prefill_tok_s"] = row["avg_ts"]
+    if row.get("n_gen", 0) > 0 and row.get("n_prompt", 0) == 0:
+        peer["decode_tok_s"] = row["avg_ts"]
+for line in bb.splitlines():
+    cells = [c.strip() for c in line.strip().strip("|").split("|")]
+    if len(cells) >= 8 and cells[0].isdigit():
+        # | PP | TG | B | N_KV | T_PP s | S_PP t/s | T_TG s | S_TG t/s | T s | S t/s |
+        peer["batched_decode_tok_s"][cells[2]] = float(cells[7])
+def ratio(a, b):
+    return round(a / b, 3) if a and b else None
+ratios = {
+    "prefill": ratio(ours.get("prefill_tok_s"), peer["prefill_tok_s"]),
+    "decode": ratio(ours.get("decode_tok_s"), peer["decode_tok_s"]),
+    "batched_decode": {k: ratio(ours.get("batched_decode_tok_s", {}).get(k), v) for k, v in peer["batched_decode_tok_s"].items()},
+}
+if as_json:
+    print(json.dumps({"model": model, "maspo": ours, "llama.cpp": peer, "ratio": ratios}))
+else:
+    print(f"\n{model}")
+    print(f"{'':26}{'maspo':>10}{'llama.cpp':>12}{'ratio':>8}")
+    print(f"{'prefill 256 (tok/s)':26}{ours.get('prefill_tok_s', 0):>10.1f}{peer['prefill_tok_s'] or 0:>12.1f}{ratios['prefill'] or 0:>8.2f}")
+    print(f"{'decode b=1 (tok/s)':26}{ours.get('decode_tok_s', 0):>10.1f}{peer['decode_tok_s'] or 0:>12.1f}{ratios['decode'] or 0:>8.2f}")
+    for k, v in peer["batched_decode_tok_s"].items():
+        o = ours.get("batched_decode_tok_s", {}).get(k)
+        print(f"{'batched decode B=' + k:26}{(o or 0):>10.1f}{v:>12.1f}{(ratios['batched_decode'][k] or 0):>8.2f}")
+PY
+done
