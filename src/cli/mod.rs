@@ -2,6 +2,7 @@
 //! prints or uses `anyhow`.
 
 mod args;
+mod bench;
 mod generate;
 mod models;
 mod progress;
@@ -51,6 +52,9 @@ enum Command {
     /// List or fetch catalog models.
     #[command(subcommand)]
     Models(models::ModelsCommand),
+    /// Benchmarks (numbers are reported, never asserted).
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 /// Parses `std::env::args` and runs the command.
@@ -61,6 +65,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Generate(args) => generate::run(&cli.global, args),
         Command::Models(cmd) => models::run(&cli.global, cmd),
+        Command::Bench(cmd) => bench::run(&cli.global, cmd),
     }
 }
 

@@ -254,8 +254,11 @@ fn step(engine: &Engine, prefix: &mut PrefixCache, running: &mut [Seq]) -> Resul
     if steps.is_empty() {
         return Ok(());
     }
+    let t0 = std::time::Instant::now();
     let logits = model.forward(&mut steps)?;
     drop(steps);
+    let prefill: usize = owners.iter().map(|(_, n)| n).sum();
+    let sampled = logits.iter().filter(|r| !r.is_empty()).count();
     for ((i, fed), row) in owners.into_iter().zip(logits) {
         let s = &mut running[i];
         s.fed += fed;
@@ -274,6 +277,16 @@ fn step(engine: &Engine, prefix: &mut PrefixCache, running: &mut [Seq]) -> Resul
             let tok = s.sampler.sample(&row, banned);
             s.generated.push(tok);
         }
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let mut st = engine.stats.lock().unwrap_or_else(|p| p.into_inner());
+    st.steps += 1;
+    st.prefill_tokens += prefill as u64;
+    st.decode_tokens += sampled as u64;
+    st.forward_secs += secs;
+    if prefill == 0 {
+        st.decode_only_tokens += sampled as u64;
+        st.decode_only_secs += secs;
     }
     Ok(())
 }

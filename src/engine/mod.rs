@@ -76,6 +76,24 @@ pub struct Engine {
     prefix_cache: Mutex<PrefixCache>,
     completion_cache: Option<CompletionCache>,
     fingerprint: OnceLock<String>,
+    stats: Mutex<EngineStats>,
+}
+
+/// Work counters of the generation loop (since load or the last reset).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct EngineStats {
+    /// Forward steps run.
+    pub steps: u64,
+    /// Prompt tokens computed (prefix-cache hits excluded).
+    pub prefill_tokens: u64,
+    /// Tokens generated.
+    pub decode_tokens: u64,
+    /// Seconds spent in forward steps.
+    pub forward_secs: f64,
+    /// Tokens generated in steps that had no prefill work (pure decode).
+    pub decode_only_tokens: u64,
+    /// Seconds of those pure-decode steps, sampling included.
+    pub decode_only_secs: f64,
 }
 
 /// A streamed piece of output.
@@ -142,6 +160,7 @@ impl Engine {
             prefix_cache,
             completion_cache,
             fingerprint: OnceLock::new(),
+            stats: Mutex::new(EngineStats::default()),
         })
     }
 
@@ -180,12 +199,19 @@ impl Engine {
         self.completion_cache.as_ref().map(|c| c.stats())
     }
 
-    /// Forgets every cached prefix (benchmarks use it to measure cold starts).
-    pub fn clear_prefix_cache(&self) {
-        self.prefix_cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
+    /// Forgets every cached prefix and sets the cache's memory cap (0 turns reuse off).
+    pub fn reset_prefix_cache(&self, cap_mb: usize) {
+        *self.prefix_cache.lock().unwrap_or_else(|p| p.into_inner()) = PrefixCache::new(cap_mb << 20);
+    }
+
+    /// Work counters since load or the last [`Engine::reset_stats`].
+    pub fn stats(&self) -> EngineStats {
+        *self.stats.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Zeroes the work counters.
+    pub fn reset_stats(&self) {
+        *self.stats.lock().unwrap_or_else(|p| p.into_inner()) = EngineStats::default();
     }
 
     /// The tokenizer.

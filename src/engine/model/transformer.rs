@@ -165,6 +165,11 @@ impl Transformer {
         KvCache::new(self.cfg.n_layer, self.cfg.n_kv_head * self.cfg.head_dim)
     }
 
+    /// Threads of the compute pool.
+    pub fn threads(&self) -> usize {
+        self.pool.threads()
+    }
+
     /// Weight formats in use, e.g. `["q4_1", "q8_0"]` (for reports).
     pub fn weight_formats(&self) -> Vec<&'static str> {
         let mut f: Vec<&'static str> = self

@@ -1,0 +1,56 @@
+//! `maspo bench engine`: the engine benchmarks as a table or one JSON object.
+
+use super::{args::EngineArgs, catalog, progress::FetchBar, GlobalArgs};
+use crate::bench::{self, BenchOptions};
+use crate::catalog::DEFAULT_MODEL;
+use crate::engine::Engine;
+use clap::{Args, Subcommand};
+use std::process::ExitCode;
+
+/// Benchmarks.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Prefill, decode (batch 1..64), prefix cache warm vs cold, MASPO-shaped workload.
+    Engine(EngineBenchArgs),
+}
+
+/// Arguments of `maspo bench engine`.
+#[derive(Debug, Args)]
+pub struct EngineBenchArgs {
+    /// Catalog id or path to a .gguf file.
+    #[arg(long, short, default_value = DEFAULT_MODEL)]
+    model: String,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// A seconds-long smoke run with tiny sizes.
+    #[arg(long)]
+    quick: bool,
+    /// Concurrencies of the batched decode bench (comma separated).
+    #[arg(long, value_delimiter = ',')]
+    batch_sizes: Option<Vec<usize>>,
+    #[command(flatten)]
+    engine: EngineArgs,
+}
+
+pub fn run(global: &GlobalArgs, cmd: BenchCommand) -> anyhow::Result<ExitCode> {
+    let BenchCommand::Engine(args) = cmd;
+    let path = catalog(global)?.resolve(&args.model, &mut FetchBar::new(global.quiet))?;
+    let engine = Engine::load(&path, args.engine.settings(global))?;
+    let mut opts = if args.quick { BenchOptions::quick() } else { BenchOptions::full() };
+    if let Some(b) = args.batch_sizes {
+        opts.batch_sizes = b;
+    }
+    let quiet = global.quiet;
+    let report = bench::run(&engine, &opts, &mut |phase| {
+        if !quiet {
+            eprintln!("[bench] {phase}");
+        }
+    })?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{}", report.table());
+    }
+    Ok(ExitCode::SUCCESS)
+}
