@@ -33,12 +33,26 @@ pub struct BenchOptions {
 impl BenchOptions {
     /// The full benchmark (llama.cpp's shapes).
     pub fn full() -> Self {
-        Self { prompt_tokens: 256, decode_tokens: 128, batch_sizes: vec![1, 4, 8, 16, 32, 64], reps: 3, variants: 8, questions: 16 }
+        Self {
+            prompt_tokens: 256,
+            decode_tokens: 128,
+            batch_sizes: vec![1, 4, 8, 16, 32, 64],
+            reps: 3,
+            variants: 8,
+            questions: 16,
+        }
     }
 
     /// A seconds-long smoke run (tests, CI).
     pub fn quick() -> Self {
-        Self { prompt_tokens: 32, decode_tokens: 8, batch_sizes: vec![1, 4], reps: 1, variants: 2, questions: 2 }
+        Self {
+            prompt_tokens: 32,
+            decode_tokens: 8,
+            batch_sizes: vec![1, 4],
+            reps: 1,
+            variants: 2,
+            questions: 2,
+        }
     }
 }
 
@@ -124,16 +138,27 @@ fn timed<T>(f: impl FnOnce() -> T) -> (T, f64) {
 }
 
 fn bench_req(prompt: Vec<u32>, max_new: usize) -> GenRequest {
-    GenRequest { prompt: Prompt::Tokens(prompt), ignore_eos: true, ..GenRequest::chat(vec![], max_new) }
+    GenRequest {
+        prompt: Prompt::Tokens(prompt),
+        ignore_eos: true,
+        ..GenRequest::chat(vec![], max_new)
+    }
 }
 
-fn run_all(engine: &Engine, reqs: &[GenRequest]) -> Result<Vec<crate::engine::Completion>, EngineError> {
+fn run_all(
+    engine: &Engine,
+    reqs: &[GenRequest],
+) -> Result<Vec<crate::engine::Completion>, EngineError> {
     engine.generate(reqs).into_iter().collect()
 }
 
 /// Runs every engine benchmark. The engine's prefix cache is reset along the way (and left at
 /// `prefix_cache_mb` of its settings).
-pub fn run(engine: &Engine, opts: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<EngineReport, EngineError> {
+pub fn run(
+    engine: &Engine,
+    opts: &BenchOptions,
+    progress: &mut dyn FnMut(&str),
+) -> Result<EngineReport, EngineError> {
     let cap = engine.settings().prefix_cache_mb;
     engine.reset_prefix_cache(0);
     progress("prefill");
@@ -148,7 +173,13 @@ pub fn run(engine: &Engine, opts: &BenchOptions, progress: &mut dyn FnMut(&str))
     let mut decode = Vec::new();
     for r in 0..opts.reps {
         engine.reset_stats();
-        run_all(engine, &[bench_req(prompt_tokens(engine, 1, r)?, opts.decode_tokens + 1)])?;
+        run_all(
+            engine,
+            &[bench_req(
+                prompt_tokens(engine, 1, r)?,
+                opts.decode_tokens + 1,
+            )],
+        )?;
         let st = engine.stats();
         decode.push(st.decode_only_tokens as f64 / st.decode_only_secs.max(1e-9));
     }
@@ -156,12 +187,20 @@ pub fn run(engine: &Engine, opts: &BenchOptions, progress: &mut dyn FnMut(&str))
     for &b in &opts.batch_sizes {
         progress(&format!("decode, {b} concurrent sequences"));
         let reqs = (0..b)
-            .map(|i| Ok(bench_req(prompt_tokens(engine, opts.prompt_tokens, 2000 + i)?, opts.decode_tokens + 1)))
+            .map(|i| {
+                Ok(bench_req(
+                    prompt_tokens(engine, opts.prompt_tokens, 2000 + i)?,
+                    opts.decode_tokens + 1,
+                ))
+            })
             .collect::<Result<Vec<_>, EngineError>>()?;
         engine.reset_stats();
         run_all(engine, &reqs)?;
         let st = engine.stats();
-        batched.insert(b.to_string(), st.decode_only_tokens as f64 / st.decode_only_secs.max(1e-9));
+        batched.insert(
+            b.to_string(),
+            st.decode_only_tokens as f64 / st.decode_only_secs.max(1e-9),
+        );
     }
     progress("prefix cache cold vs warm");
     let prefix_cache = prefix_bench(engine, opts, cap)?;
@@ -171,7 +210,13 @@ pub fn run(engine: &Engine, opts: &BenchOptions, progress: &mut dyn FnMut(&str))
     Ok(EngineReport {
         model: engine.path().display().to_string(),
         threads: engine.model().transformer().threads(),
-        weight_formats: engine.model().transformer().weight_formats().iter().map(|s| s.to_string()).collect(),
+        weight_formats: engine
+            .model()
+            .transformer()
+            .weight_formats()
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
         options: opts.clone(),
         prefill_tok_s: opts.prompt_tokens as f64 / ttft,
         ttft_ms: ttft * 1e3,
@@ -182,9 +227,19 @@ pub fn run(engine: &Engine, opts: &BenchOptions, progress: &mut dyn FnMut(&str))
     })
 }
 
-fn prefix_bench(engine: &Engine, opts: &BenchOptions, cap: usize) -> Result<PrefixReport, EngineError> {
+fn prefix_bench(
+    engine: &Engine,
+    opts: &BenchOptions,
+    cap: usize,
+) -> Result<PrefixReport, EngineError> {
     let shared = prompt_tokens(engine, opts.prompt_tokens.max(64), 7)?;
-    let n = opts.batch_sizes.iter().copied().max().unwrap_or(8).clamp(2, 32);
+    let n = opts
+        .batch_sizes
+        .iter()
+        .copied()
+        .max()
+        .unwrap_or(8)
+        .clamp(2, 32);
     let reqs: Vec<GenRequest> = (0..n)
         .map(|i| {
             let mut p = shared.clone();
@@ -218,7 +273,15 @@ fn workload(opts: &BenchOptions) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for v in 0..opts.variants {
         for q in 0..opts.questions {
-            let system = format!("{SOLVER_ROLE}Style hint {v}: {}", ["be concise", "show every step", "double-check units", "use small numbers first"][v % 4]);
+            let system = format!(
+                "{SOLVER_ROLE}Style hint {v}: {}",
+                [
+                    "be concise",
+                    "show every step",
+                    "double-check units",
+                    "use small numbers first"
+                ][v % 4]
+            );
             let question = format!("A shop sells {} pens at {} cents each and {} pencils at {} cents each. What is the total in cents?", 3 + q, 20 + 5 * q, 2 + q % 5, 15 + q);
             out.push((system, question));
         }
@@ -229,7 +292,12 @@ fn workload(opts: &BenchOptions) -> Vec<(String, String)> {
 fn level_one(pairs: &[(String, String)]) -> Vec<GenRequest> {
     pairs
         .iter()
-        .map(|(s, q)| GenRequest::chat(vec![Message::system(s.clone()), Message::user(q.clone())], 24))
+        .map(|(s, q)| {
+            GenRequest::chat(
+                vec![Message::system(s.clone()), Message::user(q.clone())],
+                24,
+            )
+        })
         .collect()
 }
 
@@ -239,12 +307,19 @@ fn level_two(pairs: &[(String, String)], answers: &[crate::engine::Completion]) 
         .zip(answers)
         .map(|((_, q), a)| {
             let user = format!("Problem: {q}\nSolver's answer: {}", a.text);
-            GenRequest::chat(vec![Message::system(REVIEWER_ROLE), Message::user(user)], 16)
+            GenRequest::chat(
+                vec![Message::system(REVIEWER_ROLE), Message::user(user)],
+                16,
+            )
         })
         .collect()
 }
 
-fn workload_bench(engine: &Engine, opts: &BenchOptions, cap: usize) -> Result<WorkloadReport, EngineError> {
+fn workload_bench(
+    engine: &Engine,
+    opts: &BenchOptions,
+    cap: usize,
+) -> Result<WorkloadReport, EngineError> {
     let pairs = workload(opts);
     engine.reset_prefix_cache(cap.max(64));
     let (batched, batched_s) = timed(|| -> Result<_, EngineError> {
@@ -266,7 +341,9 @@ fn workload_bench(engine: &Engine, opts: &BenchOptions, cap: usize) -> Result<Wo
         Ok((a, b))
     });
     let (seq_first, seq_second) = seq?;
-    let same = |x: &[crate::engine::Completion], y: &[crate::engine::Completion]| x.iter().zip(y).all(|(p, q)| p.token_ids == q.token_ids);
+    let same = |x: &[crate::engine::Completion], y: &[crate::engine::Completion]| {
+        x.iter().zip(y).all(|(p, q)| p.token_ids == q.token_ids)
+    };
     let generated_tokens = first.iter().chain(&second).map(|c| c.token_ids.len()).sum();
     Ok(WorkloadReport {
         requests: first.len() + second.len(),
@@ -290,20 +367,53 @@ impl EngineReport {
             "value"
         );
         let mut row = |k: String, v: String| s.push_str(&format!("{k:<34}{v:>12}\n"));
-        row(format!("prefill {} tokens (tok/s)", self.options.prompt_tokens), format!("{:.1}", self.prefill_tok_s));
-        row("time to first token (ms)".into(), format!("{:.1}", self.ttft_ms));
-        row(format!("decode batch 1, {} tokens (tok/s)", self.options.decode_tokens), format!("{:.1}", self.decode_tok_s));
+        row(
+            format!("prefill {} tokens (tok/s)", self.options.prompt_tokens),
+            format!("{:.1}", self.prefill_tok_s),
+        );
+        row(
+            "time to first token (ms)".into(),
+            format!("{:.1}", self.ttft_ms),
+        );
+        row(
+            format!(
+                "decode batch 1, {} tokens (tok/s)",
+                self.options.decode_tokens
+            ),
+            format!("{:.1}", self.decode_tok_s),
+        );
         for (b, v) in &self.batched_decode_tok_s {
-            row(format!("decode total, {b} sequences (tok/s)"), format!("{v:.1}"));
+            row(
+                format!("decode total, {b} sequences (tok/s)"),
+                format!("{v:.1}"),
+            );
         }
         let p = &self.prefix_cache;
-        row(format!("prefix cold, {} req (s)", p.requests), format!("{:.2}", p.cold_s));
-        row(format!("prefix warm, {} req (s)", p.requests), format!("{:.2}", p.warm_s));
-        row("ttft cold / warm (ms)".into(), format!("{:.0}/{:.0}", p.ttft_cold_ms, p.ttft_warm_ms));
+        row(
+            format!("prefix cold, {} req (s)", p.requests),
+            format!("{:.2}", p.cold_s),
+        );
+        row(
+            format!("prefix warm, {} req (s)", p.requests),
+            format!("{:.2}", p.warm_s),
+        );
+        row(
+            "ttft cold / warm (ms)".into(),
+            format!("{:.0}/{:.0}", p.ttft_cold_ms, p.ttft_warm_ms),
+        );
         let w = &self.maspo_workload;
-        row(format!("MASPO workload, {} req, batched (s)", w.requests), format!("{:.2}", w.batched_s));
-        row("MASPO workload, one by one (s)".into(), format!("{:.2}", w.one_by_one_s));
-        row("MASPO workload speedup".into(), format!("{:.2}x", w.speedup));
+        row(
+            format!("MASPO workload, {} req, batched (s)", w.requests),
+            format!("{:.2}", w.batched_s),
+        );
+        row(
+            "MASPO workload, one by one (s)".into(),
+            format!("{:.2}", w.one_by_one_s),
+        );
+        row(
+            "MASPO workload speedup".into(),
+            format!("{:.2}x", w.speedup),
+        );
         row("identical outputs".into(), w.identical_outputs.to_string());
         s
     }

@@ -37,7 +37,11 @@ pub fn run(global: &GlobalArgs, cmd: BenchCommand) -> anyhow::Result<ExitCode> {
     let BenchCommand::Engine(args) = cmd;
     let path = catalog(global)?.resolve(&args.model, &mut FetchBar::new(global.quiet))?;
     let engine = Engine::load(&path, args.engine.settings(global))?;
-    let mut opts = if args.quick { BenchOptions::quick() } else { BenchOptions::full() };
+    let mut opts = if args.quick {
+        BenchOptions::quick()
+    } else {
+        BenchOptions::full()
+    };
     if let Some(b) = args.batch_sizes {
         opts.batch_sizes = b;
     }

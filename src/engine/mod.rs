@@ -201,7 +201,8 @@ impl Engine {
 
     /// Forgets every cached prefix and sets the cache's memory cap (0 turns reuse off).
     pub fn reset_prefix_cache(&self, cap_mb: usize) {
-        *self.prefix_cache.lock().unwrap_or_else(|p| p.into_inner()) = PrefixCache::new(cap_mb << 20);
+        *self.prefix_cache.lock().unwrap_or_else(|p| p.into_inner()) =
+            PrefixCache::new(cap_mb << 20);
     }
 
     /// Work counters since load or the last [`Engine::reset_stats`].

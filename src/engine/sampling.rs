@@ -114,10 +114,16 @@ impl Sampler {
         if self.params.is_greedy() {
             return argmax(logits, banned);
         }
+        let mut is_banned = vec![false; logits.len()];
+        for &b in banned {
+            if let Some(x) = is_banned.get_mut(b as usize) {
+                *x = true;
+            }
+        }
         let mut cands: Vec<(u32, f32)> = logits
             .iter()
             .enumerate()
-            .filter(|(i, l)| l.is_finite() && !banned.contains(&(*i as u32)))
+            .filter(|(i, l)| l.is_finite() && !is_banned[*i])
             .map(|(i, l)| (i as u32, *l))
             .collect();
         if cands.is_empty() {
@@ -167,6 +173,7 @@ pub fn argmax(logits: &[f32], banned: &[u32]) -> u32 {
     let mut best = 0u32;
     let mut best_v = f32::NEG_INFINITY;
     for (i, &v) in logits.iter().enumerate() {
+        // The banned check runs only on a new maximum, which is rare.
         if v > best_v && !banned.contains(&(i as u32)) {
             best = i as u32;
             best_v = v;

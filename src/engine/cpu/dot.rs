@@ -16,7 +16,13 @@ pub fn dot_q4_1(w: &[BlockQ4_1], a: &[ActBlock]) -> f32 {
     ))]
     {
         // SAFETY: compiled only when the target has AVX2 and FMA.
-        unsafe { avx2::dot_q4_1(w, a) }
+        unsafe {
+            if use_vnni() {
+                vnni::dot_q4_1(w, a)
+            } else {
+                avx2::dot_q4_1(w, a)
+            }
+        }
     }
     #[cfg(not(all(
         target_arch = "x86_64",
@@ -38,7 +44,13 @@ pub fn dot_q5_0(w: &[BlockQ5_0], a: &[ActBlock]) -> f32 {
     ))]
     {
         // SAFETY: compiled only when the target has AVX2 and FMA.
-        unsafe { avx2::dot_q5_0(w, a) }
+        unsafe {
+            if use_vnni() {
+                vnni::dot_q5_0(w, a)
+            } else {
+                avx2::dot_q5_0(w, a)
+            }
+        }
     }
     #[cfg(not(all(
         target_arch = "x86_64",
@@ -60,7 +72,13 @@ pub fn dot_q8_0(w: &[BlockQ8_0], a: &[ActBlock]) -> f32 {
     ))]
     {
         // SAFETY: compiled only when the target has AVX2 and FMA.
-        unsafe { avx2::dot_q8_0(w, a) }
+        unsafe {
+            if use_vnni() {
+                vnni::dot_q8_0(w, a)
+            } else {
+                avx2::dot_q8_0(w, a)
+            }
+        }
     }
     #[cfg(not(all(
         target_arch = "x86_64",
@@ -70,6 +88,147 @@ pub fn dot_q8_0(w: &[BlockQ8_0], a: &[ActBlock]) -> f32 {
     {
         scalar::dot_q8_0(w, a)
     }
+}
+
+/// Four activation rows at once against one weight row: the weight block is unpacked once per
+/// four products (the batched-decode and prefill fast path). `out[r]` = dot(w, a[r]).
+#[inline]
+pub fn dot4_q4_1(w: &[BlockQ4_1], a: [&[ActBlock]; 4], out: &mut [f32; 4]) {
+    #[cfg(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma"
+    ))]
+    {
+        // SAFETY: compiled only when the target has AVX2 and FMA.
+        unsafe {
+            if use_vnni() {
+                vnni::dot4_q4_1(w, a, out)
+            } else {
+                avx2::dot4_q4_1(w, a, out)
+            }
+        }
+    }
+    #[cfg(not(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma"
+    )))]
+    {
+        for r in 0..4 {
+            out[r] = scalar::dot_q4_1(w, a[r]);
+        }
+    }
+}
+
+/// Like [`dot4_q4_1`] for Q5_0 weights.
+#[inline]
+pub fn dot4_q5_0(w: &[BlockQ5_0], a: [&[ActBlock]; 4], out: &mut [f32; 4]) {
+    #[cfg(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma"
+    ))]
+    {
+        // SAFETY: compiled only when the target has AVX2 and FMA.
+        unsafe {
+            if use_vnni() {
+                vnni::dot4_q5_0(w, a, out)
+            } else {
+                avx2::dot4_q5_0(w, a, out)
+            }
+        }
+    }
+    #[cfg(not(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma"
+    )))]
+    {
+        for r in 0..4 {
+            out[r] = scalar::dot_q5_0(w, a[r]);
+        }
+    }
+}
+
+/// Like [`dot4_q4_1`] for Q8_0 weights.
+#[inline]
+pub fn dot4_q8_0(w: &[BlockQ8_0], a: [&[ActBlock]; 4], out: &mut [f32; 4]) {
+    #[cfg(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma"
+    ))]
+    {
+        // SAFETY: compiled only when the target has AVX2 and FMA.
+        unsafe {
+            if use_vnni() {
+                vnni::dot4_q8_0(w, a, out)
+            } else {
+                avx2::dot4_q8_0(w, a, out)
+            }
+        }
+    }
+    #[cfg(not(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma"
+    )))]
+    {
+        for r in 0..4 {
+            out[r] = scalar::dot_q8_0(w, a[r]);
+        }
+    }
+}
+
+/// Four weight rows against one activation row: four independent accumulation chains hide the
+/// FMA latency that bounds a single dot product (the batch-1 decode fast path). Each `out[r]`
+/// is bit-identical to the one-row kernel's result for `w[r]`.
+#[inline]
+pub fn dot_rows4(w: WeightRows4<'_>, a: &[ActBlock], out: &mut [f32; 4]) {
+    #[cfg(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma"
+    ))]
+    {
+        // SAFETY: compiled only when the target has AVX2 and FMA.
+        unsafe {
+            match (w, use_vnni()) {
+                (WeightRows4::Q4_1(w), true) => vnni::rows4_q4_1(w, a, out),
+                (WeightRows4::Q5_0(w), true) => vnni::rows4_q5_0(w, a, out),
+                (WeightRows4::Q8_0(w), true) => vnni::rows4_q8_0(w, a, out),
+                (WeightRows4::Q4_1(w), false) => avx2::rows4_q4_1(w, a, out),
+                (WeightRows4::Q5_0(w), false) => avx2::rows4_q5_0(w, a, out),
+                (WeightRows4::Q8_0(w), false) => avx2::rows4_q8_0(w, a, out),
+            }
+        }
+    }
+    #[cfg(not(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma"
+    )))]
+    {
+        for r in 0..4 {
+            out[r] = match w {
+                WeightRows4::Q4_1(w) => scalar::dot_q4_1(w[r], a),
+                WeightRows4::Q5_0(w) => scalar::dot_q5_0(w[r], a),
+                WeightRows4::Q8_0(w) => scalar::dot_q8_0(w[r], a),
+            };
+        }
+    }
+}
+
+/// Four weight rows of one format.
+#[derive(Clone, Copy)]
+pub enum WeightRows4<'a> {
+    /// Q4_1 rows.
+    Q4_1([&'a [BlockQ4_1]; 4]),
+    /// Q5_0 rows.
+    Q5_0([&'a [BlockQ5_0]; 4]),
+    /// Q8_0 rows.
+    Q8_0([&'a [BlockQ8_0]; 4]),
 }
 
 /// f32 dot product with 8 independent accumulators (vectorizes without fast-math).
@@ -135,6 +294,210 @@ pub mod scalar {
     }
 }
 
+/// The x86 kernels, instantiated twice: plain AVX2, and with AVX-512 VNNI's `vpdpbusd` doing
+/// the u8×i8 multiply-add in one instruction instead of `maddubs` + `madd` (the multiply ports
+/// are the bottleneck). Both compute identical integers (the AVX2 pair sums never saturate for
+/// these formats: |q| ≤ 15 or ≤ 127 against |y| ≤ 127), so results are bit-identical either way.
+#[cfg(all(
+    target_arch = "x86_64",
+    target_feature = "avx2",
+    target_feature = "fma"
+))]
+macro_rules! x86_kernels {
+    ($features:literal) => {
+        #[inline(always)]
+        unsafe fn hsum(x: __m256) -> f32 {
+            let r = _mm_add_ps(_mm256_extractf128_ps(x, 1), _mm256_castps256_ps128(x));
+            let r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+            let r = _mm_add_ss(r, _mm_movehdup_ps(r));
+            _mm_cvtss_f32(r)
+        }
+
+        /// 16 bytes of nibbles → 32 bytes: low nibbles first, then high nibbles.
+        #[inline(always)]
+        unsafe fn nibbles(p: *const u8) -> __m256i {
+            let tmp = _mm_loadu_si128(p as *const __m128i);
+            let bytes =
+                _mm256_insertf128_si256::<1>(_mm256_castsi128_si256(tmp), _mm_srli_epi16(tmp, 4));
+            _mm256_and_si256(_mm256_set1_epi8(0x0F), bytes)
+        }
+
+        /// 32 bits → 32 bytes, 0xFF where the bit is set.
+        #[inline(always)]
+        unsafe fn bits(qh: [u8; 4]) -> __m256i {
+            let x32 = u32::from_le_bytes(qh) as i32;
+            let shuf = _mm256_set_epi64x(
+                0x0303030303030303,
+                0x0202020202020202,
+                0x0101010101010101,
+                0,
+            );
+            let bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(x32), shuf);
+            let bytes = _mm256_or_si256(bytes, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe));
+            _mm256_cmpeq_epi8(bytes, _mm256_set1_epi64x(-1))
+        }
+
+        #[inline(always)]
+        unsafe fn mul_sum_i8(x: __m256i, y: __m256i) -> __m256 {
+            mul_sum_us8(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x))
+        }
+
+        #[target_feature(enable = $features)]
+        pub unsafe fn dot_q4_1(w: &[BlockQ4_1], a: &[ActBlock]) -> f32 {
+            let mut acc = _mm256_setzero_ps();
+            let mut summs = 0f32;
+            for (x, y) in w.iter().zip(a) {
+                let d0 = f16_to_f32(x.d);
+                summs += f16_to_f32(x.m) * y.s;
+                let dd = _mm256_set1_ps(d0 * y.d);
+                let qx = nibbles(x.qs.as_ptr());
+                let qy = _mm256_loadu_si256(y.qs.as_ptr() as *const __m256i);
+                acc = _mm256_fmadd_ps(dd, mul_sum_us8(qx, qy), acc);
+            }
+            hsum(acc) + summs
+        }
+
+        #[target_feature(enable = $features)]
+        pub unsafe fn dot_q5_0(w: &[BlockQ5_0], a: &[ActBlock]) -> f32 {
+            let mut acc = _mm256_setzero_ps();
+            for (x, y) in w.iter().zip(a) {
+                let d = _mm256_set1_ps(f16_to_f32(x.d) * y.d);
+                let qx = nibbles(x.qs.as_ptr());
+                let hi = _mm256_andnot_si256(bits(x.qh), _mm256_set1_epi8(0xF0u8 as i8));
+                let qx = _mm256_or_si256(qx, hi);
+                let qy = _mm256_loadu_si256(y.qs.as_ptr() as *const __m256i);
+                acc = _mm256_fmadd_ps(d, mul_sum_i8(qx, qy), acc);
+            }
+            hsum(acc)
+        }
+
+        #[target_feature(enable = $features)]
+        pub unsafe fn dot_q8_0(w: &[BlockQ8_0], a: &[ActBlock]) -> f32 {
+            let mut acc = _mm256_setzero_ps();
+            for (x, y) in w.iter().zip(a) {
+                let d = _mm256_set1_ps(f16_to_f32(x.d) * y.d);
+                let qx = _mm256_loadu_si256(x.qs.as_ptr() as *const __m256i);
+                let qy = _mm256_loadu_si256(y.qs.as_ptr() as *const __m256i);
+                acc = _mm256_fmadd_ps(d, mul_sum_i8(qx, qy), acc);
+            }
+            hsum(acc)
+        }
+
+        #[target_feature(enable = $features)]
+        pub unsafe fn dot4_q4_1(w: &[BlockQ4_1], a: [&[ActBlock]; 4], out: &mut [f32; 4]) {
+            let mut acc = [_mm256_setzero_ps(); 4];
+            let mut summs = [0f32; 4];
+            for (b, x) in w.iter().enumerate() {
+                let d0 = f16_to_f32(x.d);
+                let m0 = f16_to_f32(x.m);
+                let qx = nibbles(x.qs.as_ptr());
+                for r in 0..4 {
+                    let y = a[r].get_unchecked(b);
+                    summs[r] += m0 * y.s;
+                    let qy = _mm256_loadu_si256(y.qs.as_ptr() as *const __m256i);
+                    acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d0 * y.d), mul_sum_us8(qx, qy), acc[r]);
+                }
+            }
+            for r in 0..4 {
+                out[r] = hsum(acc[r]) + summs[r];
+            }
+        }
+
+        #[target_feature(enable = $features)]
+        pub unsafe fn dot4_q5_0(w: &[BlockQ5_0], a: [&[ActBlock]; 4], out: &mut [f32; 4]) {
+            let mut acc = [_mm256_setzero_ps(); 4];
+            for (b, x) in w.iter().enumerate() {
+                let d0 = f16_to_f32(x.d);
+                let qx = nibbles(x.qs.as_ptr());
+                let hi = _mm256_andnot_si256(bits(x.qh), _mm256_set1_epi8(0xF0u8 as i8));
+                let qx = _mm256_or_si256(qx, hi);
+                let ax = _mm256_sign_epi8(qx, qx);
+                for r in 0..4 {
+                    let y = a[r].get_unchecked(b);
+                    let qy = _mm256_loadu_si256(y.qs.as_ptr() as *const __m256i);
+                    let p = mul_sum_us8(ax, _mm256_sign_epi8(qy, qx));
+                    acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d0 * y.d), p, acc[r]);
+                }
+            }
+            for r in 0..4 {
+                out[r] = hsum(acc[r]);
+            }
+        }
+
+        #[target_feature(enable = $features)]
+        pub unsafe fn dot4_q8_0(w: &[BlockQ8_0], a: [&[ActBlock]; 4], out: &mut [f32; 4]) {
+            let mut acc = [_mm256_setzero_ps(); 4];
+            for (b, x) in w.iter().enumerate() {
+                let d0 = f16_to_f32(x.d);
+                let qx = _mm256_loadu_si256(x.qs.as_ptr() as *const __m256i);
+                let ax = _mm256_sign_epi8(qx, qx);
+                for r in 0..4 {
+                    let y = a[r].get_unchecked(b);
+                    let qy = _mm256_loadu_si256(y.qs.as_ptr() as *const __m256i);
+                    let p = mul_sum_us8(ax, _mm256_sign_epi8(qy, qx));
+                    acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d0 * y.d), p, acc[r]);
+                }
+            }
+            for r in 0..4 {
+                out[r] = hsum(acc[r]);
+            }
+        }
+
+        #[target_feature(enable = $features)]
+        pub unsafe fn rows4_q4_1(w: [&[BlockQ4_1]; 4], a: &[ActBlock], out: &mut [f32; 4]) {
+            let mut acc = [_mm256_setzero_ps(); 4];
+            let mut summs = [0f32; 4];
+            for (b, y) in a.iter().enumerate() {
+                let qy = _mm256_loadu_si256(y.qs.as_ptr() as *const __m256i);
+                for r in 0..4 {
+                    let x = w[r].get_unchecked(b);
+                    summs[r] += f16_to_f32(x.m) * y.s;
+                    let dd = _mm256_set1_ps(f16_to_f32(x.d) * y.d);
+                    acc[r] = _mm256_fmadd_ps(dd, mul_sum_us8(nibbles(x.qs.as_ptr()), qy), acc[r]);
+                }
+            }
+            for r in 0..4 {
+                out[r] = hsum(acc[r]) + summs[r];
+            }
+        }
+
+        #[target_feature(enable = $features)]
+        pub unsafe fn rows4_q5_0(w: [&[BlockQ5_0]; 4], a: &[ActBlock], out: &mut [f32; 4]) {
+            let mut acc = [_mm256_setzero_ps(); 4];
+            for (b, y) in a.iter().enumerate() {
+                let qy = _mm256_loadu_si256(y.qs.as_ptr() as *const __m256i);
+                for r in 0..4 {
+                    let x = w[r].get_unchecked(b);
+                    let d = _mm256_set1_ps(f16_to_f32(x.d) * y.d);
+                    let hi = _mm256_andnot_si256(bits(x.qh), _mm256_set1_epi8(0xF0u8 as i8));
+                    let qx = _mm256_or_si256(nibbles(x.qs.as_ptr()), hi);
+                    acc[r] = _mm256_fmadd_ps(d, mul_sum_i8(qx, qy), acc[r]);
+                }
+            }
+            for r in 0..4 {
+                out[r] = hsum(acc[r]);
+            }
+        }
+
+        #[target_feature(enable = $features)]
+        pub unsafe fn rows4_q8_0(w: [&[BlockQ8_0]; 4], a: &[ActBlock], out: &mut [f32; 4]) {
+            let mut acc = [_mm256_setzero_ps(); 4];
+            for (b, y) in a.iter().enumerate() {
+                let qy = _mm256_loadu_si256(y.qs.as_ptr() as *const __m256i);
+                for r in 0..4 {
+                    let x = w[r].get_unchecked(b);
+                    let d = _mm256_set1_ps(f16_to_f32(x.d) * y.d);
+                    let qx = _mm256_loadu_si256(x.qs.as_ptr() as *const __m256i);
+                    acc[r] = _mm256_fmadd_ps(d, mul_sum_i8(qx, qy), acc[r]);
+                }
+            }
+            for r in 0..4 {
+                out[r] = hsum(acc[r]);
+            }
+        }
+    };
+}
+
 #[cfg(all(
     target_arch = "x86_64",
     target_feature = "avx2",
@@ -144,38 +507,6 @@ mod avx2 {
     use super::*;
     use std::arch::x86_64::*;
 
-    #[inline(always)]
-    unsafe fn hsum(x: __m256) -> f32 {
-        let r = _mm_add_ps(_mm256_extractf128_ps(x, 1), _mm256_castps256_ps128(x));
-        let r = _mm_add_ps(r, _mm_movehl_ps(r, r));
-        let r = _mm_add_ss(r, _mm_movehdup_ps(r));
-        _mm_cvtss_f32(r)
-    }
-
-    /// 16 bytes of nibbles → 32 bytes: low nibbles first, then high nibbles.
-    #[inline(always)]
-    unsafe fn nibbles(p: *const u8) -> __m256i {
-        let tmp = _mm_loadu_si128(p as *const __m128i);
-        let bytes =
-            _mm256_insertf128_si256::<1>(_mm256_castsi128_si256(tmp), _mm_srli_epi16(tmp, 4));
-        _mm256_and_si256(_mm256_set1_epi8(0x0F), bytes)
-    }
-
-    /// 32 bits → 32 bytes, 0xFF where the bit is set.
-    #[inline(always)]
-    unsafe fn bits(qh: [u8; 4]) -> __m256i {
-        let x32 = u32::from_le_bytes(qh) as i32;
-        let shuf = _mm256_set_epi64x(
-            0x0303030303030303,
-            0x0202020202020202,
-            0x0101010101010101,
-            0,
-        );
-        let bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(x32), shuf);
-        let bytes = _mm256_or_si256(bytes, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe));
-        _mm256_cmpeq_epi8(bytes, _mm256_set1_epi64x(-1))
-    }
-
     /// unsigned × signed bytes, summed in pairs twice → 8 × f32.
     #[inline(always)]
     unsafe fn mul_sum_us8(ax: __m256i, sy: __m256i) -> __m256 {
@@ -183,50 +514,63 @@ mod avx2 {
         _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_set1_epi16(1), dot))
     }
 
+    x86_kernels!("avx2,fma,f16c");
+}
+
+#[cfg(all(
+    target_arch = "x86_64",
+    target_feature = "avx2",
+    target_feature = "fma"
+))]
+mod vnni {
+    use super::*;
+    use std::arch::x86_64::*;
+
+    /// unsigned × signed bytes, summed in fours → 8 × f32 (one `vpdpbusd`).
     #[inline(always)]
-    unsafe fn mul_sum_i8(x: __m256i, y: __m256i) -> __m256 {
-        mul_sum_us8(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x))
+    unsafe fn mul_sum_us8(ax: __m256i, sy: __m256i) -> __m256 {
+        _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(_mm256_setzero_si256(), ax, sy))
     }
 
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn dot_q4_1(w: &[BlockQ4_1], a: &[ActBlock]) -> f32 {
-        let mut acc = _mm256_setzero_ps();
-        let mut summs = 0f32;
-        for (x, y) in w.iter().zip(a) {
-            let d0 = f16_to_f32(x.d);
-            summs += f16_to_f32(x.m) * y.s;
-            let dd = _mm256_set1_ps(d0 * y.d);
-            let qx = nibbles(x.qs.as_ptr());
-            let qy = _mm256_loadu_si256(y.qs.as_ptr() as *const __m256i);
-            acc = _mm256_fmadd_ps(dd, mul_sum_us8(qx, qy), acc);
-        }
-        hsum(acc) + summs
-    }
+    x86_kernels!("avx2,fma,f16c,avx512f,avx512vl,avx512vnni");
+}
 
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn dot_q5_0(w: &[BlockQ5_0], a: &[ActBlock]) -> f32 {
-        let mut acc = _mm256_setzero_ps();
-        for (x, y) in w.iter().zip(a) {
-            let d = _mm256_set1_ps(f16_to_f32(x.d) * y.d);
-            let qx = nibbles(x.qs.as_ptr());
-            let hi = _mm256_andnot_si256(bits(x.qh), _mm256_set1_epi8(0xF0u8 as i8));
-            let qx = _mm256_or_si256(qx, hi);
-            let qy = _mm256_loadu_si256(y.qs.as_ptr() as *const __m256i);
-            acc = _mm256_fmadd_ps(d, mul_sum_i8(qx, qy), acc);
-        }
-        hsum(acc)
-    }
+/// Whether the VNNI kernels run (detected once; `MASPO_NO_VNNI=1` forces plain AVX2).
+#[cfg(all(
+    target_arch = "x86_64",
+    target_feature = "avx2",
+    target_feature = "fma"
+))]
+fn use_vnni() -> bool {
+    static FLAG: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *FLAG.get_or_init(|| {
+        std::env::var_os("MASPO_NO_VNNI").is_none()
+            && std::arch::is_x86_feature_detected!("avx512vnni")
+            && std::arch::is_x86_feature_detected!("avx512vl")
+    })
+}
 
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn dot_q8_0(w: &[BlockQ8_0], a: &[ActBlock]) -> f32 {
-        let mut acc = _mm256_setzero_ps();
-        for (x, y) in w.iter().zip(a) {
-            let d = _mm256_set1_ps(f16_to_f32(x.d) * y.d);
-            let qx = _mm256_loadu_si256(x.qs.as_ptr() as *const __m256i);
-            let qy = _mm256_loadu_si256(y.qs.as_ptr() as *const __m256i);
-            acc = _mm256_fmadd_ps(d, mul_sum_i8(qx, qy), acc);
+/// Which x86 kernel set runs: `"avx512vnni"`, `"avx2"`, or `"scalar"`.
+pub fn kernel_isa() -> &'static str {
+    #[cfg(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma"
+    ))]
+    {
+        if use_vnni() {
+            "avx512vnni"
+        } else {
+            "avx2"
         }
-        hsum(acc)
+    }
+    #[cfg(not(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma"
+    )))]
+    {
+        "scalar"
     }
 }
 
@@ -282,5 +626,65 @@ mod tests {
         assert!(close(dot_q4_1(&q41, &a), scalar::dot_q4_1(&q41, &a)));
         assert!(close(dot_q5_0(&q50, &a), scalar::dot_q5_0(&q50, &a)));
         assert!(close(dot_q8_0(&q80, &a), scalar::dot_q8_0(&q80, &a)));
+        // The four-row kernels give each row exactly what the one-row kernels give.
+        let rows: Vec<Vec<ActBlock>> = (0..4).map(|_| acts(&mut rng, n)).collect();
+        let four = [&rows[0][..], &rows[1][..], &rows[2][..], &rows[3][..]];
+        let mut out = [0f32; 4];
+        dot4_q4_1(&q41, four, &mut out);
+        assert_eq!(out, std::array::from_fn(|r| dot_q4_1(&q41, four[r])));
+        dot4_q5_0(&q50, four, &mut out);
+        assert_eq!(out, std::array::from_fn(|r| dot_q5_0(&q50, four[r])));
+        dot4_q8_0(&q80, four, &mut out);
+        assert_eq!(out, std::array::from_fn(|r| dot_q8_0(&q80, four[r])));
+        // Four weight rows against one activation row, likewise.
+        let q41b: Vec<Vec<BlockQ4_1>> = (0..4)
+            .map(|i| q41.iter().cycle().skip(i).take(n).copied().collect())
+            .collect();
+        let q50b: Vec<Vec<BlockQ5_0>> = (0..4)
+            .map(|i| q50.iter().cycle().skip(i).take(n).copied().collect())
+            .collect();
+        let q80b: Vec<Vec<BlockQ8_0>> = (0..4)
+            .map(|i| q80.iter().cycle().skip(i).take(n).copied().collect())
+            .collect();
+        dot_rows4(
+            WeightRows4::Q4_1(std::array::from_fn(|r| &q41b[r][..])),
+            &a,
+            &mut out,
+        );
+        assert_eq!(out, std::array::from_fn(|r| dot_q4_1(&q41b[r], &a)));
+        dot_rows4(
+            WeightRows4::Q5_0(std::array::from_fn(|r| &q50b[r][..])),
+            &a,
+            &mut out,
+        );
+        assert_eq!(out, std::array::from_fn(|r| dot_q5_0(&q50b[r], &a)));
+        dot_rows4(
+            WeightRows4::Q8_0(std::array::from_fn(|r| &q80b[r][..])),
+            &a,
+            &mut out,
+        );
+        assert_eq!(out, std::array::from_fn(|r| dot_q8_0(&q80b[r], &a)));
+        // The VNNI kernels are bit-identical to the AVX2 ones (where the CPU has VNNI).
+        #[cfg(all(
+            target_arch = "x86_64",
+            target_feature = "avx2",
+            target_feature = "fma"
+        ))]
+        if std::arch::is_x86_feature_detected!("avx512vnni")
+            && std::arch::is_x86_feature_detected!("avx512vl")
+        {
+            unsafe {
+                assert_eq!(vnni::dot_q4_1(&q41, &a), avx2::dot_q4_1(&q41, &a));
+                assert_eq!(vnni::dot_q5_0(&q50, &a), avx2::dot_q5_0(&q50, &a));
+                assert_eq!(vnni::dot_q8_0(&q80, &a), avx2::dot_q8_0(&q80, &a));
+                let (mut x, mut y) = ([0f32; 4], [0f32; 4]);
+                vnni::dot4_q5_0(&q50, four, &mut x);
+                avx2::dot4_q5_0(&q50, four, &mut y);
+                assert_eq!(x, y);
+                vnni::rows4_q4_1(std::array::from_fn(|r| &q41b[r][..]), &a, &mut x);
+                avx2::rows4_q4_1(std::array::from_fn(|r| &q41b[r][..]), &a, &mut y);
+                assert_eq!(x, y);
+            }
+        }
     }
 }

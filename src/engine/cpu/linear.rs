@@ -4,7 +4,9 @@
 //! any other quantized format (the K-quants of Qwen's ffn_down, say) is converted to Q8_0 at
 //! load, which is near-lossless and runs on the fastest kernel; f32/f16 weights stay f32.
 
-use super::dot::{dot_f32, dot_q4_1, dot_q5_0, dot_q8_0};
+use super::dot::{
+    dot4_q4_1, dot4_q5_0, dot4_q8_0, dot_f32, dot_q4_1, dot_q5_0, dot_q8_0, dot_rows4, WeightRows4,
+};
 use super::pool::{Pool, SharedOut};
 use super::quant::{
     blocks_from_bytes, dequant_q4_1, dequant_q5_0, dequant_q8_0, quantize_q8_0, quantize_row,
@@ -50,7 +52,7 @@ impl<'a> Acts<'a> {
     pub fn new(pool: &Pool, x: &'a [f32], m: usize, k: usize) -> Self {
         let bpr = k / QK;
         let mut q = vec![ActBlock::default(); m * bpr];
-        if k % QK == 0 {
+        if k.is_multiple_of(QK) {
             let qp = q.as_mut_ptr() as usize;
             pool.run(m, &|i| {
                 // SAFETY: each task writes its own row of blocks.
@@ -141,6 +143,49 @@ impl QMatrix {
         }
     }
 
+    /// Row `r` against activation rows `i..i+4`; bit-identical to four [`Self::dot_row`] calls.
+    #[inline]
+    fn dot_row4(&self, r: usize, a: &Acts<'_>, i: usize) -> [f32; 4] {
+        let bpr = self.k / QK;
+        let blocks = r * bpr..(r + 1) * bpr;
+        let rows = [a.row(i), a.row(i + 1), a.row(i + 2), a.row(i + 3)];
+        let mut out = [0f32; 4];
+        match &self.w {
+            Weights::Q4_1(b) => dot4_q4_1(&b[blocks], rows, &mut out),
+            Weights::Q5_0(b) => dot4_q5_0(&b[blocks], rows, &mut out),
+            Weights::Q8_0(b) => dot4_q8_0(&b[blocks], rows, &mut out),
+            Weights::F32(_) => out = std::array::from_fn(|j| self.dot_row(r, a, i + j)),
+        }
+        out
+    }
+
+    /// Rows `r..r+4` against activation row `i`; bit-identical to four [`Self::dot_row`] calls.
+    #[inline]
+    fn dot_rows4(&self, r: usize, a: &Acts<'_>, i: usize) -> [f32; 4] {
+        let bpr = self.k / QK;
+        let rows = |j: usize| (r + j) * bpr..(r + j + 1) * bpr;
+        let mut out = [0f32; 4];
+        match &self.w {
+            Weights::Q4_1(b) => dot_rows4(
+                WeightRows4::Q4_1(std::array::from_fn(|j| &b[rows(j)])),
+                a.row(i),
+                &mut out,
+            ),
+            Weights::Q5_0(b) => dot_rows4(
+                WeightRows4::Q5_0(std::array::from_fn(|j| &b[rows(j)])),
+                a.row(i),
+                &mut out,
+            ),
+            Weights::Q8_0(b) => dot_rows4(
+                WeightRows4::Q8_0(std::array::from_fn(|j| &b[rows(j)])),
+                a.row(i),
+                &mut out,
+            ),
+            Weights::F32(_) => out = std::array::from_fn(|j| self.dot_row(r + j, a, i)),
+        }
+        out
+    }
+
     /// `out (m × n) = acts (m × k) · Wᵀ`, split over output rows across the pool.
     ///
     /// Each task owns a chunk of weight rows and runs it against every activation row, so a
@@ -157,11 +202,31 @@ impl QMatrix {
         let n_chunks = self.n.div_ceil(chunk);
         let o = SharedOut::new(out);
         let (n, m) = (self.n, a.m);
+        static USE4: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        let use4 = *USE4.get_or_init(|| std::env::var_os("NOROWS4").is_none());
         pool.run(n_chunks, &|c| {
             let rows = c * chunk..((c + 1) * chunk).min(n);
-            for i in 0..m {
+            let quads = m / 4 * 4;
+            for i in (0..quads).step_by(4) {
                 for r in rows.clone() {
-                    // SAFETY: (i, r) pairs are disjoint across tasks and in bounds.
+                    let v = self.dot_row4(r, a, i);
+                    for (j, v) in v.into_iter().enumerate() {
+                        // SAFETY: (i, r) pairs are disjoint across tasks and in bounds.
+                        unsafe { o.write((i + j) * n + r, v) };
+                    }
+                }
+            }
+            for i in quads..m {
+                let mut r = rows.start;
+                while r + 4 <= rows.end && use4 {
+                    for (j, v) in self.dot_rows4(r, a, i).into_iter().enumerate() {
+                        // SAFETY: as above.
+                        unsafe { o.write(i * n + r + j, v) };
+                    }
+                    r += 4;
+                }
+                for r in r..rows.end {
+                    // SAFETY: as above.
                     unsafe { o.write(i * n + r, self.dot_row(r, a, i)) };
                 }
             }

@@ -27,6 +27,8 @@ struct Shared {
     next: AtomicUsize,
     pending: AtomicUsize,
     shutdown: AtomicBool,
+    /// Workers asleep (or about to sleep) on `wake`; the caller skips the notify syscall when 0.
+    sleepers: AtomicUsize,
     sleep_lock: Mutex<()>,
     wake: Condvar,
 }
@@ -55,6 +57,7 @@ impl Pool {
             next: AtomicUsize::new(0),
             pending: AtomicUsize::new(0),
             shutdown: AtomicBool::new(false),
+            sleepers: AtomicUsize::new(0),
             sleep_lock: Mutex::new(()),
             wake: Condvar::new(),
         });
@@ -99,8 +102,8 @@ impl Pool {
         s.n_tasks.store(n_tasks, Ordering::Relaxed);
         s.next.store(0, Ordering::Relaxed);
         s.pending.store(self.workers.len(), Ordering::Relaxed);
-        s.epoch.fetch_add(1, Ordering::Release);
-        {
+        s.epoch.fetch_add(1, Ordering::SeqCst);
+        if s.sleepers.load(Ordering::SeqCst) > 0 {
             let _l = s.sleep_lock.lock().unwrap_or_else(|p| p.into_inner());
             s.wake.notify_all();
         }
@@ -131,10 +134,14 @@ fn worker(s: Arc<Shared>) {
             if spins < SPIN_LIMIT {
                 std::hint::spin_loop();
             } else {
+                // Announce the sleep before re-checking the epoch (both SeqCst): either the caller
+                // sees `sleepers > 0` and notifies under the lock, or we see its new epoch.
                 let guard = s.sleep_lock.lock().unwrap_or_else(|p| p.into_inner());
-                if s.epoch.load(Ordering::Acquire) == seen && !s.shutdown.load(Ordering::Relaxed) {
+                s.sleepers.fetch_add(1, Ordering::SeqCst);
+                if s.epoch.load(Ordering::SeqCst) == seen && !s.shutdown.load(Ordering::SeqCst) {
                     let _g = s.wake.wait(guard).unwrap_or_else(|p| p.into_inner());
                 }
+                s.sleepers.fetch_sub(1, Ordering::SeqCst);
                 spins = 0;
             }
         };

@@ -96,21 +96,21 @@ pub fn quantize_row(x: &[f32], out: &mut [ActBlock]) {
 
 /// Quantizes weights (f32, length a multiple of 32) to Q8_0, ggml's reference rounding.
 pub fn quantize_q8_0(x: &[f32]) -> Vec<BlockQ8_0> {
-    x.chunks_exact(QK)
-        .map(|chunk| {
-            let amax = chunk.iter().fold(0f32, |m, v| m.max(v.abs()));
-            let d = amax / 127.0;
-            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-            let mut qs = [0i8; 32];
-            for (q, v) in qs.iter_mut().zip(chunk) {
-                *q = (v * id).round() as i8;
-            }
-            BlockQ8_0 {
-                d: f16::from_f32(d).to_bits(),
-                qs,
-            }
-        })
-        .collect()
+    let mut out = weight_vec(x.len() / QK);
+    out.extend(x.chunks_exact(QK).map(|chunk| {
+        let amax = chunk.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let d = amax / 127.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        let mut qs = [0i8; 32];
+        for (q, v) in qs.iter_mut().zip(chunk) {
+            *q = (v * id).round() as i8;
+        }
+        BlockQ8_0 {
+            d: f16::from_f32(d).to_bits(),
+            qs,
+        }
+    }));
+    out
 }
 
 /// Dequantizes Q4_1 blocks into `out`.
@@ -157,14 +157,38 @@ pub fn dequant_q8_0(blocks: &[BlockQ8_0], out: &mut [f32]) {
     }
 }
 
+/// An empty vector with room for `n` items whose memory is backed by transparent huge pages
+/// where the OS allows it. Decode streams every weight once per token: with 4 KiB pages the
+/// TLB misses on hundreds of MB of weights cost more than the arithmetic.
+pub fn weight_vec<T>(n: usize) -> Vec<T> {
+    let v: Vec<T> = Vec::with_capacity(n);
+    #[cfg(target_os = "linux")]
+    {
+        let bytes = n * std::mem::size_of::<T>();
+        const HUGE: usize = 2 << 20;
+        if bytes >= HUGE {
+            // Advise the 2 MiB-aligned interior before any page is touched. Failure is harmless.
+            let start = (v.as_ptr() as usize).div_ceil(HUGE) * HUGE;
+            let end = (v.as_ptr() as usize + bytes) / HUGE * HUGE;
+            if end > start {
+                // SAFETY: the range lies inside this vector's allocation.
+                unsafe {
+                    libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE)
+                };
+            }
+        }
+    }
+    v
+}
+
 /// Reinterprets ggml-layout bytes as blocks (copying, so alignment never matters).
 pub fn blocks_from_bytes<T: Copy>(bytes: &[u8]) -> Option<Vec<T>> {
     let size = std::mem::size_of::<T>();
-    if size == 0 || bytes.len() % size != 0 {
+    if size == 0 || !bytes.len().is_multiple_of(size) {
         return None;
     }
     let n = bytes.len() / size;
-    let mut v: Vec<T> = Vec::with_capacity(n);
+    let mut v: Vec<T> = weight_vec(n);
     // SAFETY: T is a plain-old-data block type (integers only) and the copy is in bounds.
     unsafe {
         std::ptr::copy_nonoverlapping(bytes.as_ptr(), v.as_mut_ptr() as *mut u8, bytes.len());

@@ -46,13 +46,13 @@ pub fn read_config(gguf: &GgufFile, conv: &ArchConventions) -> Result<Transforme
         arch: p.to_string(),
         keys: format!("{} ({why})", key(k)),
     };
-    if n_head == 0 || hidden % n_head != 0 {
+    if n_head == 0 || !hidden.is_multiple_of(n_head) {
         return Err(bad(
             "attention.head_count",
             format!("{n_head} does not divide embedding_length {hidden}"),
         ));
     }
-    if n_kv_head == 0 || n_head % n_kv_head != 0 {
+    if n_kv_head == 0 || !n_head.is_multiple_of(n_kv_head) {
         return Err(bad(
             "attention.head_count_kv",
             format!("{n_kv_head} does not divide head_count {n_head}"),
