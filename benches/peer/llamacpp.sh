@@ -63,7 +63,7 @@ for model in "${MODELS[@]}"; do
   path=$("$MASPO" --quiet models fetch "$model" 2>/dev/null || true)
   [ -n "$path" ] || path="$model"
   log "$model: maspo"
-  ours=$("$MASPO" --quiet --threads "$THREADS" bench engine --model "$path" --json)
+  ours=$("$MASPO" --quiet --threads "$THREADS" bench engine --model "$path" --json --batch-sizes 1,4,8,16,32)
   log "$model: llama-bench"
   lb=$("$PEER/build/bin/llama-bench" -m "$path" -t "$THREADS" -p 256 -n 128 -r 3 -o json 2>/dev/null)
   log "$model: llama-batched-bench"

@@ -29,6 +29,12 @@ pub struct EngineBenchArgs {
     /// Concurrencies of the batched decode bench (comma separated).
     #[arg(long, value_delimiter = ',')]
     batch_sizes: Option<Vec<usize>>,
+    /// Prompt length of the prefill and batched benches.
+    #[arg(long)]
+    prompt_tokens: Option<usize>,
+    /// Tokens decoded per sequence.
+    #[arg(long)]
+    decode_tokens: Option<usize>,
     #[command(flatten)]
     engine: EngineArgs,
 }
@@ -44,6 +50,12 @@ pub fn run(global: &GlobalArgs, cmd: BenchCommand) -> anyhow::Result<ExitCode> {
     };
     if let Some(b) = args.batch_sizes {
         opts.batch_sizes = b;
+    }
+    if let Some(n) = args.prompt_tokens {
+        opts.prompt_tokens = n;
+    }
+    if let Some(n) = args.decode_tokens {
+        opts.decode_tokens = n;
     }
     let quiet = global.quiet;
     let report = bench::run(&engine, &opts, &mut |phase| {

@@ -113,11 +113,13 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     s
 }
 
-/// Causal attention for one query head of one token.
+/// Causal attention for the query heads of one token that share one KV head (a GQA group).
 ///
-/// `blocks` are the sequence's K/V blocks, oldest first, each `[pos][kv_head][dim]`; the query
-/// at absolute position `pos` sees positions `0..=pos`. Writes `head_dim` outputs to `out`.
-pub fn attend_one(
+/// `q` holds the group's `r` query heads back to back (`r × head_dim`); `blocks` are the
+/// sequence's K/V blocks, oldest first, each `[pos][kv_head][dim]`; the token at absolute
+/// position `pos` sees positions `0..=pos`. Each key and value row is read once for all `r`
+/// heads. Writes `r × head_dim` outputs to `out`. `scores` is scratch space.
+pub fn attend_group(
     q: &[f32],
     blocks: &[(&[f32], &[f32], usize)],
     kv_head: usize,
@@ -127,38 +129,48 @@ pub fn attend_one(
     out: &mut [f32],
 ) {
     let e = shape.head_dim;
+    let r = q.len() / e;
     let row = shape.n_kv_head * e;
     let scale = 1.0 / (e as f32).sqrt();
     let n_keys = pos + 1;
     scores.clear();
+    scores.resize(r * n_keys, 0.0);
     let mut seen = 0;
     for (k, _, n) in blocks {
         let take = (*n).min(n_keys - seen);
         for p in 0..take {
             let key = &k[p * row + kv_head * e..p * row + kv_head * e + e];
-            scores.push(dot(q, key) * scale);
+            for h in 0..r {
+                scores[h * n_keys + seen + p] = dot(&q[h * e..(h + 1) * e], key) * scale;
+            }
         }
         seen += take;
         if seen == n_keys {
             break;
         }
     }
-    let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0f32;
-    for s in scores.iter_mut() {
-        *s = (*s - max).exp();
-        sum += *s;
+    for h in 0..r {
+        let sc = &mut scores[h * n_keys..(h + 1) * n_keys];
+        let max = sc.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut sum = 0f32;
+        for s in sc.iter_mut() {
+            *s = (*s - max).exp();
+            sum += *s;
+        }
+        let inv = 1.0 / sum;
+        sc.iter_mut().for_each(|s| *s *= inv);
     }
-    let inv = 1.0 / sum;
     out.iter_mut().for_each(|o| *o = 0.0);
     let mut idx = 0;
     for (_, v, n) in blocks {
         let take = (*n).min(n_keys - idx);
         for p in 0..take {
-            let w = scores[idx + p] * inv;
             let val = &v[p * row + kv_head * e..p * row + kv_head * e + e];
-            for (o, x) in out.iter_mut().zip(val) {
-                *o += w * x;
+            for h in 0..r {
+                let w = scores[h * n_keys + idx + p];
+                for (o, x) in out[h * e..(h + 1) * e].iter_mut().zip(val) {
+                    *o = w.mul_add(*x, *o);
+                }
             }
         }
         idx += take;
@@ -182,7 +194,7 @@ mod tests {
         let k = [1.0, 0.0];
         let v = [3.0, 4.0];
         let mut out = [0.0; 2];
-        attend_one(
+        attend_group(
             &[1.0, 1.0],
             &[(&k, &v, 1)],
             0,
@@ -205,12 +217,39 @@ mod tests {
         let v = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
         let q = [0.7, -0.2];
         let (mut a, mut b) = ([0.0; 2], [0.0; 2]);
-        attend_one(&q, &[(&k, &v, 3)], 0, 1, shape, &mut Vec::new(), &mut a);
+        attend_group(&q, &[(&k, &v, 3)], 0, 1, shape, &mut Vec::new(), &mut a);
         let split = [(&k[..2], &v[..2], 1), (&k[2..], &v[2..], 2)];
-        attend_one(&q, &split, 0, 1, shape, &mut Vec::new(), &mut b);
+        attend_group(&q, &split, 0, 1, shape, &mut Vec::new(), &mut b);
         assert_eq!(a, b);
         // Position 1 must ignore the third key/value.
         assert!(a[0] < 3.0 && a[0] > 1.0);
+    }
+
+    #[test]
+    fn a_group_equals_its_heads_one_by_one() {
+        let shape = AttnShape {
+            n_head: 2,
+            n_kv_head: 1,
+            head_dim: 2,
+        };
+        let k = [0.1, 0.2, 0.3, -0.4, 0.5, 0.6];
+        let v = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+        let q = [0.7, -0.2, -0.3, 0.9];
+        let mut both = [0.0; 4];
+        attend_group(&q, &[(&k, &v, 3)], 0, 2, shape, &mut Vec::new(), &mut both);
+        for h in 0..2 {
+            let mut one = [0.0; 2];
+            attend_group(
+                &q[h * 2..h * 2 + 2],
+                &[(&k, &v, 3)],
+                0,
+                2,
+                shape,
+                &mut Vec::new(),
+                &mut one,
+            );
+            assert_eq!(one, both[h * 2..h * 2 + 2]);
+        }
     }
 
     #[test]

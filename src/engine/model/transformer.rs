@@ -8,7 +8,7 @@
 //! maspo's CPU kernels ([`crate::engine::cpu`]); every result row depends only on its own
 //! sequence, so outputs are identical whatever else shares the batch.
 
-use super::attention::{attend_one, AttnShape, RopeStyle, RopeTables};
+use super::attention::{attend_group, AttnShape, RopeStyle, RopeTables};
 use crate::engine::cpu::pool::SharedOut;
 use crate::engine::cpu::{Acts, Pool, QMatrix};
 use crate::engine::error::{EngineError, Result};
@@ -329,20 +329,21 @@ impl Transformer {
         let mut out = vec![0f32; t * qw];
         let o = SharedOut::new(&mut out);
         thread_local!(static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) });
-        pool.run(t * c.n_head, &|task| {
-            let (r, head) = (task / c.n_head, task % c.n_head);
-            let qh = &q[r * qw + head * e..r * qw + (head + 1) * e];
-            // SAFETY: every (row, head) output slice belongs to exactly one task.
-            let oh = unsafe { o.slice(r * qw + head * e, e) };
+        // One task per (token, KV head): the GQA group's query heads are contiguous.
+        pool.run(t * c.n_kv_head, &|task| {
+            let (r, kv) = (task / c.n_kv_head, task % c.n_kv_head);
+            let span = r * qw + kv * group * e..r * qw + (kv + 1) * group * e;
+            // SAFETY: every (row, kv head) output span belongs to exactly one task.
+            let o_span = unsafe { o.slice(span.start, span.len()) };
             SCORES.with(|s| {
-                attend_one(
-                    qh,
+                attend_group(
+                    &q[span],
                     &blocks[row_seq[r]],
-                    head / group,
+                    kv,
                     pos[r],
                     shape,
                     &mut s.borrow_mut(),
-                    oh,
+                    o_span,
                 )
             });
         });
