@@ -247,12 +247,16 @@ fn prefix_bench(
             Ok(bench_req(p, 8))
         })
         .collect::<Result<_, EngineError>>()?;
+    // Time to first token: one more request of the same shape, one token.
+    let mut probe = shared.clone();
+    probe.extend(prompt_tokens(engine, 12, 4000)?);
+    let probe = [bench_req(probe, 1)];
     engine.reset_prefix_cache(0);
-    let (_, ttft_cold) = timed(|| run_all(engine, &reqs[..1]));
+    let (_, ttft_cold) = timed(|| run_all(engine, &probe));
     let (_, cold) = timed(|| run_all(engine, &reqs));
     engine.reset_prefix_cache(cap.max(64));
     run_all(engine, &[bench_req(shared.clone(), 1)])?;
-    let (_, ttft_warm) = timed(|| run_all(engine, &reqs[..1]));
+    let (_, ttft_warm) = timed(|| run_all(engine, &probe));
     let (_, warm) = timed(|| run_all(engine, &reqs));
     Ok(PrefixReport {
         requests: n,

@@ -69,6 +69,7 @@ for model in "${MODELS[@]}"; do
   log "$model: llama-batched-bench"
   bb=$("$PEER/build/bin/llama-batched-bench" -m "$path" -t "$THREADS" -tb "$THREADS" -c 12416 \
         -npp 256 -ntg 128 -npl 1,4,8,16,32 2>/dev/null)
+  echo "$ours" > "$PEER/maspo-$(basename "$model").json"
   python3 - "$model" "$JSON" "$ours" "$lb" "$bb" <<'PY'
 import json, sys
 model, as_json, ours, lb, bb = sys.argv[1], sys.argv[2] == "1", json.loads(sys.argv[3]), json.loads(sys.argv[4]), sys.argv[5]
@@ -100,5 +101,10 @@ else:
     for k, v in peer["batched_decode_tok_s"].items():
         o = ours.get("batched_decode_tok_s", {}).get(k)
         print(f"{'batched decode B=' + k:26}{(o or 0):>10.1f}{v:>12.1f}{(ratios['batched_decode'][k] or 0):>8.2f}")
+    w, p = ours.get("maspo_workload", {}), ours.get("prefix_cache", {})
+    print(f"MASPO-shaped workload ({w.get('requests')} requests): batched {w.get('batched_s', 0):.1f}s, "
+          f"one by one {w.get('one_by_one_s', 0):.1f}s, speedup {w.get('speedup', 0):.2f}x, identical outputs {w.get('identical_outputs')}")
+    print(f"prefix cache ({p.get('requests')} requests sharing {p.get('shared_tokens')} tokens): cold {p.get('cold_s', 0):.2f}s, "
+          f"warm {p.get('warm_s', 0):.2f}s; ttft cold {p.get('ttft_cold_ms', 0):.0f} ms, warm {p.get('ttft_warm_ms', 0):.0f} ms")
 PY
 done

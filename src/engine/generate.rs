@@ -186,7 +186,7 @@ fn admit(
             .max()
             .unwrap_or(0)
             .min(s.prompt.len() - 1);
-        if pending >= cached + MIN_SHARED_TO_WAIT {
+        if prefix.enabled() && pending >= cached + MIN_SHARED_TO_WAIT {
             deferred.push_back(s);
             continue;
         }

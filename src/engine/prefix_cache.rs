@@ -56,6 +56,11 @@ impl PrefixCache {
         }
     }
 
+    /// Whether the cache keeps anything (a zero cap turns reuse off).
+    pub fn enabled(&self) -> bool {
+        self.cap_bytes > 0
+    }
+
     /// Counters so far.
     pub fn stats(&self) -> PrefixStats {
         self.stats

@@ -133,6 +133,14 @@ impl Tokenizer {
             .map_err(|e| EngineError::Tokenizer(e.to_string()))
     }
 
+    /// Writes the tokenizer as a HF `tokenizer.json` (placed beside a GGUF, it replaces the
+    /// tokenizer built from the GGUF's metadata).
+    pub fn save_json(&self, path: &std::path::Path) -> Result<()> {
+        self.with_specials
+            .save(path, true)
+            .map_err(|e| EngineError::Tokenizer(format!("{}: {e}", path.display())))
+    }
+
     /// The id of an exact token string (e.g. `<|im_end|>`), if it is in the vocabulary.
     pub fn token_id(&self, token: &str) -> Option<u32> {
         self.token_to_id.get(token).copied()

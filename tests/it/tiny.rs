@@ -258,6 +258,35 @@ fn tiny_qwen2_loads_runs_and_is_batch_invariant() {
 }
 
 #[test]
+fn a_tokenizer_json_beside_the_model_replaces_the_gguf_vocabulary() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = tiny(dir.path(), &TinySpec::new("llama"));
+    let engine = Engine::load(&path, EngineSettings::default()).unwrap();
+    let merged = engine.tokenizer().encode_plain(" the").unwrap();
+    assert_eq!(merged.len(), 1, "the GGUF merges make ' the' one token");
+    // Export, drop the merges, and put it beside the model: the file must win.
+    let json_path = dir.path().join("tokenizer.json");
+    engine.tokenizer().save_json(&json_path).unwrap();
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+    json["model"]["merges"] = serde_json::json!([]);
+    std::fs::write(&json_path, json.to_string()).unwrap();
+    let engine = Engine::load(&path, EngineSettings::default()).unwrap();
+    assert_eq!(
+        engine.tokenizer().encode_plain(" the").unwrap().len(),
+        4,
+        "bytes only without merges"
+    );
+    // A broken tokenizer.json is named in the error.
+    std::fs::write(&json_path, "{not json").unwrap();
+    let err = Engine::load(&path, EngineSettings::default())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("tokenizer.json"), "{err}");
+}
+
+#[test]
 fn prompt_over_context_is_a_per_request_error() {
     let dir = tempfile::tempdir().unwrap();
     let path = tiny(dir.path(), &TinySpec::new("llama"));
