@@ -103,9 +103,9 @@ pub fn dot4_q4_1(w: &[BlockQ4_1], a: [&[ActBlock]; 4], out: &mut [f32; 4]) {
         // SAFETY: compiled only when the target has AVX2 and FMA.
         unsafe {
             if use_vnni() {
-                vnni::dot4_q4_1(w, a, out)
+                vnni::dotn_q4_1::<4>(w, a, out)
             } else {
-                avx2::dot4_q4_1(w, a, out)
+                avx2::dotn_q4_1::<4>(w, a, out)
             }
         }
     }
@@ -133,9 +133,9 @@ pub fn dot4_q5_0(w: &[BlockQ5_0], a: [&[ActBlock]; 4], out: &mut [f32; 4]) {
         // SAFETY: compiled only when the target has AVX2 and FMA.
         unsafe {
             if use_vnni() {
-                vnni::dot4_q5_0(w, a, out)
+                vnni::dotn_q5_0::<4>(w, a, out)
             } else {
-                avx2::dot4_q5_0(w, a, out)
+                avx2::dotn_q5_0::<4>(w, a, out)
             }
         }
     }
@@ -163,9 +163,9 @@ pub fn dot4_q8_0(w: &[BlockQ8_0], a: [&[ActBlock]; 4], out: &mut [f32; 4]) {
         // SAFETY: compiled only when the target has AVX2 and FMA.
         unsafe {
             if use_vnni() {
-                vnni::dot4_q8_0(w, a, out)
+                vnni::dotn_q8_0::<4>(w, a, out)
             } else {
-                avx2::dot4_q8_0(w, a, out)
+                avx2::dotn_q8_0::<4>(w, a, out)
             }
         }
     }
@@ -179,6 +179,55 @@ pub fn dot4_q8_0(w: &[BlockQ8_0], a: [&[ActBlock]; 4], out: &mut [f32; 4]) {
             out[r] = scalar::dot_q8_0(w, a[r]);
         }
     }
+}
+
+/// `N` activation rows at once (prefill and large batches: the weight block is unpacked once
+/// per `N` products); `out[r]` = dot(w, a[r]), bit-identical to the one-row kernels.
+#[inline]
+pub fn dotn<const N: usize>(w: WeightRow<'_>, a: [&[ActBlock]; N], out: &mut [f32; N]) {
+    #[cfg(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma"
+    ))]
+    {
+        // SAFETY: compiled only when the target has AVX2 and FMA.
+        unsafe {
+            match (w, use_vnni()) {
+                (WeightRow::Q4_1(w), true) => vnni::dotn_q4_1::<N>(w, a, out),
+                (WeightRow::Q5_0(w), true) => vnni::dotn_q5_0::<N>(w, a, out),
+                (WeightRow::Q8_0(w), true) => vnni::dotn_q8_0::<N>(w, a, out),
+                (WeightRow::Q4_1(w), false) => avx2::dotn_q4_1::<N>(w, a, out),
+                (WeightRow::Q5_0(w), false) => avx2::dotn_q5_0::<N>(w, a, out),
+                (WeightRow::Q8_0(w), false) => avx2::dotn_q8_0::<N>(w, a, out),
+            }
+        }
+    }
+    #[cfg(not(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma"
+    )))]
+    {
+        for r in 0..N {
+            out[r] = match w {
+                WeightRow::Q4_1(w) => scalar::dot_q4_1(w, a[r]),
+                WeightRow::Q5_0(w) => scalar::dot_q5_0(w, a[r]),
+                WeightRow::Q8_0(w) => scalar::dot_q8_0(w, a[r]),
+            };
+        }
+    }
+}
+
+/// One weight row of one format.
+#[derive(Clone, Copy)]
+pub enum WeightRow<'a> {
+    /// A Q4_1 row.
+    Q4_1(&'a [BlockQ4_1]),
+    /// A Q5_0 row.
+    Q5_0(&'a [BlockQ5_0]),
+    /// A Q8_0 row.
+    Q8_0(&'a [BlockQ8_0]),
 }
 
 /// Four weight rows against one activation row: four independent accumulation chains hide the
@@ -384,61 +433,73 @@ macro_rules! x86_kernels {
         }
 
         #[target_feature(enable = $features)]
-        pub unsafe fn dot4_q4_1(w: &[BlockQ4_1], a: [&[ActBlock]; 4], out: &mut [f32; 4]) {
-            let mut acc = [_mm256_setzero_ps(); 4];
-            let mut summs = [0f32; 4];
+        pub unsafe fn dotn_q4_1<const N: usize>(
+            w: &[BlockQ4_1],
+            a: [&[ActBlock]; N],
+            out: &mut [f32; N],
+        ) {
+            let mut acc = [_mm256_setzero_ps(); N];
+            let mut summs = [0f32; N];
             for (b, x) in w.iter().enumerate() {
                 let d0 = f16_to_f32(x.d);
                 let m0 = f16_to_f32(x.m);
                 let qx = nibbles(x.qs.as_ptr());
-                for r in 0..4 {
+                for r in 0..N {
                     let y = a[r].get_unchecked(b);
                     summs[r] += m0 * y.s;
                     let qy = _mm256_loadu_si256(y.qs.as_ptr() as *const __m256i);
                     acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d0 * y.d), mul_sum_us8(qx, qy), acc[r]);
                 }
             }
-            for r in 0..4 {
+            for r in 0..N {
                 out[r] = hsum(acc[r]) + summs[r];
             }
         }
 
         #[target_feature(enable = $features)]
-        pub unsafe fn dot4_q5_0(w: &[BlockQ5_0], a: [&[ActBlock]; 4], out: &mut [f32; 4]) {
-            let mut acc = [_mm256_setzero_ps(); 4];
+        pub unsafe fn dotn_q5_0<const N: usize>(
+            w: &[BlockQ5_0],
+            a: [&[ActBlock]; N],
+            out: &mut [f32; N],
+        ) {
+            let mut acc = [_mm256_setzero_ps(); N];
             for (b, x) in w.iter().enumerate() {
                 let d0 = f16_to_f32(x.d);
                 let qx = nibbles(x.qs.as_ptr());
                 let hi = _mm256_andnot_si256(bits(x.qh), _mm256_set1_epi8(0xF0u8 as i8));
                 let qx = _mm256_or_si256(qx, hi);
                 let ax = _mm256_sign_epi8(qx, qx);
-                for r in 0..4 {
+                for r in 0..N {
                     let y = a[r].get_unchecked(b);
                     let qy = _mm256_loadu_si256(y.qs.as_ptr() as *const __m256i);
                     let p = mul_sum_us8(ax, _mm256_sign_epi8(qy, qx));
                     acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d0 * y.d), p, acc[r]);
                 }
             }
-            for r in 0..4 {
+            for r in 0..N {
                 out[r] = hsum(acc[r]);
             }
         }
 
         #[target_feature(enable = $features)]
-        pub unsafe fn dot4_q8_0(w: &[BlockQ8_0], a: [&[ActBlock]; 4], out: &mut [f32; 4]) {
-            let mut acc = [_mm256_setzero_ps(); 4];
+        pub unsafe fn dotn_q8_0<const N: usize>(
+            w: &[BlockQ8_0],
+            a: [&[ActBlock]; N],
+            out: &mut [f32; N],
+        ) {
+            let mut acc = [_mm256_setzero_ps(); N];
             for (b, x) in w.iter().enumerate() {
                 let d0 = f16_to_f32(x.d);
                 let qx = _mm256_loadu_si256(x.qs.as_ptr() as *const __m256i);
                 let ax = _mm256_sign_epi8(qx, qx);
-                for r in 0..4 {
+                for r in 0..N {
                     let y = a[r].get_unchecked(b);
                     let qy = _mm256_loadu_si256(y.qs.as_ptr() as *const __m256i);
                     let p = mul_sum_us8(ax, _mm256_sign_epi8(qy, qx));
                     acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d0 * y.d), p, acc[r]);
                 }
             }
-            for r in 0..4 {
+            for r in 0..N {
                 out[r] = hsum(acc[r]);
             }
         }
@@ -636,6 +697,16 @@ mod tests {
         assert_eq!(out, std::array::from_fn(|r| dot_q5_0(&q50, four[r])));
         dot4_q8_0(&q80, four, &mut out);
         assert_eq!(out, std::array::from_fn(|r| dot_q8_0(&q80, four[r])));
+        // Eight activation rows, likewise.
+        let rows8: Vec<Vec<ActBlock>> = (0..8).map(|_| acts(&mut rng, n)).collect();
+        let eight: [&[ActBlock]; 8] = std::array::from_fn(|r| &rows8[r][..]);
+        let mut out8 = [0f32; 8];
+        dotn(WeightRow::Q4_1(&q41), eight, &mut out8);
+        assert_eq!(out8, std::array::from_fn(|r| dot_q4_1(&q41, eight[r])));
+        dotn(WeightRow::Q5_0(&q50), eight, &mut out8);
+        assert_eq!(out8, std::array::from_fn(|r| dot_q5_0(&q50, eight[r])));
+        dotn(WeightRow::Q8_0(&q80), eight, &mut out8);
+        assert_eq!(out8, std::array::from_fn(|r| dot_q8_0(&q80, eight[r])));
         // Four weight rows against one activation row, likewise.
         let q41b: Vec<Vec<BlockQ4_1>> = (0..4)
             .map(|i| q41.iter().cycle().skip(i).take(n).copied().collect())
@@ -678,8 +749,8 @@ mod tests {
                 assert_eq!(vnni::dot_q5_0(&q50, &a), avx2::dot_q5_0(&q50, &a));
                 assert_eq!(vnni::dot_q8_0(&q80, &a), avx2::dot_q8_0(&q80, &a));
                 let (mut x, mut y) = ([0f32; 4], [0f32; 4]);
-                vnni::dot4_q5_0(&q50, four, &mut x);
-                avx2::dot4_q5_0(&q50, four, &mut y);
+                vnni::dotn_q5_0::<4>(&q50, four, &mut x);
+                avx2::dotn_q5_0::<4>(&q50, four, &mut y);
                 assert_eq!(x, y);
                 vnni::rows4_q4_1(std::array::from_fn(|r| &q41b[r][..]), &a, &mut x);
                 avx2::rows4_q4_1(std::array::from_fn(|r| &q41b[r][..]), &a, &mut y);

@@ -5,7 +5,8 @@
 //! load, which is near-lossless and runs on the fastest kernel; f32/f16 weights stay f32.
 
 use super::dot::{
-    dot4_q4_1, dot4_q5_0, dot4_q8_0, dot_f32, dot_q4_1, dot_q5_0, dot_q8_0, dot_rows4, WeightRows4,
+    dot4_q4_1, dot4_q5_0, dot4_q8_0, dot_f32, dot_q4_1, dot_q5_0, dot_q8_0, dot_rows4, dotn,
+    WeightRow, WeightRows4,
 };
 use super::pool::{Pool, SharedOut};
 use super::quant::{
@@ -159,6 +160,42 @@ impl QMatrix {
         out
     }
 
+    /// Row `r` against activation rows `i..i+N`; bit-identical to `N` [`Self::dot_row`] calls.
+    #[inline]
+    fn dot_rown<const N: usize>(&self, r: usize, a: &Acts<'_>, i: usize) -> [f32; N] {
+        let bpr = self.k / QK;
+        let blocks = r * bpr..(r + 1) * bpr;
+        let rows: [&[ActBlock]; N] = std::array::from_fn(|j| a.row(i + j));
+        let mut out = [0f32; N];
+        match &self.w {
+            Weights::Q4_1(b) => dotn(WeightRow::Q4_1(&b[blocks]), rows, &mut out),
+            Weights::Q5_0(b) => dotn(WeightRow::Q5_0(&b[blocks]), rows, &mut out),
+            Weights::Q8_0(b) => dotn(WeightRow::Q8_0(&b[blocks]), rows, &mut out),
+            Weights::F32(_) => out = std::array::from_fn(|j| self.dot_row(r, a, i + j)),
+        }
+        out
+    }
+
+    /// Runs whole `T`-row activation tiles for the weight rows `rows`; returns the activation
+    /// rows covered.
+    fn tiles<const T: usize>(
+        &self,
+        rows: std::ops::Range<usize>,
+        a: &Acts<'_>,
+        o: SharedOut,
+    ) -> usize {
+        let covered = a.m / T * T;
+        for i in (0..covered).step_by(T) {
+            for r in rows.clone() {
+                for (j, v) in self.dot_rown::<T>(r, a, i).into_iter().enumerate() {
+                    // SAFETY: (i, r) pairs are disjoint across tasks and in bounds.
+                    unsafe { o.write((i + j) * self.n + r, v) };
+                }
+            }
+        }
+        covered
+    }
+
     /// Rows `r..r+4` against activation row `i`; bit-identical to four [`Self::dot_row`] calls.
     #[inline]
     fn dot_rows4(&self, r: usize, a: &Acts<'_>, i: usize) -> [f32; 4] {
@@ -188,6 +225,10 @@ impl QMatrix {
 
     /// `out (m × n) = acts (m × k) · Wᵀ`, split over output rows across the pool.
     ///
+    /// Activation rows go through the kernels in tiles of `TILE` (then 4, then 1 with four
+    /// weight rows at a time); every tile size gives bit-identical per-row results, so how a
+    /// batch is tiled never changes outputs.
+    ///
     /// Each task owns a chunk of weight rows and runs it against every activation row, so a
     /// weight chunk is read from memory once per call however many sequences are batched.
     pub fn matmul(&self, pool: &Pool, a: &Acts<'_>, out: &mut [f32]) {
@@ -201,13 +242,19 @@ impl QMatrix {
         let chunk = (self.n / (pool.threads() * 8)).clamp(4, 64);
         let n_chunks = self.n.div_ceil(chunk);
         let o = SharedOut::new(out);
+        const TILE: usize = 16;
         let (n, m) = (self.n, a.m);
         static USE4: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
         let use4 = *USE4.get_or_init(|| std::env::var_os("NOROWS4").is_none());
         pool.run(n_chunks, &|c| {
             let rows = c * chunk..((c + 1) * chunk).min(n);
-            let quads = m / 4 * 4;
-            for i in (0..quads).step_by(4) {
+            // Q4_1's extra per-row minimum term makes 16-row tiles spill registers.
+            let octs = match self.w {
+                Weights::Q4_1(_) => self.tiles::<8>(rows.clone(), a, o),
+                _ => self.tiles::<TILE>(rows.clone(), a, o),
+            };
+            let quads = octs + (m - octs) / 4 * 4;
+            for i in (octs..quads).step_by(4) {
                 for r in rows.clone() {
                     let v = self.dot_row4(r, a, i);
                     for (j, v) in v.into_iter().enumerate() {
