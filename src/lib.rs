@@ -20,5 +20,6 @@
 pub mod bench;
 pub mod catalog;
 pub mod cli;
+pub mod config;
 pub mod engine;
 pub mod fsutil;

@@ -1,6 +1,9 @@
-//! Argument groups shared by several subcommands.
+//! Argument groups shared by several subcommands, and their resolution against the config file
+//! (command line > `--config` file > built-in defaults).
 
 use super::GlobalArgs;
+use crate::catalog::DEFAULT_MODEL;
+use crate::config::ConfigFile;
 use crate::engine::EngineSettings;
 use clap::Args;
 use std::path::PathBuf;
@@ -8,29 +11,59 @@ use std::path::PathBuf;
 /// Engine options.
 #[derive(Debug, Args, Clone)]
 pub struct EngineArgs {
-    /// Most sequences decoded together.
-    #[arg(long, default_value_t = EngineSettings::default().max_running)]
-    pub max_running: usize,
-    /// Most tokens per forward step (decode + prefill chunks).
-    #[arg(long, default_value_t = EngineSettings::default().step_tokens)]
-    pub step_tokens: usize,
-    /// Memory for reusable prefix KV in MiB (0 disables prefix reuse).
-    #[arg(long, default_value_t = EngineSettings::default().prefix_cache_mb)]
-    pub prefix_cache_mb: usize,
+    /// Catalog id or path to a .gguf file [default: the config's model, else smollm2-135m-instruct].
+    #[arg(long, short)]
+    pub model: Option<String>,
+    /// Most sequences decoded together [default: 64].
+    #[arg(long)]
+    pub max_running: Option<usize>,
+    /// Most tokens per forward step, decode + prefill chunks [default: 512].
+    #[arg(long)]
+    pub step_tokens: Option<usize>,
+    /// Memory for reusable prefix KV in MiB, 0 disables prefix reuse [default: 2048].
+    #[arg(long)]
+    pub prefix_cache_mb: Option<usize>,
     /// Persistent completion cache directory (identical requests are answered from it).
     #[arg(long, env = "MASPO_COMPLETION_CACHE")]
     pub completion_cache: Option<PathBuf>,
 }
 
+/// Resolved engine choice: which model, with which settings.
+pub struct EngineChoice {
+    /// Catalog id or path.
+    pub model: String,
+    /// Settings.
+    pub settings: EngineSettings,
+}
+
 impl EngineArgs {
-    /// Resolved engine settings.
-    pub fn settings(&self, global: &GlobalArgs) -> EngineSettings {
-        EngineSettings {
-            threads: global.threads.unwrap_or(0),
-            max_running: self.max_running,
-            step_tokens: self.step_tokens,
-            prefix_cache_mb: self.prefix_cache_mb,
-            completion_cache_dir: self.completion_cache.clone(),
+    /// Merges defaults, the config file and the command line.
+    pub fn resolve(&self, global: &GlobalArgs) -> anyhow::Result<EngineChoice> {
+        let file = match &global.config {
+            Some(p) => ConfigFile::load(p)?,
+            None => ConfigFile::default(),
+        };
+        let mut s = file.engine.apply(EngineSettings::default());
+        if let Some(t) = global.threads {
+            s.threads = t;
         }
+        if let Some(v) = self.max_running {
+            s.max_running = v;
+        }
+        if let Some(v) = self.step_tokens {
+            s.step_tokens = v;
+        }
+        if let Some(v) = self.prefix_cache_mb {
+            s.prefix_cache_mb = v;
+        }
+        if let Some(v) = &self.completion_cache {
+            s.completion_cache_dir = Some(v.clone());
+        }
+        let model = self
+            .model
+            .clone()
+            .or(file.model)
+            .unwrap_or_else(|| DEFAULT_MODEL.to_string());
+        Ok(EngineChoice { model, settings: s })
     }
 }

@@ -2,7 +2,6 @@
 
 use super::{args::EngineArgs, catalog, progress::FetchBar, GlobalArgs};
 use crate::bench::{self, BenchOptions};
-use crate::catalog::DEFAULT_MODEL;
 use crate::engine::Engine;
 use clap::{Args, Subcommand};
 use std::process::ExitCode;
@@ -17,9 +16,6 @@ pub enum BenchCommand {
 /// Arguments of `maspo bench engine`.
 #[derive(Debug, Args)]
 pub struct EngineBenchArgs {
-    /// Catalog id or path to a .gguf file.
-    #[arg(long, short, default_value = DEFAULT_MODEL)]
-    model: String,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -41,8 +37,9 @@ pub struct EngineBenchArgs {
 
 pub fn run(global: &GlobalArgs, cmd: BenchCommand) -> anyhow::Result<ExitCode> {
     let BenchCommand::Engine(args) = cmd;
-    let path = catalog(global)?.resolve(&args.model, &mut FetchBar::new(global.quiet))?;
-    let engine = Engine::load(&path, args.engine.settings(global))?;
+    let choice = args.engine.resolve(global)?;
+    let path = catalog(global)?.resolve(&choice.model, &mut FetchBar::new(global.quiet))?;
+    let engine = Engine::load(&path, choice.settings)?;
     let mut opts = if args.quick {
         BenchOptions::quick()
     } else {

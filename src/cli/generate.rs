@@ -1,7 +1,6 @@
 //! `maspo generate`: one prompt in, streamed text out (stdout); speed on stderr.
 
 use super::{args::EngineArgs, catalog, progress::FetchBar, GlobalArgs};
-use crate::catalog::DEFAULT_MODEL;
 use crate::engine::chat_template::Message;
 use crate::engine::sampling::SamplingParams;
 use crate::engine::{Engine, GenRequest, Prompt};
@@ -14,9 +13,6 @@ use std::time::Instant;
 /// Arguments of `maspo generate`.
 #[derive(Debug, Args)]
 pub struct GenerateArgs {
-    /// Catalog id or path to a .gguf file.
-    #[arg(long, short, default_value = DEFAULT_MODEL)]
-    model: String,
     /// System message.
     #[arg(long, default_value = "You are a helpful assistant.")]
     system: String,
@@ -59,10 +55,11 @@ pub fn run(global: &GlobalArgs, args: GenerateArgs) -> anyhow::Result<ExitCode> 
             s
         }
     };
+    let choice = args.engine.resolve(global)?;
     let cat = catalog(global)?;
-    let path = cat.resolve(&args.model, &mut FetchBar::new(global.quiet))?;
+    let path = cat.resolve(&choice.model, &mut FetchBar::new(global.quiet))?;
     let t_load = Instant::now();
-    let engine = Engine::load(&path, args.engine.settings(global))?;
+    let engine = Engine::load(&path, choice.settings)?;
     let load_s = t_load.elapsed().as_secs_f64();
     let request = GenRequest {
         prompt: Prompt::Chat(vec![Message::system(args.system), Message::user(user)]),

@@ -37,6 +37,9 @@ pub struct GlobalArgs {
     /// A model catalog TOML replacing the built-in one.
     #[arg(long, global = true, env = "MASPO_CATALOG")]
     pub catalog: Option<PathBuf>,
+    /// A TOML config file (see configs/); command-line flags override it.
+    #[arg(long, global = true, env = "MASPO_CONFIG")]
+    pub config: Option<PathBuf>,
     /// Compute threads (candle's pool and rayon); default: all cores.
     #[arg(long, global = true, env = "MASPO_THREADS")]
     pub threads: Option<usize>,

@@ -73,6 +73,43 @@ fn generate_reads_stdin_and_honours_stop_strings_and_seed() {
 }
 
 #[test]
+fn config_file_is_used_and_validated() {
+    let _g = heavy();
+    crate::common::model_path(crate::common::SMOLLM2);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("run.toml");
+    let cache = dir.path().join("cache");
+    std::fs::write(&cfg, format!("model = \"smollm2-135m-instruct\"\n[engine]\nmax_running = 2\ncompletion_cache_dir = \"{}\"\n", cache.display())).unwrap();
+    let run = || {
+        Command::new(maspo_bin())
+            .args(["--config"])
+            .arg(&cfg)
+            .args(["generate", "--max-tokens", "8", "--prompt", "Say hi."])
+            .env("MASPO_MODELS_DIR", models_dir())
+            .output()
+            .unwrap()
+    };
+    let first = run();
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert!(
+        cache.is_dir(),
+        "the file's completion_cache_dir was not used"
+    );
+    assert!(String::from_utf8_lossy(&run().stderr).contains("from the completion cache"));
+    std::fs::write(&cfg, "[engine]\nmax_runing = 2\n").unwrap();
+    let bad = run();
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        !bad.status.success() && err.contains("run.toml") && err.contains("max_runing"),
+        "{err}"
+    );
+}
+
+#[test]
 fn generate_errors_are_clear() {
     let out = Command::new(maspo_bin())
         .args(["generate", "--model", "no-such-model", "--prompt", "x"])

@@ -1,0 +1,116 @@
+//! Run configuration files (`configs/*.toml`): the raw file layer. Values from a file sit between
+//! the built-in defaults and the command line (CLI > file > defaults); only resolved settings enter
+//! the library.
+
+use crate::engine::EngineSettings;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+/// Errors reading a config file.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema (unknown keys included).
+    #[error("config {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What was wrong, with the key.
+        message: String,
+    },
+}
+
+/// Engine options a file may set (every field optional).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineFile {
+    /// See [`EngineSettings::threads`].
+    pub threads: Option<usize>,
+    /// See [`EngineSettings::max_running`].
+    pub max_running: Option<usize>,
+    /// See [`EngineSettings::step_tokens`].
+    pub step_tokens: Option<usize>,
+    /// See [`EngineSettings::prefix_cache_mb`].
+    pub prefix_cache_mb: Option<usize>,
+    /// See [`EngineSettings::completion_cache_dir`].
+    pub completion_cache_dir: Option<PathBuf>,
+}
+
+/// A whole config file.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// Model id or path.
+    pub model: Option<String>,
+    /// `[engine]` table.
+    #[serde(default)]
+    pub engine: EngineFile,
+}
+
+impl ConfigFile {
+    /// Reads and validates a file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+}
+
+impl EngineFile {
+    /// Fills `base` with the values this file sets.
+    pub fn apply(&self, mut base: EngineSettings) -> EngineSettings {
+        if let Some(v) = self.threads {
+            base.threads = v;
+        }
+        if let Some(v) = self.max_running {
+            base.max_running = v;
+        }
+        if let Some(v) = self.step_tokens {
+            base.step_tokens = v;
+        }
+        if let Some(v) = self.prefix_cache_mb {
+            base.prefix_cache_mb = v;
+        }
+        if let Some(v) = &self.completion_cache_dir {
+            base.completion_cache_dir = Some(v.clone());
+        }
+        base
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_engine_config_parses_and_applies() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/engine.toml");
+        let cfg = ConfigFile::load(&path).unwrap();
+        let s = cfg.engine.apply(EngineSettings::default());
+        assert_eq!(s.max_running, 64);
+        assert_eq!(cfg.model.as_deref(), Some("smollm2-135m-instruct"));
+    }
+
+    #[test]
+    fn unknown_keys_are_named_with_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("bad.toml");
+        std::fs::write(&p, "[engine]\nmax_runing = 3\n").unwrap();
+        let e = ConfigFile::load(&p).unwrap_err().to_string();
+        assert!(e.contains("bad.toml") && e.contains("max_runing"), "{e}");
+    }
+}
