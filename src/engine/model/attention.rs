@@ -5,6 +5,8 @@
 //! cost more in dispatch than the work itself at these sizes (engine-design.md §2.3, §6.3), and
 //! because a per-sequence kernel makes results independent of batch composition by construction.
 
+use crate::engine::cpu::dot::dot_f32 as dot;
+
 /// How RoPE pairs up dimensions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RopeStyle {
@@ -91,26 +93,6 @@ pub struct AttnShape {
     pub n_kv_head: usize,
     /// Dimension per head.
     pub head_dim: usize,
-}
-
-/// Dot product with 8 independent accumulators so LLVM vectorizes it (f32 adds are not
-/// reassociated otherwise).
-#[inline]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let ca = a.chunks_exact(8);
-    let cb = b.chunks_exact(8);
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for l in 0..8 {
-            acc[l] += x[l] * y[l];
-        }
-    }
-    let mut s: f32 = acc.iter().sum();
-    for (x, y) in ra.iter().zip(rb) {
-        s += x * y;
-    }
-    s
 }
 
 /// Causal attention for the query heads of one token that share one KV head (a GQA group).
