@@ -3,7 +3,7 @@
 
 use super::GlobalArgs;
 use crate::catalog::DEFAULT_MODEL;
-use crate::config::ConfigFile;
+use crate::config::{ConfigFile, EngineFile};
 use crate::engine::EngineSettings;
 use clap::Args;
 use std::path::PathBuf;
@@ -43,22 +43,15 @@ impl EngineArgs {
             Some(p) => ConfigFile::load(p)?,
             None => ConfigFile::default(),
         };
-        let mut s = file.engine.apply(EngineSettings::default());
-        if let Some(t) = global.threads {
-            s.threads = t;
-        }
-        if let Some(v) = self.max_running {
-            s.max_running = v;
-        }
-        if let Some(v) = self.step_tokens {
-            s.step_tokens = v;
-        }
-        if let Some(v) = self.prefix_cache_mb {
-            s.prefix_cache_mb = v;
-        }
-        if let Some(v) = &self.completion_cache {
-            s.completion_cache_dir = Some(v.clone());
-        }
+        // The command line is one more layer of the same shape, applied last.
+        let cli = EngineFile {
+            threads: global.threads,
+            max_running: self.max_running,
+            step_tokens: self.step_tokens,
+            prefix_cache_mb: self.prefix_cache_mb,
+            completion_cache_dir: self.completion_cache.clone(),
+        };
+        let s = cli.apply(file.engine.apply(EngineSettings::default()));
         let model = self
             .model
             .clone()

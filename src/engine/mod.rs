@@ -69,6 +69,8 @@ pub struct Engine {
     template: ChatTemplate,
     stop_ids: Vec<u32>,
     banned_ids: Vec<u32>,
+    /// Text of every control token (non-empty), to spot it inside message contents.
+    control_texts: Vec<String>,
     /// `banned_ids` plus the stop ids, for `ignore_eos` requests.
     no_eos_banned: Vec<u32>,
     settings: EngineSettings,
@@ -125,14 +127,15 @@ impl Engine {
             .opt_str("tokenizer.chat_template")
             .unwrap_or_else(|| CHATML_TEMPLATE.to_string());
         let template = ChatTemplate::new(&source, &bos, &eos)?;
-        let specials: Vec<String> = tokenizer
+        let control_texts: Vec<String> = tokenizer
             .control_ids
             .iter()
             .filter_map(|&i| tokenizer.decode(&[i]).ok())
+            .filter(|t| !t.is_empty())
             .collect();
         // Stop on the template's end-of-turn token and on the file's eos (engine-design.md §2.7).
         let mut stop_ids: Vec<u32> = template
-            .end_of_turn_markers(&specials)
+            .end_of_turn_markers(&control_texts)
             .iter()
             .filter_map(|s| tokenizer.token_id(s))
             .collect();
@@ -154,6 +157,7 @@ impl Engine {
             template,
             stop_ids,
             banned_ids,
+            control_texts,
             no_eos_banned,
             settings,
             path: path.to_path_buf(),
@@ -255,13 +259,8 @@ impl Engine {
             Prompt::Tokens(t) => Ok(t.clone()),
             Prompt::Text(s) => self.tokenizer.encode_with_specials(s),
             Prompt::Chat(messages) => {
-                let contains_special = |s: &str| {
-                    self.tokenizer
-                        .control_ids
-                        .iter()
-                        .filter_map(|&i| self.tokenizer.decode(&[i]).ok())
-                        .any(|sp| !sp.is_empty() && s.contains(&sp))
-                };
+                let contains_special =
+                    |s: &str| self.control_texts.iter().any(|sp| s.contains(sp.as_str()));
                 if !messages.iter().any(|m| contains_special(&m.content)) {
                     return self
                         .tokenizer

@@ -90,97 +90,6 @@ pub fn dot_q8_0(w: &[BlockQ8_0], a: &[ActBlock]) -> f32 {
     }
 }
 
-/// Four activation rows at once against one weight row: the weight block is unpacked once per
-/// four products (the batched-decode and prefill fast path). `out[r]` = dot(w, a[r]).
-#[inline]
-pub fn dot4_q4_1(w: &[BlockQ4_1], a: [&[ActBlock]; 4], out: &mut [f32; 4]) {
-    #[cfg(all(
-        target_arch = "x86_64",
-        target_feature = "avx2",
-        target_feature = "fma"
-    ))]
-    {
-        // SAFETY: compiled only when the target has AVX2 and FMA.
-        unsafe {
-            if use_vnni() {
-                vnni::dotn_q4_1::<4>(w, a, out)
-            } else {
-                avx2::dotn_q4_1::<4>(w, a, out)
-            }
-        }
-    }
-    #[cfg(not(all(
-        target_arch = "x86_64",
-        target_feature = "avx2",
-        target_feature = "fma"
-    )))]
-    {
-        for r in 0..4 {
-            out[r] = scalar::dot_q4_1(w, a[r]);
-        }
-    }
-}
-
-/// Like [`dot4_q4_1`] for Q5_0 weights.
-#[inline]
-pub fn dot4_q5_0(w: &[BlockQ5_0], a: [&[ActBlock]; 4], out: &mut [f32; 4]) {
-    #[cfg(all(
-        target_arch = "x86_64",
-        target_feature = "avx2",
-        target_feature = "fma"
-    ))]
-    {
-        // SAFETY: compiled only when the target has AVX2 and FMA.
-        unsafe {
-            if use_vnni() {
-                vnni::dotn_q5_0::<4>(w, a, out)
-            } else {
-                avx2::dotn_q5_0::<4>(w, a, out)
-            }
-        }
-    }
-    #[cfg(not(all(
-        target_arch = "x86_64",
-        target_feature = "avx2",
-        target_feature = "fma"
-    )))]
-    {
-        for r in 0..4 {
-            out[r] = scalar::dot_q5_0(w, a[r]);
-        }
-    }
-}
-
-/// Like [`dot4_q4_1`] for Q8_0 weights.
-#[inline]
-pub fn dot4_q8_0(w: &[BlockQ8_0], a: [&[ActBlock]; 4], out: &mut [f32; 4]) {
-    #[cfg(all(
-        target_arch = "x86_64",
-        target_feature = "avx2",
-        target_feature = "fma"
-    ))]
-    {
-        // SAFETY: compiled only when the target has AVX2 and FMA.
-        unsafe {
-            if use_vnni() {
-                vnni::dotn_q8_0::<4>(w, a, out)
-            } else {
-                avx2::dotn_q8_0::<4>(w, a, out)
-            }
-        }
-    }
-    #[cfg(not(all(
-        target_arch = "x86_64",
-        target_feature = "avx2",
-        target_feature = "fma"
-    )))]
-    {
-        for r in 0..4 {
-            out[r] = scalar::dot_q8_0(w, a[r]);
-        }
-    }
-}
-
 /// `N` activation rows at once (prefill and large batches: the weight block is unpacked once
 /// per `N` products); `out[r]` = dot(w, a[r]), bit-identical to the one-row kernels.
 #[inline]
@@ -691,11 +600,11 @@ mod tests {
         let rows: Vec<Vec<ActBlock>> = (0..4).map(|_| acts(&mut rng, n)).collect();
         let four = [&rows[0][..], &rows[1][..], &rows[2][..], &rows[3][..]];
         let mut out = [0f32; 4];
-        dot4_q4_1(&q41, four, &mut out);
+        dotn(WeightRow::Q4_1(&q41), four, &mut out);
         assert_eq!(out, std::array::from_fn(|r| dot_q4_1(&q41, four[r])));
-        dot4_q5_0(&q50, four, &mut out);
+        dotn(WeightRow::Q5_0(&q50), four, &mut out);
         assert_eq!(out, std::array::from_fn(|r| dot_q5_0(&q50, four[r])));
-        dot4_q8_0(&q80, four, &mut out);
+        dotn(WeightRow::Q8_0(&q80), four, &mut out);
         assert_eq!(out, std::array::from_fn(|r| dot_q8_0(&q80, four[r])));
         // Eight activation rows, likewise.
         let rows8: Vec<Vec<ActBlock>> = (0..8).map(|_| acts(&mut rng, n)).collect();

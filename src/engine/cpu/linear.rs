@@ -4,10 +4,7 @@
 //! any other quantized format (the K-quants of Qwen's ffn_down, say) is converted to Q8_0 at
 //! load, which is near-lossless and runs on the fastest kernel; f32/f16 weights stay f32.
 
-use super::dot::{
-    dot4_q4_1, dot4_q5_0, dot4_q8_0, dot_f32, dot_q4_1, dot_q5_0, dot_q8_0, dot_rows4, dotn,
-    WeightRow, WeightRows4,
-};
+use super::dot::{dot_f32, dot_q4_1, dot_q5_0, dot_q8_0, dot_rows4, dotn, WeightRow, WeightRows4};
 use super::pool::{Pool, SharedOut};
 use super::quant::{
     blocks_from_bytes, dequant_q4_1, dequant_q5_0, dequant_q8_0, quantize_q8_0, quantize_row,
@@ -144,22 +141,6 @@ impl QMatrix {
         }
     }
 
-    /// Row `r` against activation rows `i..i+4`; bit-identical to four [`Self::dot_row`] calls.
-    #[inline]
-    fn dot_row4(&self, r: usize, a: &Acts<'_>, i: usize) -> [f32; 4] {
-        let bpr = self.k / QK;
-        let blocks = r * bpr..(r + 1) * bpr;
-        let rows = [a.row(i), a.row(i + 1), a.row(i + 2), a.row(i + 3)];
-        let mut out = [0f32; 4];
-        match &self.w {
-            Weights::Q4_1(b) => dot4_q4_1(&b[blocks], rows, &mut out),
-            Weights::Q5_0(b) => dot4_q5_0(&b[blocks], rows, &mut out),
-            Weights::Q8_0(b) => dot4_q8_0(&b[blocks], rows, &mut out),
-            Weights::F32(_) => out = std::array::from_fn(|j| self.dot_row(r, a, i + j)),
-        }
-        out
-    }
-
     /// Row `r` against activation rows `i..i+N`; bit-identical to `N` [`Self::dot_row`] calls.
     #[inline]
     fn dot_rown<const N: usize>(&self, r: usize, a: &Acts<'_>, i: usize) -> [f32; N] {
@@ -256,7 +237,7 @@ impl QMatrix {
             let quads = octs + (m - octs) / 4 * 4;
             for i in (octs..quads).step_by(4) {
                 for r in rows.clone() {
-                    let v = self.dot_row4(r, a, i);
+                    let v = self.dot_rown::<4>(r, a, i);
                     for (j, v) in v.into_iter().enumerate() {
                         // SAFETY: (i, r) pairs are disjoint across tasks and in bounds.
                         unsafe { o.write((i + j) * n + r, v) };
