@@ -122,3 +122,48 @@ fn generate_errors_are_clear() {
         "{err}"
     );
 }
+
+#[test]
+fn bench_engine_quick_reports_every_key_as_json() {
+    let _g = heavy();
+    crate::common::model_path(crate::common::SMOLLM2);
+    let out = Command::new(maspo_bin())
+        .args([
+            "--quiet",
+            "--threads",
+            "2",
+            "bench",
+            "engine",
+            "--quick",
+            "--json",
+        ])
+        .env("MASPO_MODELS_DIR", models_dir())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // Numbers are reported, never asserted: only that each measurement happened.
+    for key in ["prefill_tok_s", "decode_tok_s", "ttft_ms"] {
+        assert!(
+            report[key].as_f64().is_some_and(|v| v > 0.0),
+            "{key}: {report}"
+        );
+    }
+    for b in ["1", "4"] {
+        assert!(
+            report["batched_decode_tok_s"][b]
+                .as_f64()
+                .is_some_and(|v| v > 0.0),
+            "{report}"
+        );
+    }
+    assert_eq!(
+        report["maspo_workload"]["identical_outputs"],
+        serde_json::json!(true)
+    );
+    assert!(report["prefix_cache"]["warm_s"].as_f64().is_some());
+}
