@@ -23,3 +23,6 @@ pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod fsutil;
+pub mod judge;
+pub mod mas;
+pub mod tasks;
