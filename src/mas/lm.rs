@@ -1,0 +1,33 @@
+//! `LanguageModel`: the one thing the MAS runtime needs from an engine — many requests in,
+//! one completion (or per-request error) each out. The real [`Engine`] implements it; tests can
+//! plug in a scripted model for fast logic tests (never instead of the real engine).
+
+use crate::engine::{Completion, Engine, EngineError, GenRequest};
+
+/// A batched text generator.
+pub trait LanguageModel: Sync {
+    /// Runs all requests (batched inside); `on_progress(i)` is called whenever request `i`
+    /// produced more text. One result per request, in order.
+    fn generate(
+        &self,
+        requests: &[GenRequest],
+        on_progress: &mut dyn FnMut(usize),
+    ) -> Vec<Result<Completion, EngineError>>;
+
+    /// A short description (model file), for reports.
+    fn describe(&self) -> String;
+}
+
+impl LanguageModel for Engine {
+    fn generate(
+        &self,
+        requests: &[GenRequest],
+        on_progress: &mut dyn FnMut(usize),
+    ) -> Vec<Result<Completion, EngineError>> {
+        self.generate_streaming(requests, &mut |d| on_progress(d.request))
+    }
+
+    fn describe(&self) -> String {
+        self.path().display().to_string()
+    }
+}
