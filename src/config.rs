@@ -54,6 +54,53 @@ pub struct ConfigFile {
     /// `[engine]` table.
     #[serde(default)]
     pub engine: EngineFile,
+    /// `[eval]` table (`maspo eval`).
+    #[serde(default)]
+    pub eval: EvalFile,
+}
+
+/// The `[eval]` table: what `maspo eval` runs. Every key is optional; the command line wins.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvalFile {
+    /// Task name (`aqua`, `mbpp`, `bbh/navigate`, `gen:arithmetic`, `jsonl:PATH`).
+    pub task: Option<String>,
+    /// Directory holding the datasets.
+    pub data_dir: Option<PathBuf>,
+    /// Split to evaluate: `test`, `val`, `opt` or `all`.
+    pub split: Option<String>,
+    /// `heldout` (disjoint splits) or `paper` (the reference's overlapping split).
+    pub split_mode: Option<String>,
+    /// Evaluate only the first N examples of the split.
+    pub limit: Option<usize>,
+    /// Built-in topology.
+    pub topology: Option<String>,
+    /// Custom graph TOML (instead of a topology).
+    pub graph: Option<PathBuf>,
+    /// Prompts JSON (agent id → prompt); seeds when absent.
+    pub prompts: Option<PathBuf>,
+    /// Rounds of `reflect` / `self_refine`.
+    pub rounds: Option<usize>,
+    /// Parallel predictors of `aggregate` / `llm_agg`.
+    pub agents: Option<usize>,
+    /// Debates of `debate_llm_agg`.
+    pub debates: Option<usize>,
+    /// `summary` (two-call protocol) or `direct`.
+    pub protocol: Option<String>,
+    /// Most tokens of an agent's answer.
+    pub max_tokens: Option<usize>,
+    /// Most tokens of a summary.
+    pub summary_max_tokens: Option<usize>,
+    /// `auto`, `exact` or `llm`.
+    pub judge: Option<String>,
+    /// `strict` or `paper` answer matching.
+    pub answer_mode: Option<String>,
+    /// Seed of sampled agents and the bootstrap.
+    pub seed: Option<u64>,
+    /// Seed of the split assignment.
+    pub split_seed: Option<u64>,
+    /// Output directory.
+    pub out: Option<PathBuf>,
 }
 
 impl ConfigFile {

@@ -22,6 +22,7 @@ pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod engine;
+pub mod eval;
 pub mod fsutil;
 pub mod judge;
 pub mod mas;

@@ -3,6 +3,7 @@
 
 mod args;
 mod bench;
+mod eval;
 mod generate;
 mod models;
 mod progress;
@@ -55,6 +56,8 @@ enum Command {
     /// List or fetch catalog models.
     #[command(subcommand)]
     Models(models::ModelsCommand),
+    /// Evaluate a multi-agent system on a task split (accuracy with a 95% CI, per-example results).
+    Eval(Box<eval::EvalArgs>),
     /// Benchmarks (numbers are reported, never asserted).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -69,6 +72,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Generate(args) => generate::run(&cli.global, args),
         Command::Models(cmd) => models::run(&cli.global, cmd),
         Command::Bench(cmd) => bench::run(&cli.global, cmd),
+        Command::Eval(args) => eval::run(&cli.global, *args),
     }
 }
 

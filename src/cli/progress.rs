@@ -52,3 +52,66 @@ impl FetchObserver for FetchBar {
         }
     }
 }
+
+/// Progress of `maspo eval`: LLM calls done out of the expected total, tokens streamed.
+pub struct EvalBar {
+    bar: ProgressBar,
+    tokens: u64,
+}
+
+impl EvalBar {
+    /// A bar sized by the calls a full run makes (two per non-terminal LLM agent under the
+    /// summary protocol, one otherwise).
+    pub fn new(
+        quiet: bool,
+        graph: &crate::mas::AgentGraph,
+        run: &crate::mas::RunSettings,
+        examples: usize,
+    ) -> Self {
+        let per: usize = graph
+            .optimizable()
+            .iter()
+            .map(|&i| {
+                if i != graph.terminal() && run.protocol == crate::mas::Protocol::Summary {
+                    2
+                } else {
+                    1
+                }
+            })
+            .sum();
+        let bar = ProgressBar::new((per * examples) as u64).with_style(
+            ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} calls {elapsed_precise}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        if quiet || !std::io::stderr().is_terminal() {
+            bar.set_draw_target(ProgressDrawTarget::hidden());
+        }
+        bar.set_message("running agents");
+        Self { bar, tokens: 0 }
+    }
+
+    /// Feeds one evaluation event.
+    pub fn on(&mut self, e: crate::eval::EvalEvent) {
+        use crate::eval::EvalEvent;
+        use crate::mas::RunEvent;
+        match e {
+            EvalEvent::Run(RunEvent::BatchStart { calls }) => {
+                self.bar.set_message(format!("batch of {calls} calls"));
+            }
+            EvalEvent::Run(RunEvent::Progress) => {
+                self.tokens += 1;
+                if self.tokens.is_multiple_of(64) {
+                    self.bar
+                        .set_message(format!("{} tokens streamed", self.tokens));
+                }
+            }
+            EvalEvent::Run(RunEvent::BatchDone { calls }) => self.bar.inc(calls as u64),
+            EvalEvent::Judging { n } => self.bar.set_message(format!("judging {n}")),
+        }
+    }
+
+    /// Clears the bar.
+    pub fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}

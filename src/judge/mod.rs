@@ -18,3 +18,31 @@ pub struct Verdict {
     /// Why: the normalized forms compared, the failing asserts, the sandbox outcome.
     pub detail: String,
 }
+
+pub mod answer;
+pub mod answer_extractor;
+pub mod code;
+pub mod llm;
+pub mod sandbox;
+
+use crate::tasks::Example;
+
+/// One prediction to judge.
+#[derive(Debug, Clone, Copy)]
+pub struct JudgeItem<'a> {
+    /// The example (question and gold).
+    pub example: &'a Example,
+    /// The MAS's full final output.
+    pub output: &'a str,
+    /// The answer extracted from it by the runtime (answer or code).
+    pub answer: &'a str,
+}
+
+/// Judges many predictions at once (code judges run programs in parallel, the LLM judge batches
+/// its calls). One verdict per item, in order; per-item problems are verdicts, not errors.
+pub trait Judge: Sync {
+    /// A short name for reports (`exact`, `code`, `llm`).
+    fn name(&self) -> &str;
+    /// The verdicts.
+    fn judge(&self, items: &[JudgeItem<'_>]) -> Vec<Verdict>;
+}

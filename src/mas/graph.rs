@@ -104,10 +104,16 @@ impl AgentGraph {
         };
         for (from, to) in edges {
             let f = index(from).ok_or_else(|| {
-                MasError::Graph(format!("edge {from} -> {to}: unknown agent `{from}` (agents: {})", known()))
+                MasError::Graph(format!(
+                    "edge {from} -> {to}: unknown agent `{from}` (agents: {})",
+                    known()
+                ))
             })?;
             let t = index(to).ok_or_else(|| {
-                MasError::Graph(format!("edge {from} -> {to}: unknown agent `{to}` (agents: {})", known()))
+                MasError::Graph(format!(
+                    "edge {from} -> {to}: unknown agent `{to}` (agents: {})",
+                    known()
+                ))
             })?;
             if f == t {
                 return Err(MasError::Graph(format!("self-loop on `{from}`")));
@@ -118,7 +124,9 @@ impl AgentGraph {
             }
         }
         let levels = kahn_levels(&succ, &pred).ok_or_else(|| {
-            MasError::Graph(format!("`{name}` has a cycle; an agent graph must be acyclic"))
+            MasError::Graph(format!(
+                "`{name}` has a cycle; an agent graph must be acyclic"
+            ))
         })?;
         let order: Vec<usize> = levels.iter().flatten().copied().collect();
         let sinks: Vec<usize> = (0..n).filter(|&i| succ[i].is_empty()).collect();
@@ -198,7 +206,11 @@ impl AgentGraph {
                 queue.extend(self.succ[j].iter().copied());
             }
         }
-        self.order.iter().copied().filter(|j| seen.contains(j)).collect()
+        self.order
+            .iter()
+            .copied()
+            .filter(|j| seen.contains(j))
+            .collect()
     }
 
     /// Topological order (Kahn, level by level).
@@ -412,7 +424,10 @@ mod tests {
         );
         assert!(noctx.unwrap_err().to_string().contains("{context}"));
         let two_sinks = AgentGraph::new("t", vec![a("x", "{question}"), a("y", "{question}")], &[]);
-        assert!(two_sinks.unwrap_err().to_string().contains("exactly one terminal"));
+        assert!(two_sinks
+            .unwrap_err()
+            .to_string()
+            .contains("exactly one terminal"));
         // Literal braces are fine.
         assert!(AgentGraph::new("j", vec![a("x", "{question} {1,2} {\"a\": 1}")], &[]).is_ok());
     }

@@ -81,9 +81,11 @@ impl PromptSet {
             })?;
         let mut set = Self::seeds(graph);
         for (key, prompt) in map {
-            let idx = graph
-                .index_of(&key)
-                .or_else(|| key.parse::<usize>().ok().filter(|&i| i < graph.agents().len()));
+            let idx = graph.index_of(&key).or_else(|| {
+                key.parse::<usize>()
+                    .ok()
+                    .filter(|&i| i < graph.agents().len())
+            });
             let Some(i) = idx.filter(|&i| graph.agent(i).kind == AgentKind::Llm) else {
                 let known = graph
                     .agents()
@@ -142,7 +144,12 @@ mod tests {
 
     #[test]
     fn round_trip_reference_shape_and_names() {
-        let g = build(Topology::Reflect, TaskKind::Math, &TopologyOptions::default()).unwrap();
+        let g = build(
+            Topology::Reflect,
+            TaskKind::Math,
+            &TopologyOptions::default(),
+        )
+        .unwrap();
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("p.json");
         let set = PromptSet::seeds(&g).with("reflector", "Check: {question}\n{context}");
@@ -151,12 +158,21 @@ mod tests {
         assert!(text.contains("\"1\": \"Check: {question}\\n{context}\""));
         assert_eq!(PromptSet::load(&p, &g).unwrap(), set);
         std::fs::write(&p, r#"{"predictor": "Solve {question}"}"#).unwrap();
-        assert_eq!(PromptSet::load(&p, &g).unwrap().get("predictor"), Some("Solve {question}"));
+        assert_eq!(
+            PromptSet::load(&p, &g).unwrap().get("predictor"),
+            Some("Solve {question}")
+        );
         std::fs::write(&p, r#"{"7": "x {question}"}"#).unwrap();
         let e = PromptSet::load(&p, &g).unwrap_err().to_string();
-        assert!(e.contains("unknown agent `7`") && e.contains("reflector (1)"), "{e}");
+        assert!(
+            e.contains("unknown agent `7`") && e.contains("reflector (1)"),
+            "{e}"
+        );
         std::fs::write(&p, r#"{"1": "no placeholders"}"#).unwrap();
-        assert!(PromptSet::load(&p, &g).unwrap_err().to_string().contains("{question}"));
+        assert!(PromptSet::load(&p, &g)
+            .unwrap_err()
+            .to_string()
+            .contains("{question}"));
         assert_ne!(set.hash(), PromptSet::seeds(&g).hash());
     }
 }

@@ -200,7 +200,12 @@ impl<'a> Runner<'a> {
             }
             let shorts = self.batch(&summaries, observe);
             for (call, (result, secs)) in summaries.iter().zip(shorts) {
-                record(&mut traces[call.rollout].nodes[call.node], result, secs, false);
+                record(
+                    &mut traces[call.rollout].nodes[call.node],
+                    result,
+                    secs,
+                    false,
+                );
             }
         }
         for t in &mut traces {
@@ -359,12 +364,17 @@ mod tests {
             requests
                 .iter()
                 .map(|r| {
-                    let Prompt::Chat(m) = &r.prompt else { unreachable!() };
+                    let Prompt::Chat(m) = &r.prompt else {
+                        unreachable!()
+                    };
                     let text = &m[0].content;
                     let out = if text.starts_with("Summarize") {
                         "short".to_string()
                     } else if text.contains("reviewer") {
-                        format!("review of [{}] <answer>7</answer>", text.lines().last().unwrap())
+                        format!(
+                            "review of [{}] <answer>7</answer>",
+                            text.lines().last().unwrap()
+                        )
                     } else {
                         format!("solve {} <answer>6</answer>", text.len())
                     };
@@ -404,7 +414,12 @@ mod tests {
 
     #[test]
     fn levels_are_batched_across_rollouts_and_partial_rerun_reuses_upstream() {
-        let g = build(Topology::Reflect, TaskKind::Math, &TopologyOptions::default()).unwrap();
+        let g = build(
+            Topology::Reflect,
+            TaskKind::Math,
+            &TopologyOptions::default(),
+        )
+        .unwrap();
         let lm = Echo(Mutex::new(Vec::new()));
         let settings = RunSettings::default();
         let runner = Runner::new(&g, &lm, &Tags, &settings);
@@ -412,7 +427,11 @@ mod tests {
         let exs = [ex("a"), ex("b"), ex("c")];
         let rollouts: Vec<Rollout> = exs
             .iter()
-            .map(|e| Rollout { prompts: &seeds, example: e, base: None })
+            .map(|e| Rollout {
+                prompts: &seeds,
+                example: e,
+                base: None,
+            })
             .collect();
         let traces = runner.run(&rollouts, &mut |_| {});
         // Level 0 answers, level 0 summaries, level 1 answers (no summary for the terminal).
@@ -426,7 +445,11 @@ mod tests {
         lm.0.lock().unwrap().clear();
         let cand = seeds.with("reflector", "Reviewer v2 {question} {context}");
         let rerun = runner.run(
-            &[Rollout { prompts: &cand, example: &exs[0], base: Some((&traces[0], 1)) }],
+            &[Rollout {
+                prompts: &cand,
+                example: &exs[0],
+                base: Some((&traces[0], 1)),
+            }],
             &mut |_| {},
         );
         assert_eq!(*lm.0.lock().unwrap(), vec![1]);
@@ -438,13 +461,27 @@ mod tests {
 
     #[test]
     fn direct_protocol_and_vote() {
-        let g = build(Topology::Aggregate, TaskKind::Math, &TopologyOptions::default()).unwrap();
+        let g = build(
+            Topology::Aggregate,
+            TaskKind::Math,
+            &TopologyOptions::default(),
+        )
+        .unwrap();
         let lm = Echo(Mutex::new(Vec::new()));
-        let settings = RunSettings { protocol: Protocol::Direct, ..RunSettings::default() };
+        let settings = RunSettings {
+            protocol: Protocol::Direct,
+            ..RunSettings::default()
+        };
         let seeds = PromptSet::seeds(&g);
         let e = ex("z");
-        let t = Runner::new(&g, &lm, &Tags, &settings)
-            .run(&[Rollout { prompts: &seeds, example: &e, base: None }], &mut |_| {});
+        let t = Runner::new(&g, &lm, &Tags, &settings).run(
+            &[Rollout {
+                prompts: &seeds,
+                example: &e,
+                base: None,
+            }],
+            &mut |_| {},
+        );
         assert_eq!(*lm.0.lock().unwrap(), vec![3]);
         assert_eq!(t[0].final_answer, "6");
         assert_eq!(t[0].nodes[3].calls, 0);

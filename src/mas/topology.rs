@@ -137,7 +137,11 @@ pub fn build(t: Topology, kind: TaskKind, opts: &TopologyOptions) -> Result<Agen
         Topology::SelfRefine => {
             let mut prev: Option<String> = None;
             for r in 0..rounds {
-                let s = if r == 0 { "solver".to_string() } else { prev.clone().unwrap_or_default() };
+                let s = if r == 0 {
+                    "solver".to_string()
+                } else {
+                    prev.clone().unwrap_or_default()
+                };
                 if r == 0 {
                     agents.push(seeded(&s, "solver", kind));
                 }
@@ -283,22 +287,48 @@ mod tests {
                 assert!(!g.agents().is_empty(), "{t:?}");
             }
         }
-        let g = build(Topology::Reflect, TaskKind::Math, &TopologyOptions::default()).unwrap();
+        let g = build(
+            Topology::Reflect,
+            TaskKind::Math,
+            &TopologyOptions::default(),
+        )
+        .unwrap();
         let ids: Vec<&str> = g.agents().iter().map(|a| a.id.as_str()).collect();
         assert_eq!(ids, ["predictor", "reflector"]);
         let g3 = build(
             Topology::Reflect,
             TaskKind::Math,
-            &TopologyOptions { rounds: 3, ..Default::default() },
+            &TopologyOptions {
+                rounds: 3,
+                ..Default::default()
+            },
         )
         .unwrap();
         assert_eq!(g3.levels().len(), 6);
         assert_eq!(g3.agent(g3.terminal()).id, "reflector_3");
-        let h = build(Topology::Hierarchical, TaskKind::Choice, &TopologyOptions::default()).unwrap();
+        let h = build(
+            Topology::Hierarchical,
+            TaskKind::Choice,
+            &TopologyOptions::default(),
+        )
+        .unwrap();
         assert_eq!(h.levels()[0].len(), 3);
-        let d = build(Topology::DebateLlmAgg, TaskKind::Code, &TopologyOptions::default()).unwrap();
+        let d = build(
+            Topology::DebateLlmAgg,
+            TaskKind::Code,
+            &TopologyOptions::default(),
+        )
+        .unwrap();
         assert_eq!(d.agents().len(), 7);
-        let s = build(Topology::SelfRefine, TaskKind::Math, &TopologyOptions { rounds: 2, ..Default::default() }).unwrap();
+        let s = build(
+            Topology::SelfRefine,
+            TaskKind::Math,
+            &TopologyOptions {
+                rounds: 2,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         assert_eq!(s.agent(s.terminal()).id, "refiner_2");
     }
 }

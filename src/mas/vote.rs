@@ -28,7 +28,10 @@ mod tests {
     #[test]
     fn majority_by_key_with_first_seen_ties() {
         let v = |xs: &[&str]| xs.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert_eq!(majority(&v(&["1/2", "0.5", "3"]), |s| s.replace("0.5", "1/2")), "1/2");
+        assert_eq!(
+            majority(&v(&["1/2", "0.5", "3"]), |s| s.replace("0.5", "1/2")),
+            "1/2"
+        );
         assert_eq!(majority(&v(&["a", "b"]), str::to_string), "a");
         assert_eq!(majority(&v(&["", " ", "b"]), str::to_string), "b");
         assert_eq!(majority(&v(&["", ""]), str::to_string), "");

@@ -8,4 +8,7 @@ mod cli;
 mod common;
 mod engine;
 mod golden;
+mod mas;
+mod sandbox;
+mod tasks;
 mod tiny;

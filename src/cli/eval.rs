@@ -1,0 +1,294 @@
+//! `maspo eval`: evaluate a MAS (built-in topology or graph file, seed or given prompts) on a
+//! task split; a table (or JSON) on stdout, the run directory on disk.
+
+use super::{args::EngineArgs, catalog, progress::EvalBar, progress::FetchBar, GlobalArgs};
+use crate::config::{ConfigFile, EvalFile};
+use crate::engine::Engine;
+use crate::eval::output::{markdown, EvalOutput};
+use crate::eval::{evaluate, EvalInputs};
+use crate::judge::answer_extractor::TaskExtractor;
+use crate::judge::code::CodeJudge;
+use crate::judge::llm::LlmJudge;
+use crate::judge::{answer::AnswerJudge, Judge};
+use crate::mas::topology::load_graph_file;
+use crate::mas::{build, PromptSet, Protocol, RunSettings, Topology, TopologyOptions};
+use crate::tasks::{self, AnswerMode, TaskKind};
+use anyhow::{bail, Context};
+use clap::{Args, ValueEnum};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+/// Arguments of `maspo eval` (each also settable in the config file's `[eval]` table).
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// Task: math, agieval_math, aqua, gpqa, mbpp, humaneval, humaneval_et, gsm8k, svamp,
+    /// bbh/<name>, gen:<arithmetic|coin_flip|last_letters>[:count[:seed]], jsonl:<path>.
+    #[arg(long, short)]
+    task: Option<String>,
+    /// Dataset directory [env MASPO_DATA_DIR, default ../shared/data].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Split to evaluate: test, val, opt or all [default: test].
+    #[arg(long)]
+    split: Option<String>,
+    /// heldout (disjoint opt/val/test) or paper (the reference: whole file is the test set)
+    /// [default: heldout].
+    #[arg(long)]
+    split_mode: Option<String>,
+    /// Only the first N examples of the split.
+    #[arg(long, short)]
+    limit: Option<usize>,
+    /// Built-in topology [default: reflect].
+    #[arg(long)]
+    topology: Option<Topology>,
+    /// Custom agent graph (TOML) instead of a topology.
+    #[arg(long, conflicts_with = "topology")]
+    graph: Option<PathBuf>,
+    /// Prompts JSON (agent id or reference integer id → prompt) [default: seed prompts].
+    #[arg(long)]
+    prompts: Option<PathBuf>,
+    /// Rounds of reflect / self_refine [default: 1].
+    #[arg(long)]
+    rounds: Option<usize>,
+    /// Parallel predictors of aggregate / llm_agg [default: 3].
+    #[arg(long)]
+    agents: Option<usize>,
+    /// Debates of debate_llm_agg [default: 2].
+    #[arg(long)]
+    debates: Option<usize>,
+    /// summary (the paper's two-call protocol) or direct [default: summary].
+    #[arg(long)]
+    protocol: Option<Protocol>,
+    /// Most tokens of an agent's answer [default: 1024].
+    #[arg(long)]
+    max_tokens: Option<usize>,
+    /// Most tokens of a summary [default: 96].
+    #[arg(long)]
+    summary_max_tokens: Option<usize>,
+    /// auto (code tests for code, answer matching otherwise), exact or llm [default: auto].
+    #[arg(long)]
+    judge: Option<String>,
+    /// strict or paper (the reference's rules, incl. lenient choice matching) [default: strict].
+    #[arg(long)]
+    answer_mode: Option<String>,
+    /// Seed of sampled agents and the bootstrap [default: 0].
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Seed of the split assignment (kept apart so sampling seeds don't move examples between
+    /// splits) [default: 0].
+    #[arg(long)]
+    split_seed: Option<u64>,
+    /// Run directory [default: runs/eval-<task>-<graph>-<split>].
+    #[arg(long, short)]
+    out: Option<PathBuf>,
+    /// Print the summary as JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    engine: EngineArgs,
+}
+
+impl EvalArgs {
+    /// The command line as one more `[eval]` layer, applied over the file's.
+    fn merged(&self, file: EvalFile) -> EvalFile {
+        EvalFile {
+            task: self.task.clone().or(file.task),
+            data_dir: self.data_dir.clone().or(file.data_dir),
+            split: self.split.clone().or(file.split),
+            split_mode: self.split_mode.clone().or(file.split_mode),
+            limit: self.limit.or(file.limit),
+            topology: self
+                .topology
+                .map(|t| t.name().to_string())
+                .or(file.topology),
+            graph: self.graph.clone().or(file.graph),
+            prompts: self.prompts.clone().or(file.prompts),
+            rounds: self.rounds.or(file.rounds),
+            agents: self.agents.or(file.agents),
+            debates: self.debates.or(file.debates),
+            protocol: self
+                .protocol
+                .map(|p| format!("{p:?}").to_lowercase())
+                .or(file.protocol),
+            max_tokens: self.max_tokens.or(file.max_tokens),
+            summary_max_tokens: self.summary_max_tokens.or(file.summary_max_tokens),
+            judge: self.judge.clone().or(file.judge),
+            answer_mode: self.answer_mode.clone().or(file.answer_mode),
+            seed: self.seed.or(file.seed),
+            split_seed: self.split_seed.or(file.split_seed),
+            out: self.out.clone().or(file.out),
+        }
+    }
+}
+
+fn parse_enum<T: ValueEnum>(key: &str, value: &str) -> anyhow::Result<T> {
+    T::from_str(value, true).map_err(|_| {
+        let allowed: Vec<String> = T::value_variants()
+            .iter()
+            .filter_map(|v| v.to_possible_value().map(|p| p.get_name().to_string()))
+            .collect();
+        anyhow::anyhow!("{key} = `{value}` is not one of: {}", allowed.join(", "))
+    })
+}
+
+pub fn run(global: &GlobalArgs, args: EvalArgs) -> anyhow::Result<ExitCode> {
+    let file = match &global.config {
+        Some(p) => ConfigFile::load(p)?,
+        None => ConfigFile::default(),
+    };
+    let cfg = args.merged(file.eval);
+    let task_name = cfg.task.clone().context(
+        "no task: pass --task NAME (e.g. aqua, mbpp, gen:arithmetic) or set [eval] task",
+    )?;
+    let data_dir = cfg.data_dir.clone().unwrap_or_else(tasks::default_data_dir);
+    let task = tasks::load_task(&task_name, &data_dir)?;
+    let seed = cfg.seed.unwrap_or(0);
+    let split = cfg.split.clone().unwrap_or_else(|| "test".into());
+    let split_mode = cfg.split_mode.clone().unwrap_or_else(|| "heldout".into());
+    let split_seed = cfg.split_seed.unwrap_or(0);
+    let mut examples = select_split(&task, &split, &split_mode, split_seed)?;
+    if let Some(n) = cfg.limit {
+        examples.truncate(n);
+    }
+    if examples.is_empty() {
+        bail!("split `{split}` of {task_name} is empty (try --split all or a larger dataset)");
+    }
+
+    let opts = TopologyOptions {
+        rounds: cfg.rounds.unwrap_or(1),
+        agents: cfg.agents.unwrap_or(3),
+        debates: cfg.debates.unwrap_or(2),
+        ..TopologyOptions::default()
+    };
+    let graph = match &cfg.graph {
+        Some(path) => load_graph_file(path, task.kind)?,
+        None => {
+            let name = cfg.topology.clone().unwrap_or_else(|| "reflect".into());
+            build(parse_enum::<Topology>("topology", &name)?, task.kind, &opts)?
+        }
+    };
+    let prompts = match &cfg.prompts {
+        Some(p) => PromptSet::load(p, &graph)?,
+        None => PromptSet::seeds(&graph),
+    };
+    let protocol = match &cfg.protocol {
+        Some(p) => parse_enum::<Protocol>("protocol", p)?,
+        None => Protocol::Summary,
+    };
+    let run_settings = RunSettings {
+        kind: task.kind,
+        protocol,
+        max_tokens: cfg.max_tokens.unwrap_or(1024),
+        summary_max_tokens: cfg.summary_max_tokens.unwrap_or(96),
+        seed,
+        ..RunSettings::default()
+    };
+    let answer_mode = match cfg.answer_mode.as_deref().unwrap_or("strict") {
+        "strict" => AnswerMode::Strict,
+        "paper" => AnswerMode::Paper,
+        other => bail!("answer_mode = `{other}` is not one of: strict, paper"),
+    };
+
+    let choice = args.engine.resolve(global)?;
+    let cat = catalog(global)?;
+    let model_path = cat.resolve(&choice.model, &mut FetchBar::new(global.quiet))?;
+    let engine = Engine::load(&model_path, choice.settings.clone())?;
+    let extractor = TaskExtractor::new(&task, answer_mode);
+    let answer_judge = AnswerJudge::for_task(&task, answer_mode);
+    let code_judge;
+    let llm_judge;
+    let judge: &dyn Judge = match (cfg.judge.as_deref().unwrap_or("auto"), task.kind) {
+        ("auto", TaskKind::Code) | ("exact", TaskKind::Code) => {
+            code_judge = CodeJudge::new_default().context("setting up the code sandbox")?;
+            &code_judge
+        }
+        ("auto", _) | ("exact", _) => &answer_judge,
+        ("llm", TaskKind::Code) => bail!("--judge llm needs reference answers; code tasks are judged by running their tests (use --judge auto)"),
+        ("llm", _) => {
+            llm_judge = LlmJudge::new(&engine, task.kind);
+            &llm_judge
+        }
+        (other, _) => bail!("judge = `{other}` is not one of: auto, exact, llm"),
+    };
+
+    let out = cfg.out.clone().unwrap_or_else(|| {
+        PathBuf::from(format!(
+            "runs/eval-{}-{}-{split}",
+            task.name.replace(['/', ':'], "_"),
+            graph.name()
+        ))
+    });
+    let inputs = EvalInputs {
+        graph: &graph,
+        prompts: &prompts,
+        lm: &engine,
+        extractor: &extractor,
+        judge,
+        run: &run_settings,
+        seed,
+    };
+    let t0 = Instant::now();
+    let mut bar = EvalBar::new(global.quiet, &graph, &run_settings, examples.len());
+    let (report, traces) = evaluate(&inputs, &examples, &mut |e| bar.on(e));
+    bar.finish();
+    let wall = t0.elapsed().as_secs_f64();
+    let config = serde_json::json!({
+        "task": task.name, "kind": task.kind, "data_dir": data_dir, "split": split,
+        "split_mode": split_mode, "split_seed": split_seed, "limit": cfg.limit, "examples": examples.len(),
+        "graph": graph.name(), "agents": graph.agents(), "edges": graph.edges(),
+        "prompts_hash": prompts.hash(), "run": run_settings, "judge": judge.name(),
+        "answer_mode": format!("{answer_mode:?}").to_lowercase(),
+        "model": choice.model, "model_file": model_path, "engine": choice.settings,
+        "seed": seed, "wall_secs": wall, "maspo_version": env!("CARGO_PKG_VERSION"),
+    });
+    let title = format!(
+        "{} on {} ({split}, {} examples)",
+        graph.name(),
+        task.name,
+        report.n
+    );
+    let output = EvalOutput {
+        dir: &out,
+        config,
+        compress_traces: task.name == "gpqa",
+    };
+    output.write(&report, &traces, &graph, &prompts, &title)?;
+    if args.json {
+        let mut summary = serde_json::to_value(&report)?;
+        if let Some(o) = summary.as_object_mut() {
+            o.remove("items");
+            o.insert("out".into(), serde_json::json!(out));
+            o.insert("wall_secs".into(), serde_json::json!(wall));
+        }
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        print!("{}", markdown(&report, &title));
+        println!("\nrun directory: {}", out.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The examples of one split, in the split's (seeded) order.
+fn select_split(
+    task: &tasks::Task,
+    split: &str,
+    mode: &str,
+    seed: u64,
+) -> anyhow::Result<Vec<tasks::Example>> {
+    use tasks::{SplitMode, SplitName, Splits};
+    let mode = match mode {
+        "heldout" => SplitMode::default(),
+        "paper" => SplitMode::Paper { opt: 50 },
+        other => bail!("split_mode = `{other}` is not one of: heldout, paper"),
+    };
+    let splits = Splits::new(&task.examples, mode, seed);
+    let idx: Vec<usize> = match split {
+        "test" => splits.get(SplitName::Test).to_vec(),
+        "val" | "validation" => splits.get(SplitName::Validation).to_vec(),
+        "opt" | "optimize" => splits.get(SplitName::Optimize).to_vec(),
+        "all" => (0..task.examples.len()).collect(),
+        other => bail!("split = `{other}` is not one of: test, val, opt, all"),
+    };
+    Ok(idx.into_iter().map(|i| task.examples[i].clone()).collect())
+}
