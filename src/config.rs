@@ -101,6 +101,9 @@ pub struct EvalFile {
     pub split_seed: Option<u64>,
     /// Output directory.
     pub out: Option<PathBuf>,
+    /// Field mapping of a `jsonl:PATH` task (`[eval.fields]`: question, answer, tests, id, kind,
+    /// rule, imports, entry_point).
+    pub fields: Option<crate::tasks::FieldMap>,
 }
 
 impl ConfigFile {
@@ -150,6 +153,22 @@ mod tests {
         let s = cfg.engine.apply(EngineSettings::default());
         assert_eq!(s.max_running, 64);
         assert_eq!(cfg.model.as_deref(), Some("smollm2-135m-instruct"));
+    }
+
+    #[test]
+    fn shipped_eval_configs_parse() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let p = entry.unwrap().path();
+            let name = p.file_name().unwrap().to_string_lossy().to_string();
+            if name.starts_with("eval-") && name.ends_with(".toml") {
+                let cfg = ConfigFile::load(&p).unwrap();
+                assert!(cfg.eval.task.is_some(), "{name}");
+                n += 1;
+            }
+        }
+        assert!(n >= 2);
     }
 
     #[test]

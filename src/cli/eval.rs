@@ -11,7 +11,7 @@ use crate::judge::code::CodeJudge;
 use crate::judge::llm::LlmJudge;
 use crate::judge::{answer::AnswerJudge, Judge};
 use crate::mas::topology::load_graph_file;
-use crate::mas::{build, PromptSet, Protocol, RunSettings, Topology, TopologyOptions};
+use crate::mas::{build, AgentGraph, PromptSet, Protocol, RunSettings, Topology, TopologyOptions};
 use crate::tasks::{self, AnswerMode, TaskKind};
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
@@ -118,6 +118,7 @@ impl EvalArgs {
             seed: self.seed.or(file.seed),
             split_seed: self.split_seed.or(file.split_seed),
             out: self.out.clone().or(file.out),
+            fields: file.fields,
         }
     }
 }
@@ -132,18 +133,35 @@ fn parse_enum<T: ValueEnum>(key: &str, value: &str) -> anyhow::Result<T> {
     })
 }
 
-pub fn run(global: &GlobalArgs, args: EvalArgs) -> anyhow::Result<ExitCode> {
-    let file = match &global.config {
-        Some(p) => ConfigFile::load(p)?,
-        None => ConfigFile::default(),
-    };
-    let cfg = args.merged(file.eval);
+/// What to evaluate, resolved from the config layers.
+struct Plan {
+    task: tasks::Task,
+    examples: Vec<tasks::Example>,
+    graph: AgentGraph,
+    prompts: PromptSet,
+    run: RunSettings,
+    answer_mode: AnswerMode,
+    /// The resolved settings that `config.json` records.
+    record: serde_json::Value,
+}
+
+fn plan(cfg: &EvalFile) -> anyhow::Result<Plan> {
     let task_name = cfg.task.clone().context(
         "no task: pass --task NAME (e.g. aqua, mbpp, gen:arithmetic) or set [eval] task",
     )?;
     let data_dir = cfg.data_dir.clone().unwrap_or_else(tasks::default_data_dir);
-    let task = tasks::load_task(&task_name, &data_dir)?;
-    let seed = cfg.seed.unwrap_or(0);
+    let task = match (task_name.strip_prefix("jsonl:"), &cfg.fields) {
+        (Some(path), Some(fields)) => {
+            let path = PathBuf::from(path);
+            let path = if path.is_absolute() || path.exists() {
+                path
+            } else {
+                data_dir.join(path)
+            };
+            tasks::load_jsonl(&path, fields)?
+        }
+        _ => tasks::load_task(&task_name, &data_dir)?,
+    };
     let split = cfg.split.clone().unwrap_or_else(|| "test".into());
     let split_mode = cfg.split_mode.clone().unwrap_or_else(|| "heldout".into());
     let split_seed = cfg.split_seed.unwrap_or(0);
@@ -154,7 +172,33 @@ pub fn run(global: &GlobalArgs, args: EvalArgs) -> anyhow::Result<ExitCode> {
     if examples.is_empty() {
         bail!("split `{split}` of {task_name} is empty (try --split all or a larger dataset)");
     }
+    let (graph, prompts, run) = mas(cfg, task.kind)?;
+    let answer_mode = match cfg.answer_mode.as_deref().unwrap_or("strict") {
+        "strict" => AnswerMode::Strict,
+        "paper" => AnswerMode::Paper,
+        other => bail!("answer_mode = `{other}` is not one of: strict, paper"),
+    };
+    let record = serde_json::json!({
+        "task": task.name, "kind": task.kind, "data_dir": data_dir, "split": split,
+        "split_mode": split_mode, "split_seed": split_seed, "limit": cfg.limit,
+        "examples": examples.len(), "graph": graph.name(), "agents": graph.agents(),
+        "edges": graph.edges(), "prompts_hash": prompts.hash(), "run": run,
+        "answer_mode": format!("{answer_mode:?}").to_lowercase(),
+        "maspo_version": env!("CARGO_PKG_VERSION"),
+    });
+    Ok(Plan {
+        task,
+        examples,
+        graph,
+        prompts,
+        run,
+        answer_mode,
+        record,
+    })
+}
 
+/// The graph, its prompts and the execution settings.
+fn mas(cfg: &EvalFile, kind: TaskKind) -> anyhow::Result<(AgentGraph, PromptSet, RunSettings)> {
     let opts = TopologyOptions {
         rounds: cfg.rounds.unwrap_or(1),
         agents: cfg.agents.unwrap_or(3),
@@ -162,10 +206,10 @@ pub fn run(global: &GlobalArgs, args: EvalArgs) -> anyhow::Result<ExitCode> {
         ..TopologyOptions::default()
     };
     let graph = match &cfg.graph {
-        Some(path) => load_graph_file(path, task.kind)?,
+        Some(path) => load_graph_file(path, kind)?,
         None => {
             let name = cfg.topology.clone().unwrap_or_else(|| "reflect".into());
-            build(parse_enum::<Topology>("topology", &name)?, task.kind, &opts)?
+            build(parse_enum::<Topology>("topology", &name)?, kind, &opts)?
         }
     };
     let prompts = match &cfg.prompts {
@@ -176,86 +220,96 @@ pub fn run(global: &GlobalArgs, args: EvalArgs) -> anyhow::Result<ExitCode> {
         Some(p) => parse_enum::<Protocol>("protocol", p)?,
         None => Protocol::Summary,
     };
-    let run_settings = RunSettings {
-        kind: task.kind,
+    let run = RunSettings {
+        kind,
         protocol,
         max_tokens: cfg.max_tokens.unwrap_or(1024),
         summary_max_tokens: cfg.summary_max_tokens.unwrap_or(96),
-        seed,
+        seed: cfg.seed.unwrap_or(0),
         ..RunSettings::default()
     };
-    let answer_mode = match cfg.answer_mode.as_deref().unwrap_or("strict") {
-        "strict" => AnswerMode::Strict,
-        "paper" => AnswerMode::Paper,
-        other => bail!("answer_mode = `{other}` is not one of: strict, paper"),
-    };
+    Ok((graph, prompts, run))
+}
 
+pub fn run(global: &GlobalArgs, args: EvalArgs) -> anyhow::Result<ExitCode> {
+    let file = match &global.config {
+        Some(p) => ConfigFile::load(p)?,
+        None => ConfigFile::default(),
+    };
+    let cfg = args.merged(file.eval);
+    let plan = plan(&cfg)?;
     let choice = args.engine.resolve(global)?;
-    let cat = catalog(global)?;
-    let model_path = cat.resolve(&choice.model, &mut FetchBar::new(global.quiet))?;
+    let model_path = catalog(global)?.resolve(&choice.model, &mut FetchBar::new(global.quiet))?;
     let engine = Engine::load(&model_path, choice.settings.clone())?;
-    let extractor = TaskExtractor::new(&task, answer_mode);
-    let answer_judge = AnswerJudge::for_task(&task, answer_mode);
+    let extractor = TaskExtractor::new(&plan.task, plan.answer_mode);
+    let answer_judge = AnswerJudge::for_task(&plan.task, plan.answer_mode);
     let code_judge;
     let llm_judge;
-    let judge: &dyn Judge = match (cfg.judge.as_deref().unwrap_or("auto"), task.kind) {
-        ("auto", TaskKind::Code) | ("exact", TaskKind::Code) => {
+    let judge: &dyn Judge = match (cfg.judge.as_deref().unwrap_or("auto"), plan.task.kind) {
+        ("auto" | "exact", TaskKind::Code) => {
             code_judge = CodeJudge::new_default().context("setting up the code sandbox")?;
             &code_judge
         }
-        ("auto", _) | ("exact", _) => &answer_judge,
+        ("auto" | "exact", _) => &answer_judge,
         ("llm", TaskKind::Code) => bail!("--judge llm needs reference answers; code tasks are judged by running their tests (use --judge auto)"),
         ("llm", _) => {
-            llm_judge = LlmJudge::new(&engine, task.kind);
+            llm_judge = LlmJudge::new(&engine, plan.task.kind);
             &llm_judge
         }
         (other, _) => bail!("judge = `{other}` is not one of: auto, exact, llm"),
     };
-
+    let split = plan.record["split"].as_str().unwrap_or("test").to_string();
     let out = cfg.out.clone().unwrap_or_else(|| {
-        PathBuf::from(format!(
-            "runs/eval-{}-{}-{split}",
-            task.name.replace(['/', ':'], "_"),
-            graph.name()
-        ))
+        let task = plan.task.name.replace(['/', ':'], "_");
+        PathBuf::from(format!("runs/eval-{task}-{}-{split}", plan.graph.name()))
     });
     let inputs = EvalInputs {
-        graph: &graph,
-        prompts: &prompts,
+        graph: &plan.graph,
+        prompts: &plan.prompts,
         lm: &engine,
         extractor: &extractor,
         judge,
-        run: &run_settings,
-        seed,
+        run: &plan.run,
+        seed: plan.run.seed,
     };
     let t0 = Instant::now();
-    let mut bar = EvalBar::new(global.quiet, &graph, &run_settings, examples.len());
-    let (report, traces) = evaluate(&inputs, &examples, &mut |e| bar.on(e));
+    let mut bar = EvalBar::new(global.quiet, &plan.graph, &plan.run, plan.examples.len());
+    let (report, traces) = evaluate(&inputs, &plan.examples, &mut |e| bar.on(e));
     bar.finish();
     let wall = t0.elapsed().as_secs_f64();
-    let config = serde_json::json!({
-        "task": task.name, "kind": task.kind, "data_dir": data_dir, "split": split,
-        "split_mode": split_mode, "split_seed": split_seed, "limit": cfg.limit, "examples": examples.len(),
-        "graph": graph.name(), "agents": graph.agents(), "edges": graph.edges(),
-        "prompts_hash": prompts.hash(), "run": run_settings, "judge": judge.name(),
-        "answer_mode": format!("{answer_mode:?}").to_lowercase(),
-        "model": choice.model, "model_file": model_path, "engine": choice.settings,
-        "seed": seed, "wall_secs": wall, "maspo_version": env!("CARGO_PKG_VERSION"),
-    });
+    let mut config = plan.record.clone();
+    if let Some(o) = config.as_object_mut() {
+        o.insert("judge".into(), judge.name().into());
+        o.insert("model".into(), choice.model.clone().into());
+        o.insert("model_file".into(), serde_json::json!(model_path));
+        o.insert("engine".into(), serde_json::to_value(&choice.settings)?);
+        o.insert("wall_secs".into(), wall.into());
+    }
     let title = format!(
         "{} on {} ({split}, {} examples)",
-        graph.name(),
-        task.name,
+        plan.graph.name(),
+        plan.task.name,
         report.n
     );
     let output = EvalOutput {
         dir: &out,
         config,
-        compress_traces: task.name == "gpqa",
+        compress_traces: plan.task.name == "gpqa",
     };
-    output.write(&report, &traces, &graph, &prompts, &title)?;
-    if args.json {
-        let mut summary = serde_json::to_value(&report)?;
+    output.write(&report, &traces, &plan.graph, &plan.prompts, &title)?;
+    print_summary(&report, &title, &out, wall, args.json)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_summary(
+    report: &crate::eval::EvalReport,
+    title: &str,
+    out: &std::path::Path,
+    wall: f64,
+    json: bool,
+) -> anyhow::Result<()> {
+    if json {
+        let mut summary = serde_json::to_value(report)?;
         if let Some(o) = summary.as_object_mut() {
             o.remove("items");
             o.insert("out".into(), serde_json::json!(out));
@@ -263,10 +317,10 @@ pub fn run(global: &GlobalArgs, args: EvalArgs) -> anyhow::Result<ExitCode> {
         }
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
-        print!("{}", markdown(&report, &title));
+        print!("{}", markdown(report, title));
         println!("\nrun directory: {}", out.display());
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 /// The examples of one split, in the split's (seeded) order.

@@ -332,3 +332,17 @@ mod tests {
         assert_eq!(s.agent(s.terminal()).id, "refiner_2");
     }
 }
+
+#[cfg(test)]
+mod file_tests {
+    use super::*;
+
+    #[test]
+    fn shipped_graph_file_loads_with_seeds() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/graph-solve-check.toml");
+        let g = load_graph_file(&p, TaskKind::Math).unwrap();
+        assert_eq!(g.name(), "solve-check");
+        assert_eq!(g.agent(g.terminal()).id, "judge");
+        assert!(g.agent(1).template.contains("{context}"));
+    }
+}

@@ -1,0 +1,281 @@
+//! `maspo eval` end to end on the real SmolLM2: the run directory, JSON summary, prompt files in
+//! the reference shape, config files, and clear errors for bad input.
+
+use crate::common::{heavy, maspo_bin, model_path, models_dir, SMOLLM2};
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn maspo(args: &[&str]) -> Output {
+    Command::new(maspo_bin())
+        .args(["--threads", "2", "--quiet"])
+        .args(args)
+        .env("MASPO_MODELS_DIR", models_dir())
+        .output()
+        .unwrap()
+}
+
+fn ok(out: &Output) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn fail(out: &Output) -> String {
+    assert!(!out.status.success(), "expected failure");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn read_json(p: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+}
+
+#[test]
+fn eval_writes_a_readable_run_directory_and_reuses_its_prompts() {
+    let _g = heavy();
+    model_path(SMOLLM2);
+    let dir = tempfile::tempdir().unwrap();
+    let out1 = dir.path().join("run1");
+    let common = [
+        "eval",
+        "--task",
+        "gen:arithmetic:40:2",
+        "--split",
+        "all",
+        "--limit",
+        "3",
+        "--max-tokens",
+        "48",
+        "--summary-max-tokens",
+        "16",
+    ];
+    let stdout = ok(&maspo(
+        &[&common[..], &["--json", "--out", out1.to_str().unwrap()]].concat(),
+    ));
+    let summary: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(summary["n"], 3);
+    assert_eq!(summary["cost"]["calls"], 9); // reflect: predictor 2 calls + reflector 1, × 3
+    let acc = &summary["accuracy"];
+    assert!(acc["low"].as_f64().unwrap() <= acc["mean"].as_f64().unwrap());
+    for f in [
+        "summary.json",
+        "config.json",
+        "prompts.json",
+        "items.jsonl",
+        "traces.jsonl",
+        "report.md",
+    ] {
+        assert!(out1.join(f).exists(), "{f} missing");
+    }
+    let items = std::fs::read_to_string(out1.join("items.jsonl")).unwrap();
+    assert_eq!(items.lines().count(), 3);
+    let first: serde_json::Value = serde_json::from_str(items.lines().next().unwrap()).unwrap();
+    assert!(first["verdict"]["detail"].as_str().unwrap().len() > 3);
+    let traces = std::fs::read_to_string(out1.join("traces.jsonl")).unwrap();
+    let t0: serde_json::Value = serde_json::from_str(traces.lines().next().unwrap()).unwrap();
+    assert_eq!(t0["nodes"].as_array().unwrap().len(), 2);
+    let prompts = read_json(&out1.join("prompts.json"));
+    assert!(prompts["0"].as_str().unwrap().contains("{question}"));
+    assert!(prompts["1"].as_str().unwrap().contains("{context}"));
+    let config = read_json(&out1.join("config.json"));
+    assert_eq!(config["graph"], "reflect");
+    assert_eq!(config["run"]["protocol"], "summary");
+
+    // The same prompts file run again gives the same predictions (seeded, deterministic).
+    let out2 = dir.path().join("run2");
+    let prompts_file = out1.join("prompts.json");
+    ok(&maspo(
+        &[
+            &common[..],
+            &[
+                "--prompts",
+                prompts_file.to_str().unwrap(),
+                "--out",
+                out2.to_str().unwrap(),
+            ],
+        ]
+        .concat(),
+    ));
+    let preds = |d: &Path| -> Vec<String> {
+        std::fs::read_to_string(d.join("items.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["prediction"].to_string()
+            })
+            .collect()
+    };
+    assert_eq!(preds(&out1), preds(&out2));
+    let report = std::fs::read_to_string(out2.join("report.md")).unwrap();
+    assert!(
+        report.contains("accuracy") && report.contains("95% CI"),
+        "{report}"
+    );
+}
+
+#[test]
+fn eval_reads_a_config_file_and_a_custom_graph() {
+    let _g = heavy();
+    model_path(SMOLLM2);
+    let dir = tempfile::tempdir().unwrap();
+    let graph = dir.path().join("graph.toml");
+    std::fs::write(
+        &graph,
+        r#"name = "solve-check"
+
+[[agent]]
+id = "solver"
+role = "predictor"
+
+[[agent]]
+id = "checker"
+role = "custom"
+template = "Check the work and give the final number in <answer></answer> tags.\nProblem: {question}\nWork: {context}"
+
+edges = [["solver", "checker"]]
+"#,
+    )
+    .unwrap();
+    // `edges` after the array of tables belongs to the last [[agent]]: a mistake users make,
+    // reported with the file and key.
+    let bad = fail(&maspo(&[
+        "eval",
+        "--task",
+        "gen:arithmetic:5",
+        "--split",
+        "all",
+        "--graph",
+        graph.to_str().unwrap(),
+    ]));
+    assert!(bad.contains("graph.toml") && bad.contains("edges"), "{bad}");
+    let text = std::fs::read_to_string(&graph).unwrap();
+    let fixed = format!(
+        "edges = [[\"solver\", \"checker\"]]\n{}",
+        text.replace("edges = [[\"solver\", \"checker\"]]\n", "")
+    );
+    std::fs::write(&graph, fixed).unwrap();
+    let cfg = dir.path().join("eval.toml");
+    let out = dir.path().join("run");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[eval]\ntask = \"gen:arithmetic:30:4\"\nsplit = \"all\"\nlimit = 2\ngraph = \"{}\"\nprotocol = \"direct\"\nmax_tokens = 40\nout = \"{}\"\n",
+            graph.display(),
+            out.display()
+        ),
+    )
+    .unwrap();
+    let stdout = ok(&maspo(&[
+        "--config",
+        cfg.to_str().unwrap(),
+        "eval",
+        "--json",
+    ]));
+    let summary: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(summary["n"], 2);
+    assert_eq!(summary["cost"]["calls"], 4); // direct passing: one call per agent
+    let config = read_json(&out.join("config.json"));
+    assert_eq!(config["graph"], "solve-check");
+    let prompts = read_json(&out.join("prompts.json"));
+    assert!(prompts["1"].as_str().unwrap().starts_with("Check the work"));
+}
+
+#[test]
+fn eval_rejects_bad_input_with_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = fail(&maspo(&["eval", "--task", "nosuch"]));
+    assert!(e.contains("nosuch") && e.contains("aqua"), "{e}");
+    let e = fail(&maspo(&[
+        "eval",
+        "--task",
+        "gen:arithmetic:5",
+        "--split",
+        "train",
+    ]));
+    assert!(
+        e.contains("train") && e.contains("test, val, opt, all"),
+        "{e}"
+    );
+    let p = dir.path().join("prompts.json");
+    std::fs::write(&p, "{\"0\": \"no placeholder\"}").unwrap();
+    let e = fail(&maspo(&[
+        "eval",
+        "--task",
+        "gen:arithmetic:5",
+        "--split",
+        "all",
+        "--prompts",
+        p.to_str().unwrap(),
+    ]));
+    assert!(
+        e.contains("prompts.json") && e.contains("{question}"),
+        "{e}"
+    );
+    std::fs::write(&p, "{\"predictor\": ").unwrap();
+    let e = fail(&maspo(&[
+        "eval",
+        "--task",
+        "gen:arithmetic:5",
+        "--split",
+        "all",
+        "--prompts",
+        p.to_str().unwrap(),
+    ]));
+    assert!(e.contains("prompts.json") && e.contains("JSON"), "{e}");
+    let g = dir.path().join("cyc.toml");
+    std::fs::write(
+        &g,
+        "name = \"cyc\"\nedges = [[\"a\", \"b\"], [\"b\", \"a\"]]\n[[agent]]\nid = \"a\"\nrole = \"predictor\"\n[[agent]]\nid = \"b\"\nrole = \"reflector\"\n",
+    )
+    .unwrap();
+    let e = fail(&maspo(&[
+        "eval",
+        "--task",
+        "gen:arithmetic:5",
+        "--split",
+        "all",
+        "--graph",
+        g.to_str().unwrap(),
+    ]));
+    assert!(e.contains("cyc.toml") && e.contains("cycle"), "{e}");
+    let e = fail(&maspo(&["eval", "--task", "jsonl:/nonexistent/x.jsonl"]));
+    assert!(e.contains("/nonexistent/x.jsonl"), "{e}");
+}
+
+#[test]
+fn eval_generic_jsonl_code_task_through_a_field_mapping() {
+    let _g = heavy();
+    model_path(SMOLLM2);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("code.toml");
+    let out = dir.path().join("run");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[eval]\ntask = \"jsonl:{}\"\nsplit = \"all\"\nprotocol = \"direct\"\nmax_tokens = 96\nout = \"{}\"\n\n[eval.fields]\nquestion = \"question\"\ntests = \"tests\"\nid = \"task_id\"\nkind = \"code\"\n",
+            crate::common::fixture("tasks/code.jsonl").display(),
+            out.display()
+        ),
+    )
+    .unwrap();
+    let stdout = ok(&maspo(&[
+        "--config",
+        cfg.to_str().unwrap(),
+        "eval",
+        "--json",
+    ]));
+    let summary: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(summary["n"], 2);
+    assert_eq!(summary["judge"], "code");
+    let items = std::fs::read_to_string(out.join("items.jsonl")).unwrap();
+    let ids: Vec<String> = items
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(ids.len(), 2);
+    assert!(ids.contains(&"add".to_string()) && ids.contains(&"rev".to_string()));
+}

@@ -1,0 +1,51 @@
+//! Answer and code extraction on real model outputs (Qwen2.5-Coder-0.5B through `maspo eval`),
+//! kept as fixtures in `tests/fixtures/outputs/` (no GPQA text).
+
+use crate::common::fixture;
+use maspo::tasks::extract::{extract_choice, extract_code};
+
+fn outputs(name: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(fixture(&format!("outputs/{name}"))).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["output"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn code_is_extracted_from_real_mbpp_outputs() {
+    let o = outputs("qwen-mbpp.json");
+    // Explanation, a fence with the function and example usage, more explanation: the fence.
+    let c = extract_code(&o[0]);
+    assert!(
+        c.starts_with("def add_tuple(tuple_to_add, list_to_add):"),
+        "{c}"
+    );
+    assert!(
+        c.ends_with("print(modified_list)  # Output: [1, 2, 3, 4, 5]"),
+        "{c}"
+    );
+    assert!(!c.contains("```") && !c.contains("### Explanation"));
+    // Only a fence.
+    let c = extract_code(&o[1]);
+    assert!(
+        c.starts_with("def add_tuple(") && c.ends_with("return list_to_add"),
+        "{c}"
+    );
+    // A lone fence has no code.
+    assert_eq!(extract_code(&o[2]), "");
+    // Truncated inside an unterminated fence: the `def` block up to the first blank line.
+    let c = extract_code(&o[3]);
+    assert!(c.starts_with("def word_len(word):"), "{c}");
+    assert!(!c.contains("\n\n") && !c.contains("```"), "{c}");
+    // Function plus example usage in one fence.
+    let c = extract_code(&o[4]);
+    assert!(
+        c.starts_with("def next_smallest_palindrome(n):") && c.ends_with("# Output: 141"),
+        "{c}"
+    );
+    // Math extraction must not invent answers from code.
+    assert!(extract_choice(&o[1], "ABCDE").is_none());
+}
