@@ -49,3 +49,22 @@ fn code_is_extracted_from_real_mbpp_outputs() {
     // Math extraction must not invent answers from code.
     assert!(extract_choice(&o[1], "ABCDE").is_none());
 }
+
+#[test]
+fn option_letters_are_extracted_from_real_aqua_outputs() {
+    let text = std::fs::read_to_string(fixture("outputs/qwen-aqua.json")).unwrap();
+    let cases: serde_json::Value = serde_json::from_str(&text).unwrap();
+    for case in cases.as_array().unwrap() {
+        let output = case["output"].as_str().unwrap();
+        let expected = case["expected_letter"]
+            .as_str()
+            .and_then(|s| s.chars().next());
+        assert_eq!(
+            extract_choice(output, "ABCDE"),
+            expected,
+            "{}: {}",
+            case["source"],
+            case["note"]
+        );
+    }
+}
