@@ -85,6 +85,10 @@ pub struct EvalArgs {
     /// Print the summary as JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// Do not use the persistent completion cache (by default `completion-cache/` beside the run
+    /// directory, so an interrupted or repeated evaluation recomputes nothing it finished).
+    #[arg(long)]
+    no_cache: bool,
     #[command(flatten)]
     engine: EngineArgs,
 }
@@ -238,7 +242,18 @@ pub fn run(global: &GlobalArgs, args: EvalArgs) -> anyhow::Result<ExitCode> {
     };
     let cfg = args.merged(file.eval);
     let plan = plan(&cfg)?;
-    let choice = args.engine.resolve(global)?;
+    let mut choice = args.engine.resolve(global)?;
+    let split = plan.record["split"].as_str().unwrap_or("test").to_string();
+    let out = cfg.out.clone().unwrap_or_else(|| {
+        let task = plan.task.name.replace(['/', ':'], "_");
+        PathBuf::from(format!("runs/eval-{task}-{}-{split}", plan.graph.name()))
+    });
+    if args.no_cache {
+        choice.settings.completion_cache_dir = None;
+    } else if choice.settings.completion_cache_dir.is_none() {
+        let parent = out.parent().unwrap_or(std::path::Path::new("."));
+        choice.settings.completion_cache_dir = Some(parent.join("completion-cache"));
+    }
     let model_path = catalog(global)?.resolve(&choice.model, &mut FetchBar::new(global.quiet))?;
     let engine = Engine::load(&model_path, choice.settings.clone())?;
     let extractor = TaskExtractor::new(&plan.task, plan.answer_mode);
@@ -258,11 +273,6 @@ pub fn run(global: &GlobalArgs, args: EvalArgs) -> anyhow::Result<ExitCode> {
         }
         (other, _) => bail!("judge = `{other}` is not one of: auto, exact, llm"),
     };
-    let split = plan.record["split"].as_str().unwrap_or("test").to_string();
-    let out = cfg.out.clone().unwrap_or_else(|| {
-        let task = plan.task.name.replace(['/', ':'], "_");
-        PathBuf::from(format!("runs/eval-{task}-{}-{split}", plan.graph.name()))
-    });
     let inputs = EvalInputs {
         graph: &plan.graph,
         prompts: &plan.prompts,

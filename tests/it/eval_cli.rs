@@ -80,13 +80,15 @@ fn eval_writes_a_readable_run_directory_and_reuses_its_prompts() {
     assert_eq!(config["graph"], "reflect");
     assert_eq!(config["run"]["protocol"], "summary");
 
-    // The same prompts file run again gives the same predictions (seeded, deterministic).
+    // The same prompts file run again, recomputed without the cache, gives the same predictions
+    // (seeded, deterministic).
     let out2 = dir.path().join("run2");
     let prompts_file = out1.join("prompts.json");
     ok(&maspo(
         &[
             &common[..],
             &[
+                "--no-cache",
                 "--prompts",
                 prompts_file.to_str().unwrap(),
                 "--out",
@@ -105,6 +107,27 @@ fn eval_writes_a_readable_run_directory_and_reuses_its_prompts() {
             .collect()
     };
     assert_eq!(preds(&out1), preds(&out2));
+    let cached_calls = |d: &Path| -> (u64, u64) {
+        let traces = std::fs::read_to_string(d.join("traces.jsonl")).unwrap();
+        let mut sum = (0, 0);
+        for l in traces.lines() {
+            let t: serde_json::Value = serde_json::from_str(l).unwrap();
+            for n in t["nodes"].as_array().unwrap() {
+                sum.0 += n["cached_calls"].as_u64().unwrap();
+                sum.1 += n["calls"].as_u64().unwrap();
+            }
+        }
+        sum
+    };
+    assert_eq!(cached_calls(&out2), (0, 9));
+    // A repeated run answers every call from the completion cache beside the run directories.
+    assert!(dir.path().join("completion-cache").is_dir());
+    let out3 = dir.path().join("run3");
+    ok(&maspo(
+        &[&common[..], &["--out", out3.to_str().unwrap()]].concat(),
+    ));
+    assert_eq!(preds(&out1), preds(&out3));
+    assert_eq!(cached_calls(&out3), (9, 9));
     let report = std::fs::read_to_string(out2.join("report.md")).unwrap();
     assert!(
         report.contains("accuracy") && report.contains("95% CI"),
