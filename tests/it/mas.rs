@@ -285,3 +285,47 @@ fn evaluate_choice_task_with_the_answer_judge() {
     }
     assert!(r.accuracy.low <= r.accuracy.mean && r.accuracy.mean <= r.accuracy.high);
 }
+
+#[test]
+fn the_llm_judge_grades_through_the_real_engine() {
+    use maspo::judge::llm::LlmJudge;
+    use maspo::judge::JudgeItem;
+    let _g = heavy();
+    let lm = engine(SMOLLM2);
+    let task = load_task("gen:arithmetic:4:9", std::path::Path::new(".")).unwrap();
+    let judge = LlmJudge::new(lm, task.kind);
+    let outputs: Vec<String> = task
+        .examples
+        .iter()
+        .map(|e| match &e.gold {
+            maspo::tasks::Gold::Answer(a) => format!("The answer is <answer>{a}</answer>."),
+            _ => unreachable!(),
+        })
+        .collect();
+    let items: Vec<JudgeItem> = task
+        .examples
+        .iter()
+        .zip(&outputs)
+        .map(|(example, o)| JudgeItem {
+            example,
+            output: o,
+            answer: o,
+        })
+        .collect();
+    let verdicts = Judge::judge(&judge, &items);
+    assert_eq!(verdicts.len(), 4);
+    assert_eq!(judge.name(), "llm");
+    for v in &verdicts {
+        // Every reply is either parsed (the detail quotes it) or reported as unparsable: never
+        // silently counted.
+        assert!(
+            v.detail.starts_with("llm judge said") || v.detail.contains("no verdict"),
+            "{v:?}"
+        );
+        assert_eq!(v.correct, v.score == 1.0);
+    }
+    eprintln!(
+        "llm judge on correct answers: {:?}",
+        verdicts.iter().map(|v| v.correct).collect::<Vec<_>>()
+    );
+}
