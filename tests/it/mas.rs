@@ -33,6 +33,18 @@ fn small_opts() -> TopologyOptions {
     }
 }
 
+/// One fresh rollout per example.
+fn fresh<'a>(prompts: &'a PromptSet, examples: &'a [maspo::tasks::Example]) -> Vec<Rollout<'a>> {
+    examples
+        .iter()
+        .map(|example| Rollout {
+            prompts,
+            example,
+            base: None,
+        })
+        .collect()
+}
+
 /// Checks the structural invariants of a finished trace.
 fn check_trace(graph: &maspo::mas::AgentGraph, t: &Trace, protocol: Protocol, max_tokens: usize) {
     let sep = "\n---\n";
@@ -90,15 +102,7 @@ fn every_topology_runs_end_to_end_on_smollm2() {
         let prompts = PromptSet::seeds(&graph);
         let s = settings(task.kind);
         let runner = Runner::new(&graph, lm, &extractor, &s);
-        let rollouts: Vec<Rollout> = task
-            .examples
-            .iter()
-            .map(|e| Rollout {
-                prompts: &prompts,
-                example: e,
-                base: None,
-            })
-            .collect();
+        let rollouts = fresh(&prompts, &task.examples);
         let mut batches = 0;
         let traces = runner.run(&rollouts, &mut |e| {
             if let maspo::mas::RunEvent::BatchStart { .. } = e {
@@ -144,15 +148,7 @@ fn batched_rollouts_equal_single_rollouts_and_partial_rerun_reuses_upstream() {
     let prompts = PromptSet::seeds(&graph);
     let s = settings(task.kind);
     let runner = Runner::new(&graph, lm, &extractor, &s);
-    let all: Vec<Rollout> = task
-        .examples
-        .iter()
-        .map(|e| Rollout {
-            prompts: &prompts,
-            example: e,
-            base: None,
-        })
-        .collect();
+    let all = fresh(&prompts, &task.examples);
     let batched = runner.run(&all, &mut |_| {});
     for (i, r) in all.iter().enumerate() {
         let alone = runner.run(std::slice::from_ref(r), &mut |_| {});
