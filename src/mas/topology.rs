@@ -17,6 +17,8 @@ use std::path::Path;
 #[serde(rename_all = "snake_case")]
 #[value(rename_all = "snake_case")]
 pub enum Topology {
+    /// One predictor (the single-agent baseline: the paper's Vanilla/CoT rows).
+    Single,
     /// Predictor → reflector, repeated for `rounds` rounds (the paper's Sequential MAS).
     Reflect,
     /// Mathematician, scientist and programmer in parallel → a summarizing lead (the paper's
@@ -39,7 +41,8 @@ pub enum Topology {
 
 impl Topology {
     /// All built-in topologies.
-    pub const ALL: [Topology; 8] = [
+    pub const ALL: [Topology; 9] = [
+        Topology::Single,
         Topology::Reflect,
         Topology::Hierarchical,
         Topology::Debate,
@@ -53,6 +56,7 @@ impl Topology {
     /// The snake_case name.
     pub fn name(self) -> &'static str {
         match self {
+            Topology::Single => "single",
             Topology::Reflect => "reflect",
             Topology::Hierarchical => "hierarchical",
             Topology::Debate => "debate",
@@ -115,6 +119,7 @@ pub fn build(t: Topology, kind: TaskKind, opts: &TopologyOptions) -> Result<Agen
     let mut edges = Vec::new();
     let rounds = opts.rounds.max(1);
     match t {
+        Topology::Single => agents.push(seeded("predictor", "predictor", kind)),
         Topology::Reflect => {
             let mut prev: Option<String> = None;
             for r in 0..rounds {
