@@ -85,6 +85,10 @@ pub struct EvalArgs {
     /// Print the summary as JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// Print the resolved evaluation (task, split, graph, prompts, settings) as JSON and exit
+    /// without loading the model.
+    #[arg(long)]
+    dry_run: bool,
     /// Do not use the persistent completion cache (by default `completion-cache/` beside the run
     /// directory, so an interrupted or repeated evaluation recomputes nothing it finished).
     #[arg(long)]
@@ -253,6 +257,21 @@ pub fn run(global: &GlobalArgs, args: EvalArgs) -> anyhow::Result<ExitCode> {
     } else if choice.settings.completion_cache_dir.is_none() {
         let parent = out.parent().unwrap_or(std::path::Path::new("."));
         choice.settings.completion_cache_dir = Some(parent.join("completion-cache"));
+    }
+    if args.dry_run {
+        let mut record = plan.record.clone();
+        if let Some(o) = record.as_object_mut() {
+            o.insert("prompts".into(), serde_json::to_value(&plan.prompts)?);
+            o.insert(
+                "example_ids".into(),
+                plan.examples.iter().map(|e| e.id.clone()).collect(),
+            );
+            o.insert("model".into(), choice.model.clone().into());
+            o.insert("engine".into(), serde_json::to_value(&choice.settings)?);
+            o.insert("out".into(), serde_json::json!(out));
+        }
+        println!("{}", serde_json::to_string_pretty(&record)?);
+        return Ok(ExitCode::SUCCESS);
     }
     let model_path = catalog(global)?.resolve(&choice.model, &mut FetchBar::new(global.quiet))?;
     let engine = Engine::load(&model_path, choice.settings.clone())?;

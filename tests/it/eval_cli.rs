@@ -302,3 +302,54 @@ fn eval_generic_jsonl_code_task_through_a_field_mapping() {
     assert_eq!(ids.len(), 2);
     assert!(ids.contains(&"add".to_string()) && ids.contains(&"rev".to_string()));
 }
+
+#[test]
+fn dry_run_prints_the_resolved_evaluation_without_a_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("eval.toml");
+    std::fs::write(
+        &cfg,
+        "model = \"qwen2.5-coder-0.5b-instruct\"\n[engine]\nmax_running = 7\n[eval]\ntask = \"gen:coin_flip:120:3\"\ntopology = \"hierarchical\"\nlimit = 5\nmax_tokens = 300\n",
+    )
+    .unwrap();
+    // The command line wins over the file; nothing is loaded or fetched.
+    let out = Command::new(maspo_bin())
+        .args([
+            "--config",
+            cfg.to_str().unwrap(),
+            "eval",
+            "--dry-run",
+            "--protocol",
+            "direct",
+        ])
+        .env("MASPO_MODELS_DIR", dir.path().join("no-models"))
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&ok(&out)).unwrap();
+    assert_eq!(v["task"], "gen:coin_flip:120:3");
+    assert_eq!(v["graph"], "hierarchical");
+    assert_eq!(v["run"]["protocol"], "direct");
+    assert_eq!(v["run"]["max_tokens"], 300);
+    assert_eq!(v["engine"]["max_running"], 7);
+    assert_eq!(v["model"], "qwen2.5-coder-0.5b-instruct");
+    assert_eq!(v["example_ids"].as_array().unwrap().len(), 5);
+    assert_eq!(v["examples"], 5);
+    assert_eq!(v["split"], "test");
+    assert_eq!(v["prompts"].as_object().unwrap().len(), 4);
+    assert!(!dir.path().join("no-models").exists());
+    // Held-out test split: none of the 50 optimization-pool ids.
+    let opt = Command::new(maspo_bin())
+        .args(["--config", cfg.to_str().unwrap(), "eval", "--dry-run"])
+        .args(["--split", "opt", "--limit", "100"])
+        .output()
+        .unwrap();
+    let o: serde_json::Value = serde_json::from_str(&ok(&opt)).unwrap();
+    let pool = o["example_ids"].as_array().unwrap();
+    assert_eq!(pool.len(), 50);
+    for id in v["example_ids"].as_array().unwrap() {
+        assert!(
+            !pool.contains(id),
+            "test id {id} is in the optimization pool"
+        );
+    }
+}
