@@ -337,7 +337,9 @@ fn ends_token(rest: &str) -> bool {
 fn leading_letter(region: &str, ok: &impl Fn(char) -> bool) -> Option<char> {
     let mut s = region.trim_start_matches(is_markup);
     for word in ["option", "choice", "answer", "textbf", "text"] {
-        if s.len() >= word.len() && s[..word.len()].eq_ignore_ascii_case(word) {
+        if s.get(..word.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(word))
+        {
             s = s[word.len()..].trim_start_matches(is_markup);
         }
     }

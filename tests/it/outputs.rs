@@ -68,3 +68,40 @@ fn option_letters_are_extracted_from_real_aqua_outputs() {
         );
     }
 }
+
+/// Regression: `<answer>选项B</answer>` sliced inside a multi-byte character and panicked,
+/// which would end a whole evaluation. Every extractor must take any text.
+#[test]
+fn extractors_never_panic_on_multibyte_text() {
+    use maspo::tasks::extract::{extract_answer, normalize_answer};
+    use maspo::tasks::AnswerMode;
+    let bases = [
+        "<answer>选项B</answer>",
+        "The answer is (C). \\boxed{\\frac{1}{2}}",
+        "```python\ndef f(x):\n    return x\n```",
+        "Option B; choice: A\n答案是 D",
+        "\\text{B} <answer>Answer: option E</answer>",
+    ];
+    let inserts = ["选项", "é", "€", "𝑥", "\u{FFFD}"];
+    for base in bases {
+        for ins in inserts {
+            let cuts: Vec<usize> = (0..=base.len())
+                .filter(|&i| base.is_char_boundary(i))
+                .collect();
+            for at in cuts {
+                let text = format!("{}{ins}{}", &base[..at], &base[at..]);
+                for mode in [AnswerMode::Strict, AnswerMode::Paper] {
+                    if let Some(a) = extract_answer(&text, mode) {
+                        let _ = normalize_answer(&a, mode);
+                    }
+                }
+                let _ = extract_choice(&text, "ABCDE");
+                let _ = extract_code(&text);
+            }
+        }
+    }
+    assert_eq!(
+        extract_choice("<answer>B 选项</answer>", "ABCDE"),
+        Some('B')
+    );
+}
