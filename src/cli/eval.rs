@@ -252,7 +252,15 @@ pub fn run(global: &GlobalArgs, args: EvalArgs) -> anyhow::Result<ExitCode> {
         let task = plan.task.name.replace(['/', ':'], "_");
         PathBuf::from(format!("runs/eval-{task}-{}-{split}", plan.graph.name()))
     });
-    if args.no_cache {
+    if plan.task.protected {
+        // Completions often quote the question: nothing of a protected dataset is cached.
+        if choice.settings.completion_cache_dir.take().is_some() && !global.quiet {
+            eprintln!(
+                "note: {} is protected; the completion cache is off",
+                plan.task.name
+            );
+        }
+    } else if args.no_cache {
         choice.settings.completion_cache_dir = None;
     } else if choice.settings.completion_cache_dir.is_none() {
         let parent = out.parent().unwrap_or(std::path::Path::new("."));
@@ -323,7 +331,7 @@ pub fn run(global: &GlobalArgs, args: EvalArgs) -> anyhow::Result<ExitCode> {
     let output = EvalOutput {
         dir: &out,
         config,
-        compress_traces: plan.task.name == "gpqa",
+        compress_traces: plan.task.protected,
     };
     output.write(&report, &traces, &plan.graph, &plan.prompts, &title)?;
     print_summary(&report, &title, &out, wall, args.json)?;

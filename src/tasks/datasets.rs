@@ -275,6 +275,14 @@ fn map_jsonl(
         .collect()
 }
 
+/// Whether a dataset file must not leave plain-text copies: gzip-compressed or GPQA.
+pub fn is_protected(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "gz")
+        || path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().to_ascii_lowercase().contains("gpqa"))
+}
+
 /// Builds a task, deriving the rule and (for choice tasks) the letters.
 fn task(name: &str, kind: TaskKind, rule: Option<AnswerRule>, examples: Vec<Example>) -> Task {
     let rule = rule.unwrap_or(match kind {
@@ -293,6 +301,7 @@ fn task(name: &str, kind: TaskKind, rule: Option<AnswerRule>, examples: Vec<Exam
         rule,
         letters,
         examples,
+        protected: false,
     }
 }
 
@@ -380,12 +389,15 @@ pub fn load_jsonl(path: &Path, map: &FieldMap) -> Result<Task, TaskError> {
             gold,
         })
     })?;
-    Ok(task(
+    let mut t = task(
         &format!("jsonl:{}", path.display()),
         map.kind,
         map.rule,
         examples,
-    ))
+    );
+    // A file kept compressed (as GPQA is) is treated as protected.
+    t.protected = is_protected(path);
+    Ok(t)
 }
 
 /// The code gold of one generic row.

@@ -129,6 +129,7 @@ pub fn generate(generator: Generator, count: usize, seed: u64) -> Task {
         rule,
         letters: String::new(),
         examples,
+        protected: false,
     }
 }
 

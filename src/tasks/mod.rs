@@ -96,6 +96,11 @@ pub struct Task {
     pub letters: String,
     /// The examples, in file order.
     pub examples: Vec<Example>,
+    /// Its questions must never be stored as plain text (GPQA, or any dataset kept
+    /// gzip-compressed): evaluation traces are written compressed and completions are not
+    /// cached on disk.
+    #[serde(default)]
+    pub protected: bool,
 }
 
 impl Task {

@@ -353,3 +353,45 @@ fn dry_run_prints_the_resolved_evaluation_without_a_model() {
         );
     }
 }
+
+#[test]
+fn a_protected_dataset_leaves_no_plain_text_traces_or_cache() {
+    use std::io::Write;
+    let _g = heavy();
+    model_path(SMOLLM2);
+    // A stand-in for GPQA (made-up questions, same file name and shape), gzip-compressed.
+    let data = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(data.path().join("gpqa")).unwrap();
+    let rows = "{\"question\": \"Which letter comes first?\\n\\nA. A\\nB. B\\nC. C\\nD. D\", \"answer\": \"A\"}\n{\"question\": \"Which letter comes last?\\n\\nA. A\\nB. B\\nC. C\\nD. D\", \"answer\": \"D\"}\n";
+    let file = std::fs::File::create(data.path().join("gpqa/gpqa_diamond.jsonl.gz")).unwrap();
+    let mut gz = flate2::write::GzEncoder::new(file, flate2::Compression::default());
+    gz.write_all(rows.as_bytes()).unwrap();
+    gz.finish().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let stdout = ok(&maspo(&[
+        "eval",
+        "--task",
+        "gpqa",
+        "--data-dir",
+        data.path().to_str().unwrap(),
+        "--split",
+        "all",
+        "--topology",
+        "single",
+        "--max-tokens",
+        "24",
+        "--json",
+        "--out",
+        out.to_str().unwrap(),
+    ]));
+    let summary: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(summary["n"], 2);
+    assert!(out.join("traces.jsonl.gz").exists());
+    assert!(!out.join("traces.jsonl").exists());
+    assert!(!dir.path().join("completion-cache").exists());
+    for f in ["items.jsonl", "summary.json", "config.json", "report.md"] {
+        let text = std::fs::read_to_string(out.join(f)).unwrap();
+        assert!(!text.contains("Which letter"), "{f} holds question text");
+    }
+}

@@ -93,7 +93,10 @@ pub(crate) fn load_named(name: &str, data_dir: &Path) -> Result<Task, TaskError>
     match canonical {
         "math" | "agieval_math" => answer_task(canonical, TaskKind::Math, &path, "problem"),
         "aqua" => answer_task(canonical, TaskKind::Choice, &path, "problem"),
-        "gpqa" => answer_task(canonical, TaskKind::Choice, &path, "question"),
+        "gpqa" => answer_task(canonical, TaskKind::Choice, &path, "question").map(|mut t| {
+            t.protected = true;
+            t
+        }),
         "mbpp" => load_mbpp(&path),
         "humaneval_et" => load_humaneval(canonical, &path, true),
         "humaneval" => load_humaneval(canonical, &path, false),
