@@ -350,6 +350,7 @@ mod tests {
             rule: AnswerRule::Choice,
             letters: "ABCD".into(),
             examples: Vec::new(),
+            protected: false,
         };
         let j = AnswerJudge::for_task(&task, AnswerMode::Strict);
         assert_eq!(j.letters, "ABCD");

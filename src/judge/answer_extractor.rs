@@ -23,7 +23,7 @@ impl TaskExtractor {
             rule: task.rule,
             mode,
             letters: if task.letters.is_empty() {
-                "ABCDE".into()
+                crate::judge::answer::DEFAULT_LETTERS.into()
             } else {
                 task.letters.clone()
             },
