@@ -160,13 +160,7 @@ fn plan(cfg: &EvalFile) -> anyhow::Result<Plan> {
     let data_dir = cfg.data_dir.clone().unwrap_or_else(tasks::default_data_dir);
     let task = match (task_name.strip_prefix("jsonl:"), &cfg.fields) {
         (Some(path), Some(fields)) => {
-            let path = PathBuf::from(path);
-            let path = if path.is_absolute() || path.exists() {
-                path
-            } else {
-                data_dir.join(path)
-            };
-            tasks::load_jsonl(&path, fields)?
+            tasks::load_jsonl(&tasks::resolve_path(path.as_ref(), &data_dir), fields)?
         }
         _ => tasks::load_task(&task_name, &data_dir)?,
     };
@@ -311,7 +305,7 @@ pub fn run(global: &GlobalArgs, args: EvalArgs) -> anyhow::Result<ExitCode> {
     };
     let t0 = Instant::now();
     let mut bar = EvalBar::new(global.quiet, &plan.graph, &plan.run, plan.examples.len());
-    let (report, traces) = evaluate(&inputs, &plan.examples, &mut |e| bar.on(e));
+    let (report, traces) = evaluate(&inputs, &plan.examples, &mut |e| bar.on(e))?;
     bar.finish();
     let wall = t0.elapsed().as_secs_f64();
     let mut config = plan.record.clone();
@@ -335,6 +329,14 @@ pub fn run(global: &GlobalArgs, args: EvalArgs) -> anyhow::Result<ExitCode> {
     };
     output.write(&report, &traces, &plan.graph, &plan.prompts, &title)?;
     print_summary(&report, &title, &out, wall, args.json)?;
+    if report.failed_rollouts > 0 {
+        // Results are written; the exit status still says that some examples failed to run.
+        eprintln!(
+            "{} of {} rollouts had a failed call (see `error` in items.jsonl)",
+            report.failed_rollouts, report.n
+        );
+        return Ok(ExitCode::from(3));
+    }
     Ok(ExitCode::SUCCESS)
 }
 

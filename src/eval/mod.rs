@@ -9,7 +9,7 @@ pub mod output;
 pub mod stats;
 
 use crate::judge::{Judge, JudgeItem, Verdict};
-use crate::mas::{AgentGraph, PromptSet, Rollout, RunEvent, RunSettings, Runner, Trace};
+use crate::mas::{AgentGraph, MasError, PromptSet, Rollout, RunEvent, RunSettings, Runner, Trace};
 use crate::mas::{AnswerExtractor, LanguageModel};
 use crate::tasks::Example;
 use serde::{Deserialize, Serialize};
@@ -102,12 +102,13 @@ pub struct EvalInputs<'a> {
 }
 
 /// Runs the MAS on every example (all batched together), judges the final answers and returns
-/// the report and the traces (aligned with `examples`).
+/// the report and the traces (aligned with `examples`). Per-example failures are in the report;
+/// an error means the MAS itself could not run.
 pub fn evaluate(
     inputs: &EvalInputs<'_>,
     examples: &[Example],
     observe: &mut dyn FnMut(EvalEvent),
-) -> (EvalReport, Vec<Trace>) {
+) -> Result<(EvalReport, Vec<Trace>), MasError> {
     let t0 = Instant::now();
     let rollouts: Vec<Rollout<'_>> = examples
         .iter()
@@ -118,7 +119,7 @@ pub fn evaluate(
         })
         .collect();
     let runner = Runner::new(inputs.graph, inputs.lm, inputs.extractor, inputs.run);
-    let traces = runner.run(&rollouts, &mut |e| observe(EvalEvent::Run(e)));
+    let traces = runner.run(&rollouts, &mut |e| observe(EvalEvent::Run(e)))?;
     let rollout_secs = t0.elapsed().as_secs_f64();
     observe(EvalEvent::Judging { n: examples.len() });
     let t1 = Instant::now();
@@ -141,7 +142,7 @@ pub fn evaluate(
         rollout_secs,
         judge_secs,
     );
-    (report, traces)
+    Ok((report, traces))
 }
 
 fn report(

@@ -101,7 +101,63 @@ fn fail(it: &JudgeItem<'_>, detail: String) -> Verdict {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_verdict;
+    use super::*;
+    use crate::engine::{Completion, EngineError, StopReason};
+    use crate::tasks::Example;
+
+    /// Replies in turn with the given texts (one per request).
+    struct Replies(Vec<&'static str>);
+
+    impl LanguageModel for Replies {
+        fn generate(
+            &self,
+            requests: &[GenRequest],
+            _: &mut dyn FnMut(usize),
+        ) -> Vec<Result<Completion, EngineError>> {
+            requests
+                .iter()
+                .zip(&self.0)
+                .map(|(_, t)| {
+                    Ok(Completion {
+                        text: t.to_string(),
+                        token_ids: vec![1],
+                        prompt_tokens: 1,
+                        stop_reason: StopReason::EndOfTurn,
+                        reused_prompt_tokens: 0,
+                        from_cache: false,
+                    })
+                })
+                .collect()
+        }
+        fn describe(&self) -> String {
+            "replies".into()
+        }
+    }
+
+    #[test]
+    fn verdicts_follow_the_replies_and_missing_ones_fail() {
+        let ex = |g: &str| Example {
+            id: g.into(),
+            question: "q".into(),
+            gold: Gold::Answer(g.into()),
+        };
+        let exs = [ex("1"), ex("2"), ex("3"), ex("4")];
+        let lm = Replies(vec!["True", "no, it is wrong", "maybe"]);
+        let judge = LlmJudge::new(&lm, TaskKind::Math);
+        let items: Vec<JudgeItem> = exs
+            .iter()
+            .map(|e| JudgeItem {
+                example: e,
+                output: "x",
+                answer: "x",
+            })
+            .collect();
+        let v = Judge::judge(&judge, &items);
+        assert!(v[0].correct && v[0].score == 1.0);
+        assert!(!v[1].correct && v[1].detail.starts_with("llm judge said"));
+        assert!(!v[2].correct && v[2].detail.contains("no verdict"));
+        assert!(!v[3].correct && v[3].detail.contains("too few replies"));
+    }
 
     #[test]
     fn verdict_words() {

@@ -6,6 +6,7 @@
 //! of that level as another. So one engine batch serves every candidate and example, and shared
 //! prompt prefixes (an agent's template across examples) hit the engine's prefix cache.
 
+use super::error::MasError;
 use super::graph::{fill, AgentGraph, AgentKind};
 use super::lm::LanguageModel;
 use super::prompts::PromptSet;
@@ -25,7 +26,10 @@ use std::time::Instant;
 #[value(rename_all = "snake_case")]
 pub enum Protocol {
     /// The paper's protocol: a second call summarizes the output (≤30 words, ≤50 for code)
-    /// and successors see only the summary.
+    /// and successors see only the summary. Deviation: the terminal agent's summary call is not
+    /// made — the reference makes it and then replaces its result with the extracted answer, so
+    /// it changes nothing but cost (a partial re-run here costs 2·|re-run agents| − 1 calls,
+    /// the reference's 2·|re-run agents|).
     #[default]
     Summary,
     /// Successors see the full output; one call per agent.
@@ -134,7 +138,15 @@ impl<'a> Runner<'a> {
 
     /// Runs every rollout to the end; one trace per rollout, in order. Per-call failures are
     /// recorded in the node traces; nothing here fails the whole run.
-    pub fn run(&self, rollouts: &[Rollout<'_>], observe: &mut dyn FnMut(RunEvent)) -> Vec<Trace> {
+    ///
+    /// Fails only when a partial re-run's baseline does not fit (wrong agent index, a trace of
+    /// another graph or example).
+    pub fn run(
+        &self,
+        rollouts: &[Rollout<'_>],
+        observe: &mut dyn FnMut(RunEvent),
+    ) -> Result<Vec<Trace>, MasError> {
+        self.check(rollouts)?;
         let g = self.graph;
         let mut traces: Vec<Trace> = rollouts.iter().map(|r| self.start(r)).collect();
         let fresh: Vec<Vec<bool>> = rollouts
@@ -216,7 +228,39 @@ impl<'a> Runner<'a> {
                 AgentKind::Llm => term.short.clone(),
             };
         }
-        traces
+        Ok(traces)
+    }
+
+    /// Partial re-runs must start from a trace of this graph and example.
+    fn check(&self, rollouts: &[Rollout<'_>]) -> Result<(), MasError> {
+        let n = self.graph.agents().len();
+        for r in rollouts {
+            let Some((base, from)) = r.base else { continue };
+            let bad = if from >= n {
+                Some(format!(
+                    "agent index {from} is out of range (the graph has {n} agents)"
+                ))
+            } else if base.nodes.len() != n {
+                Some(format!(
+                    "the baseline trace has {} nodes, the graph {n}",
+                    base.nodes.len()
+                ))
+            } else if base.example_id != r.example.id {
+                Some(format!(
+                    "the baseline trace is of example `{}`, not `{}`",
+                    base.example_id, r.example.id
+                ))
+            } else {
+                None
+            };
+            if let Some(why) = bad {
+                return Err(MasError::Graph(format!(
+                    "partial re-run of `{}`: {why}",
+                    self.graph.name()
+                )));
+            }
+        }
+        Ok(())
     }
 
     fn start(&self, r: &Rollout<'_>) -> Trace {
@@ -309,7 +353,13 @@ impl<'a> Runner<'a> {
             .generate(&requests, &mut |_| observe(RunEvent::Progress));
         let secs = t0.elapsed().as_secs_f64();
         observe(RunEvent::BatchDone { calls: calls.len() });
-        out.into_iter().map(|r| (r, secs)).collect()
+        let mut out: Vec<_> = out.into_iter().map(|r| (r, secs)).collect();
+        // A model that returns too few results fails the missing calls, never drops them.
+        while out.len() < calls.len() {
+            let e = EngineError::Request("the model returned no result for this call".into());
+            out.push((Err(e), secs));
+        }
+        out
     }
 }
 
@@ -433,7 +483,7 @@ mod tests {
                 base: None,
             })
             .collect();
-        let traces = runner.run(&rollouts, &mut |_| {});
+        let traces = runner.run(&rollouts, &mut |_| {}).unwrap();
         // Level 0 answers, level 0 summaries, level 1 answers (no summary for the terminal).
         assert_eq!(*lm.0.lock().unwrap(), vec![3, 3, 3]);
         let t = &traces[0];
@@ -444,15 +494,27 @@ mod tests {
 
         lm.0.lock().unwrap().clear();
         let cand = seeds.with("reflector", "Reviewer v2 {question} {context}");
-        let rerun = runner.run(
-            &[Rollout {
-                prompts: &cand,
-                example: &exs[0],
-                base: Some((&traces[0], 1)),
-            }],
-            &mut |_| {},
-        );
+        let rerun = runner
+            .run(
+                &[Rollout {
+                    prompts: &cand,
+                    example: &exs[0],
+                    base: Some((&traces[0], 1)),
+                }],
+                &mut |_| {},
+            )
+            .unwrap();
         assert_eq!(*lm.0.lock().unwrap(), vec![1]);
+        // A baseline of another example, or an agent index out of range, is refused.
+        for (example, from) in [(&exs[1], 1), (&exs[0], 9)] {
+            let bad = Rollout {
+                prompts: &cand,
+                example,
+                base: Some((&traces[0], from)),
+            };
+            let e = runner.run(&[bad], &mut |_| {}).unwrap_err().to_string();
+            assert!(e.contains("partial re-run"), "{e}");
+        }
         assert!(rerun[0].nodes[0].reused);
         assert_eq!(rerun[0].nodes[0].raw, traces[0].nodes[0].raw);
         assert!(rerun[0].nodes[1].input.starts_with("Reviewer v2"));
@@ -474,14 +536,16 @@ mod tests {
         };
         let seeds = PromptSet::seeds(&g);
         let e = ex("z");
-        let t = Runner::new(&g, &lm, &Tags, &settings).run(
-            &[Rollout {
-                prompts: &seeds,
-                example: &e,
-                base: None,
-            }],
-            &mut |_| {},
-        );
+        let t = Runner::new(&g, &lm, &Tags, &settings)
+            .run(
+                &[Rollout {
+                    prompts: &seeds,
+                    example: &e,
+                    base: None,
+                }],
+                &mut |_| {},
+            )
+            .unwrap();
         assert_eq!(*lm.0.lock().unwrap(), vec![3]);
         assert_eq!(t[0].final_answer, "6");
         assert_eq!(t[0].nodes[3].calls, 0);

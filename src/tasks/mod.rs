@@ -146,7 +146,7 @@ pub fn load_task(name: &str, data_dir: &Path) -> Result<Task, TaskError> {
 }
 
 /// A relative path as given if it exists, else under `data_dir`.
-fn resolve_path(path: &Path, data_dir: &Path) -> PathBuf {
+pub fn resolve_path(path: &Path, data_dir: &Path) -> PathBuf {
     if path.is_absolute() || path.exists() {
         path.to_path_buf()
     } else {

@@ -395,3 +395,53 @@ fn a_protected_dataset_leaves_no_plain_text_traces_or_cache() {
         assert!(!text.contains("Which letter"), "{f} holds question text");
     }
 }
+
+#[test]
+fn a_prompt_over_the_context_is_a_recorded_failure_not_a_lost_run() {
+    let _g = heavy();
+    model_path(SMOLLM2);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("two.jsonl");
+    let huge = "Add these numbers: ".to_string() + &"1 + ".repeat(6000) + "1";
+    let rows = [
+        serde_json::json!({"id": "small", "question": "What is 2 + 2?", "answer": "4"}),
+        serde_json::json!({"id": "huge", "question": huge, "answer": "6001"}),
+    ];
+    let text: String = rows.iter().map(|r| format!("{r}\n")).collect();
+    std::fs::write(&data, text).unwrap();
+    let out = dir.path().join("run");
+    let res = maspo(&[
+        "eval",
+        "--task",
+        &format!("jsonl:{}", data.display()),
+        "--split",
+        "all",
+        "--topology",
+        "single",
+        "--max-tokens",
+        "8",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        res.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    let items: Vec<serde_json::Value> = std::fs::read_to_string(out.join("items.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(items.len(), 2);
+    // The generic loader numbers rows (no `unique_id`/`task_id` field): row 1 is the huge one.
+    let huge = items.iter().find(|i| i["id"] == "1").unwrap();
+    let err = huge["error"].as_str().unwrap();
+    assert!(err.contains("context"), "{err}");
+    assert_eq!(huge["verdict"]["correct"], false);
+    let small = items.iter().find(|i| i["id"] == "0").unwrap();
+    assert!(small["error"].is_null());
+    let summary = read_json(&out.join("summary.json"));
+    assert_eq!(summary["failed_rollouts"], 1);
+}

@@ -104,11 +104,13 @@ fn every_topology_runs_end_to_end_on_smollm2() {
         let runner = Runner::new(&graph, lm, &extractor, &s);
         let rollouts = fresh(&prompts, &task.examples);
         let mut batches = 0;
-        let traces = runner.run(&rollouts, &mut |e| {
-            if let maspo::mas::RunEvent::BatchStart { .. } = e {
-                batches += 1
-            }
-        });
+        let traces = runner
+            .run(&rollouts, &mut |e| {
+                if let maspo::mas::RunEvent::BatchStart { .. } = e {
+                    batches += 1
+                }
+            })
+            .unwrap();
         assert_eq!(traces.len(), 2);
         for t in &traces {
             check_trace(&graph, t, Protocol::Summary, 64);
@@ -149,22 +151,24 @@ fn batched_rollouts_equal_single_rollouts_and_partial_rerun_reuses_upstream() {
     let s = settings(task.kind);
     let runner = Runner::new(&graph, lm, &extractor, &s);
     let all = fresh(&prompts, &task.examples);
-    let batched = runner.run(&all, &mut |_| {});
+    let batched = runner.run(&all, &mut |_| {}).unwrap();
     for (i, r) in all.iter().enumerate() {
-        let alone = runner.run(std::slice::from_ref(r), &mut |_| {});
+        let alone = runner.run(std::slice::from_ref(r), &mut |_| {}).unwrap();
         assert_eq!(untimed(&alone[0]), untimed(&batched[i]), "example {i}");
     }
     // Re-running the reflector with the same prompt reproduces it from the recorded predictor;
     // a new prompt changes only the reflector.
     let reflector = graph.index_of("reflector").unwrap();
-    let same = runner.run(
-        &[Rollout {
-            prompts: &prompts,
-            example: &task.examples[0],
-            base: Some((&batched[0], reflector)),
-        }],
-        &mut |_| {},
-    );
+    let same = runner
+        .run(
+            &[Rollout {
+                prompts: &prompts,
+                example: &task.examples[0],
+                base: Some((&batched[0], reflector)),
+            }],
+            &mut |_| {},
+        )
+        .unwrap();
     assert!(same[0].nodes[0].reused && !same[0].nodes[1].reused);
     assert_eq!(same[0].calls(), 1);
     assert_eq!(same[0].nodes[1].raw, batched[0].nodes[1].raw);
@@ -172,14 +176,16 @@ fn batched_rollouts_equal_single_rollouts_and_partial_rerun_reuses_upstream() {
         "reflector",
         "Check this answer and reply with the final number in <answer></answer> tags.\nProblem: {question}\nAnswer: {context}",
     );
-    let other = runner.run(
-        &[Rollout {
-            prompts: &cand,
-            example: &task.examples[0],
-            base: Some((&batched[0], reflector)),
-        }],
-        &mut |_| {},
-    );
+    let other = runner
+        .run(
+            &[Rollout {
+                prompts: &cand,
+                example: &task.examples[0],
+                base: Some((&batched[0], reflector)),
+            }],
+            &mut |_| {},
+        )
+        .unwrap();
     assert_eq!(untimed(&other[0])[0], untimed(&same[0])[0]);
     assert!(other[0].nodes[1].input.starts_with("Check this answer"));
     assert_ne!(other[0].prompts_hash, same[0].prompts_hash);
@@ -231,7 +237,7 @@ fn eval_with(
         run: &s,
         seed: 1,
     };
-    let (report, traces) = evaluate(&inputs, &task.examples, &mut |_| {});
+    let (report, traces) = evaluate(&inputs, &task.examples, &mut |_| {}).unwrap();
     for t in &traces {
         check_trace(&graph, t, protocol, 160);
     }
