@@ -152,52 +152,45 @@ fn paper(rule: AnswerRule, gold: &str, output: &str) -> Verdict {
 }
 
 fn math(gold: &str, output: &str) -> Verdict {
-    let Some(pred) = extract_answer(output, AnswerMode::Strict) else {
-        return no_answer("no answer found");
-    };
-    let (p, g) = (
-        normalize_answer(&pred, AnswerMode::Strict),
-        normalize_answer(gold, AnswerMode::Strict),
-    );
-    let (correct, how) = if p == g {
-        (true, "")
-    } else if numeric_equal(&p, &g) {
-        (true, "; numerically equal")
-    } else {
-        (false, "")
-    };
-    verdict(
-        correct,
-        pred.clone(),
-        format!("pred `{pred}` vs gold `{gold}` (normalized `{p}` vs `{g}`{how})"),
-    )
+    let norm = |s: &str| normalize_answer(s, AnswerMode::Strict);
+    compare(gold, output, norm, |_, p, g| {
+        numeric_equal(p, g).then_some("; numerically equal")
+    })
 }
 
 fn exact(gold: &str, output: &str) -> Verdict {
+    compare(gold, output, normalize_exact, |pred, _, g| {
+        let norm = |s: &str| normalize_answer(s, AnswerMode::Strict);
+        if numeric_equal(&norm(pred), &norm(gold)) {
+            Some("; numerically equal")
+        } else if BOOLEAN_WORDS.contains(&g) && first_word(pred) == g {
+            Some("; the prediction starts with the gold word")
+        } else {
+            None
+        }
+    })
+}
+
+/// The strict comparison shared by the math and exact rules: extract the answer, normalize
+/// both sides with `norm`, accept equal forms, else whatever `also(pred, p, g)` accepts (its
+/// reason goes into the detail).
+fn compare(
+    gold: &str,
+    output: &str,
+    norm: impl Fn(&str) -> String,
+    also: impl Fn(&str, &str, &str) -> Option<&'static str>,
+) -> Verdict {
     let Some(pred) = extract_answer(output, AnswerMode::Strict) else {
         return no_answer("no answer found");
     };
-    let (p, g) = (normalize_exact(&pred), normalize_exact(gold));
-    let numeric = || {
-        numeric_equal(
-            &normalize_answer(&pred, AnswerMode::Strict),
-            &normalize_answer(gold, AnswerMode::Strict),
-        )
-    };
+    let (p, g) = (norm(&pred), norm(gold));
     let (correct, how) = if p == g {
         (true, "")
-    } else if numeric() {
-        (true, "; numerically equal")
-    } else if BOOLEAN_WORDS.contains(&g.as_str()) && first_word(&pred) == g {
-        (true, "; the prediction starts with the gold word")
     } else {
-        (false, "")
+        also(&pred, &p, &g).map_or((false, ""), |how| (true, how))
     };
-    verdict(
-        correct,
-        pred.clone(),
-        format!("pred `{pred}` vs gold `{gold}` (normalized `{p}` vs `{g}`{how})"),
-    )
+    let detail = format!("pred `{pred}` vs gold `{gold}` (normalized `{p}` vs `{g}`{how})");
+    verdict(correct, pred, detail)
 }
 
 /// The first alphabetic word, lowercased (`**Yes**, because` → `yes`).

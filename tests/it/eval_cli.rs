@@ -20,6 +20,11 @@ fn ok(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Stdout of a successful `--json` or `--dry-run` run, parsed.
+fn json_out(out: &Output) -> serde_json::Value {
+    serde_json::from_str(&ok(out)).unwrap()
+}
+
 fn fail(out: &Output) -> String {
     assert!(!out.status.success(), "expected failure");
     String::from_utf8_lossy(&out.stderr).into_owned()
@@ -48,10 +53,9 @@ fn eval_writes_a_readable_run_directory_and_reuses_its_prompts() {
         "--summary-max-tokens",
         "16",
     ];
-    let stdout = ok(&maspo(
+    let summary = json_out(&maspo(
         &[&common[..], &["--json", "--out", out1.to_str().unwrap()]].concat(),
     ));
-    let summary: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(summary["n"], 3);
     assert_eq!(summary["cost"]["calls"], 9); // reflect: predictor 2 calls + reflector 1, × 3
     let acc = &summary["accuracy"];
@@ -187,13 +191,12 @@ edges = [["solver", "checker"]]
         ),
     )
     .unwrap();
-    let stdout = ok(&maspo(&[
+    let summary = json_out(&maspo(&[
         "--config",
         cfg.to_str().unwrap(),
         "eval",
         "--json",
     ]));
-    let summary: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(summary["n"], 2);
     assert_eq!(summary["cost"]["calls"], 4); // direct passing: one call per agent
     let config = read_json(&out.join("config.json"));
@@ -280,13 +283,12 @@ fn eval_generic_jsonl_code_task_through_a_field_mapping() {
         ),
     )
     .unwrap();
-    let stdout = ok(&maspo(&[
+    let summary = json_out(&maspo(&[
         "--config",
         cfg.to_str().unwrap(),
         "eval",
         "--json",
     ]));
-    let summary: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(summary["n"], 2);
     assert_eq!(summary["judge"], "code");
     let items = std::fs::read_to_string(out.join("items.jsonl")).unwrap();
@@ -325,7 +327,7 @@ fn dry_run_prints_the_resolved_evaluation_without_a_model() {
         .env("MASPO_MODELS_DIR", dir.path().join("no-models"))
         .output()
         .unwrap();
-    let v: serde_json::Value = serde_json::from_str(&ok(&out)).unwrap();
+    let v = json_out(&out);
     assert_eq!(v["task"], "gen:coin_flip:120:3");
     assert_eq!(v["graph"], "hierarchical");
     assert_eq!(v["run"]["protocol"], "direct");
@@ -343,7 +345,7 @@ fn dry_run_prints_the_resolved_evaluation_without_a_model() {
         .args(["--split", "opt", "--limit", "100"])
         .output()
         .unwrap();
-    let o: serde_json::Value = serde_json::from_str(&ok(&opt)).unwrap();
+    let o = json_out(&opt);
     let pool = o["example_ids"].as_array().unwrap();
     assert_eq!(pool.len(), 50);
     for id in v["example_ids"].as_array().unwrap() {
@@ -369,7 +371,7 @@ fn a_protected_dataset_leaves_no_plain_text_traces_or_cache() {
     gz.finish().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
-    let stdout = ok(&maspo(&[
+    let summary = json_out(&maspo(&[
         "eval",
         "--task",
         "gpqa",
@@ -385,7 +387,6 @@ fn a_protected_dataset_leaves_no_plain_text_traces_or_cache() {
         "--out",
         out.to_str().unwrap(),
     ]));
-    let summary: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(summary["n"], 2);
     assert!(out.join("traces.jsonl.gz").exists());
     assert!(!out.join("traces.jsonl").exists());

@@ -47,35 +47,31 @@ pub fn extract_code(text: &str) -> String {
 
 /// `(?is)```\s*python\s*(.*?)\s*```` — contents of fences whose info word is `python`.
 fn python_fences(text: &str) -> Vec<&str> {
-    let mut out = Vec::new();
-    let mut from = 0;
-    while let Some(p) = find_from(text, "```", from) {
-        let after = skip_ws(text, p + 3);
-        let is_python = text
-            .get(after..after + 6)
-            .is_some_and(|w| w.eq_ignore_ascii_case("python"));
-        if !is_python {
-            from = p + 1;
-            continue;
-        }
-        let start = skip_ws(text, after + 6);
-        match find_from(text, "```", start) {
-            Some(close) => {
-                out.push(text[start..close].trim_end());
-                from = close + 3;
-            }
-            None => break,
-        }
-    }
-    out
+    fences(text, true)
 }
 
 /// `(?s)```\s*(.*?)\s*```` — contents of every fence pair, left to right.
 fn plain_fences(text: &str) -> Vec<&str> {
+    fences(text, false)
+}
+
+/// Fence contents, left to right; with `python`, only fences whose info word is `python` (a
+/// fence that is not one is skipped by a single character, as the reference's regex does).
+fn fences(text: &str, python: bool) -> Vec<&str> {
     let mut out = Vec::new();
     let mut from = 0;
     while let Some(p) = find_from(text, "```", from) {
-        let start = skip_ws(text, p + 3);
+        let mut start = skip_ws(text, p + 3);
+        if python {
+            let is_python = text
+                .get(start..start + 6)
+                .is_some_and(|w| w.eq_ignore_ascii_case("python"));
+            if !is_python {
+                from = p + 1;
+                continue;
+            }
+            start = skip_ws(text, start + 6);
+        }
         match find_from(text, "```", start) {
             Some(close) => {
                 out.push(text[start..close].trim_end());
