@@ -28,6 +28,8 @@ pub struct BenchOptions {
     pub variants: usize,
     /// MASPO workload: questions.
     pub questions: usize,
+    /// Whether to run the prefix-cache and MASPO-workload sections (the slow ones).
+    pub workload: bool,
 }
 
 impl BenchOptions {
@@ -40,6 +42,7 @@ impl BenchOptions {
             reps: 3,
             variants: 8,
             questions: 16,
+            workload: true,
         }
     }
 
@@ -52,6 +55,7 @@ impl BenchOptions {
             reps: 1,
             variants: 2,
             questions: 2,
+            workload: true,
         }
     }
 }
@@ -109,10 +113,10 @@ pub struct EngineReport {
     pub decode_tok_s: f64,
     /// Aggregate decode throughput by number of concurrent sequences (tok/s).
     pub batched_decode_tok_s: BTreeMap<String, f64>,
-    /// Prefix cache cold vs warm.
-    pub prefix_cache: PrefixReport,
-    /// MASPO-shaped workload.
-    pub maspo_workload: WorkloadReport,
+    /// Prefix cache cold vs warm (absent when the workload sections were skipped).
+    pub prefix_cache: Option<PrefixReport>,
+    /// MASPO-shaped workload (absent when skipped).
+    pub maspo_workload: Option<WorkloadReport>,
 }
 
 const FILLER: &str = "The committee reviewed each proposal carefully, weighing costs, benefits and risks. \
@@ -202,10 +206,13 @@ pub fn run(
             st.decode_only_tokens as f64 / st.decode_only_secs.max(1e-9),
         );
     }
-    progress("prefix cache cold vs warm");
-    let prefix_cache = prefix_bench(engine, opts, cap)?;
-    progress("MASPO-shaped workload");
-    let maspo_workload = workload_bench(engine, opts, cap)?;
+    let (mut prefix_cache, mut maspo_workload) = (None, None);
+    if opts.workload {
+        progress("prefix cache cold vs warm");
+        prefix_cache = Some(prefix_bench(engine, opts, cap)?);
+        progress("MASPO-shaped workload");
+        maspo_workload = Some(workload_bench(engine, opts, cap)?);
+    }
     engine.reset_prefix_cache(cap);
     Ok(EngineReport {
         model: engine.path().display().to_string(),
@@ -392,7 +399,9 @@ impl EngineReport {
                 format!("{v:.1}"),
             );
         }
-        let p = &self.prefix_cache;
+        let Some(p) = &self.prefix_cache else {
+            return s;
+        };
         row(
             format!("prefix cold, {} req (s)", p.requests),
             format!("{:.2}", p.cold_s),
@@ -405,7 +414,9 @@ impl EngineReport {
             "ttft cold / warm (ms)".into(),
             format!("{:.0}/{:.0}", p.ttft_cold_ms, p.ttft_warm_ms),
         );
-        let w = &self.maspo_workload;
+        let Some(w) = &self.maspo_workload else {
+            return s;
+        };
         row(
             format!("MASPO workload, {} req, batched (s)", w.requests),
             format!("{:.2}", w.batched_s),

@@ -31,6 +31,9 @@ pub struct EngineBenchArgs {
     /// Tokens decoded per sequence.
     #[arg(long)]
     decode_tokens: Option<usize>,
+    /// Skip the prefix-cache and MASPO-workload sections (minutes on the larger model).
+    #[arg(long)]
+    no_workload: bool,
     #[command(flatten)]
     engine: EngineArgs,
 }
@@ -54,6 +57,7 @@ pub fn run(global: &GlobalArgs, cmd: BenchCommand) -> anyhow::Result<ExitCode> {
     if let Some(n) = args.decode_tokens {
         opts.decode_tokens = n;
     }
+    opts.workload = !args.no_workload;
     let quiet = global.quiet;
     let report = bench::run(&engine, &opts, &mut |phase| {
         if !quiet {

@@ -7,15 +7,18 @@
 //! only the first positions of a segment (a partial prefix match), so the prefix cache never
 //! has to split or copy a segment.
 
+use crate::engine::cpu::vmath::extend_f16;
 use std::sync::Arc;
 
-/// Keys and values of some positions for one layer, `[pos][kv_head][dim]` row-major.
+/// Keys and values of some positions for one layer, `[pos][kv_head][dim]` row-major, stored as
+/// f16 bits (llama.cpp's default KV type: half the memory traffic of f32, which is what bounds
+/// attention over long contexts in batched decode).
 #[derive(Debug, Clone, Default)]
 pub struct LayerKv {
-    /// Keys.
-    pub k: Vec<f32>,
-    /// Values.
-    pub v: Vec<f32>,
+    /// Keys (f16 bits).
+    pub k: Vec<u16>,
+    /// Values (f16 bits).
+    pub v: Vec<u16>,
 }
 
 /// An immutable run of positions, shared between sequences.
@@ -64,7 +67,7 @@ impl KvSegment {
     pub fn bytes(&self) -> usize {
         self.layers
             .iter()
-            .map(|l| (l.k.len() + l.v.len()) * 4)
+            .map(|l| (l.k.len() + l.v.len()) * 2)
             .sum()
     }
 
@@ -141,17 +144,17 @@ impl KvCache {
         self.tail_tokens.extend_from_slice(tokens);
     }
 
-    /// Appends K/V rows (`n × kv_row` each) to one layer's tail.
+    /// Appends K/V rows (`n × kv_row` each, converted to f16) to one layer's tail.
     pub fn append(&mut self, layer: usize, k: &[f32], v: &[f32]) {
         let l = &mut self.tail[layer];
-        l.k.extend_from_slice(k);
-        l.v.extend_from_slice(v);
+        extend_f16(&mut l.k, k);
+        extend_f16(&mut l.v, v);
     }
 
-    /// The blocks of one layer, oldest first: `(keys, values, n_positions)`.
-    pub fn blocks(&self, layer: usize) -> Vec<(&[f32], &[f32], usize)> {
+    /// The blocks of one layer, oldest first: `(keys, values, n_positions)` (f16 bits).
+    pub fn blocks(&self, layer: usize) -> Vec<(&[u16], &[u16], usize)> {
         let row = self.row;
-        let mut out: Vec<(&[f32], &[f32], usize)> = chain(self.prefix.as_ref(), self.prefix_len)
+        let mut out: Vec<(&[u16], &[u16], usize)> = chain(self.prefix.as_ref(), self.prefix_len)
             .into_iter()
             .map(|(s, n)| {
                 let l = &s.layers[layer];
@@ -206,7 +209,7 @@ impl KvCache {
 
     /// Bytes held privately by this sequence.
     pub fn private_bytes(&self) -> usize {
-        self.tail.iter().map(|l| (l.k.len() + l.v.len()) * 4).sum()
+        self.tail.iter().map(|l| (l.k.len() + l.v.len()) * 2).sum()
     }
 }
 
@@ -235,7 +238,7 @@ mod tests {
         assert_eq!(blocks.len(), 2);
         assert_eq!(blocks[0].2, 2);
         assert_eq!(blocks[0].0.len(), 4);
-        assert_eq!(blocks[1].0, &[2.0, 2.0]);
+        assert_eq!(blocks[1].0, &[half::f16::from_f32(2.0).to_bits(); 2]);
         // Freezing b's tail chains onto the partial view.
         let seg_b = b.freeze().unwrap();
         assert_eq!(seg_b.tokens_up_to(3), vec![5, 6, 9]);

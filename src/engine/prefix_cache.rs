@@ -230,11 +230,11 @@ mod tests {
 
     #[test]
     fn eviction_under_a_tiny_cap_is_lru() {
-        // Each 4-token segment holds 4 × 2 floats × 2 (k, v) × 4 bytes = 64 bytes.
-        let mut pc = PrefixCache::new(130);
+        // Each 4-token segment holds 4 × 2 values × 2 (k, v) × 2 bytes (f16) = 32 bytes.
+        let mut pc = PrefixCache::new(65);
         pc.insert(segment(&[1, 1, 1, 1]));
         pc.insert(segment(&[2, 2, 2, 2]));
-        assert_eq!(pc.bytes(), 128);
+        assert_eq!(pc.bytes(), 64);
         pc.lookup(&[1, 1, 1, 1, 0]); // touch [1...]
         pc.insert(segment(&[3, 3, 3, 3]));
         assert_eq!(pc.len(), 2);
@@ -268,6 +268,6 @@ mod tests {
             pc.insert(c.freeze().unwrap());
         }
         assert_eq!(pc.len(), 2);
-        assert_eq!(pc.bytes(), root.bytes() + 2 * 16);
+        assert_eq!(pc.bytes(), root.bytes() + 2 * 8);
     }
 }

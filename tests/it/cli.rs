@@ -166,4 +166,23 @@ fn bench_engine_quick_reports_every_key_as_json() {
         serde_json::json!(true)
     );
     assert!(report["prefix_cache"]["warm_s"].as_f64().is_some());
+    // --no-workload skips the two slow sections and says so with nulls.
+    let out = Command::new(maspo_bin())
+        .args([
+            "--quiet",
+            "--threads",
+            "2",
+            "bench",
+            "engine",
+            "--quick",
+            "--no-workload",
+            "--json",
+        ])
+        .env("MASPO_MODELS_DIR", models_dir())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(report["decode_tok_s"].as_f64().is_some_and(|v| v > 0.0));
+    assert!(report["maspo_workload"].is_null() && report["prefix_cache"].is_null());
 }

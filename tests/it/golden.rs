@@ -184,11 +184,13 @@ fn teacher_forced(e: &Engine, case: &GreedyCase) -> (usize, usize, f32) {
     (disagree, confident, max_delta)
 }
 
-/// llama.cpp keeps K/V (and, with flash attention, the attention accumulators) in f16 while we
-/// keep f32, and activation quantization amplifies such differences (engine-design.md §5.3):
-/// measured first-step deltas are 0.36–0.59 (SmolLM2) with identical matmul numerics. A real
-/// bug (wrong RoPE, norm, bias, head mapping) moves logits by several units.
-const MAX_FIRST_STEP_DELTA: f32 = 0.75;
+/// Both engines keep K/V in f16, but llama.cpp also rounds queries and (with flash attention)
+/// its value accumulators to f16 and sums in a different order, and activation quantization
+/// amplifies such differences (engine-design.md §5.3): measured first-step deltas are 0.26–0.79
+/// (SmolLM2, per prompt; 0.36–0.59 with an f32 KV cache, 0.33–0.85 with f16-rounded queries —
+/// noise, not a trend). A real bug (wrong RoPE, norm, bias, head mapping) moves logits by
+/// several units, and the top-1 check above stays at zero disagreements.
+const MAX_FIRST_STEP_DELTA: f32 = 1.0;
 
 fn check_teacher_forced(id: &str, max_logit_delta: f32) {
     let e = engine(id);

@@ -10,6 +10,7 @@ pub mod dot;
 pub mod linear;
 pub mod pool;
 pub mod quant;
+pub mod vmath;
 
 pub use linear::{Acts, QMatrix};
 pub use pool::Pool;

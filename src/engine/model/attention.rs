@@ -5,7 +5,7 @@
 //! cost more in dispatch than the work itself at these sizes (engine-design.md §2.3, §6.3), and
 //! because a per-sequence kernel makes results independent of batch composition by construction.
 
-use crate::engine::cpu::dot::dot_f32 as dot;
+use crate::engine::cpu::vmath::{axpy_f16, dot, exp_shifted_sum, f16_to_f32_into, weighted_sum64};
 
 /// How RoPE pairs up dimensions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,12 +98,16 @@ pub struct AttnShape {
 /// Causal attention for the query heads of one token that share one KV head (a GQA group).
 ///
 /// `q` holds the group's `r` query heads back to back (`r × head_dim`); `blocks` are the
-/// sequence's K/V blocks, oldest first, each `[pos][kv_head][dim]`; the token at absolute
-/// position `pos` sees positions `0..=pos`. Each key and value row is read once for all `r`
+/// sequence's K/V blocks (f16 bits), oldest first, each `[pos][kv_head][dim]`; the token at
+/// absolute position `pos` sees positions `0..=pos`. Each key row is widened once for all `r`
 /// heads. Writes `r × head_dim` outputs to `out`. `scores` is scratch space.
+///
+/// Results depend only on the keys and values, never on how they are split into blocks (every
+/// score is its own dot product, softmax runs over one contiguous row, values accumulate in
+/// position order), so prefix reuse cannot change outputs.
 pub fn attend_group(
     q: &[f32],
-    blocks: &[(&[f32], &[f32], usize)],
+    blocks: &[(&[u16], &[u16], usize)],
     kv_head: usize,
     pos: usize,
     shape: AttnShape,
@@ -117,47 +121,42 @@ pub fn attend_group(
     let n_keys = pos + 1;
     scores.clear();
     scores.resize(r * n_keys, 0.0);
-    let mut seen = 0;
-    for (k, _, n) in blocks {
-        let take = (*n).min(n_keys - seen);
-        for p in 0..take {
-            let key = &k[p * row + kv_head * e..p * row + kv_head * e + e];
-            for h in 0..r {
-                scores[h * n_keys + seen + p] = dot(&q[h * e..(h + 1) * e], key) * scale;
-            }
-        }
-        seen += take;
-        if seen == n_keys {
-            break;
+    let mut key = vec![0f32; e];
+    // Positions in order: (block, index within it), up to the causal limit.
+    let positions = || {
+        let mut left = n_keys;
+        blocks.iter().flat_map(move |&(k, v, n)| {
+            let take = n.min(left);
+            left -= take;
+            (0..take).map(move |p| (k, v, p))
+        })
+    };
+    for (i, (k, _, p)) in positions().enumerate() {
+        let at = p * row + kv_head * e;
+        f16_to_f32_into(&k[at..at + e], &mut key);
+        for h in 0..r {
+            scores[h * n_keys + i] = dot(&q[h * e..(h + 1) * e], &key) * scale;
         }
     }
     for h in 0..r {
         let sc = &mut scores[h * n_keys..(h + 1) * n_keys];
         let max = sc.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let mut sum = 0f32;
-        for s in sc.iter_mut() {
-            *s = (*s - max).exp();
-            sum += *s;
-        }
-        let inv = 1.0 / sum;
+        let inv = 1.0 / exp_shifted_sum(sc, max);
         sc.iter_mut().for_each(|s| *s *= inv);
     }
-    out.iter_mut().for_each(|o| *o = 0.0);
-    let mut idx = 0;
-    for (_, v, n) in blocks {
-        let take = (*n).min(n_keys - idx);
-        for p in 0..take {
-            let val = &v[p * row + kv_head * e..p * row + kv_head * e + e];
-            for h in 0..r {
-                let w = scores[h * n_keys + idx + p];
-                for (o, x) in out[h * e..(h + 1) * e].iter_mut().zip(val) {
-                    *o = w.mul_add(*x, *o);
-                }
+    let values: Vec<&[u16]> = positions()
+        .map(|(_, v, p)| &v[p * row + kv_head * e..p * row + kv_head * e + e])
+        .collect();
+    for h in 0..r {
+        let w = &scores[h * n_keys..(h + 1) * n_keys];
+        let o = &mut out[h * e..(h + 1) * e];
+        if e == 64 {
+            weighted_sum64(w, |p| values[p], o);
+        } else {
+            o.iter_mut().for_each(|x| *x = 0.0);
+            for (&wp, v) in w.iter().zip(&values) {
+                axpy_f16(wp, v, o);
             }
-        }
-        idx += take;
-        if idx == n_keys {
-            break;
         }
     }
 }
@@ -166,6 +165,12 @@ pub fn attend_group(
 mod tests {
     use super::*;
 
+    fn h(x: &[f32]) -> Vec<u16> {
+        let mut v = Vec::new();
+        crate::engine::cpu::vmath::extend_f16(&mut v, x);
+        v
+    }
+
     #[test]
     fn single_key_returns_its_value() {
         let shape = AttnShape {
@@ -173,12 +178,11 @@ mod tests {
             n_kv_head: 1,
             head_dim: 2,
         };
-        let k = [1.0, 0.0];
-        let v = [3.0, 4.0];
+        let (k, v) = (h(&[1.0, 0.0]), h(&[3.0, 4.0]));
         let mut out = [0.0; 2];
         attend_group(
             &[1.0, 1.0],
-            &[(&k, &v, 1)],
+            &[(&k[..], &v[..], 1)],
             0,
             0,
             shape,
@@ -195,11 +199,19 @@ mod tests {
             n_kv_head: 1,
             head_dim: 2,
         };
-        let k = [0.1, 0.2, 0.3, -0.4, 0.5, 0.6];
-        let v = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+        let k = h(&[0.1, 0.2, 0.3, -0.4, 0.5, 0.6]);
+        let v = h(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
         let q = [0.7, -0.2];
         let (mut a, mut b) = ([0.0; 2], [0.0; 2]);
-        attend_group(&q, &[(&k, &v, 3)], 0, 1, shape, &mut Vec::new(), &mut a);
+        attend_group(
+            &q,
+            &[(&k[..], &v[..], 3)],
+            0,
+            1,
+            shape,
+            &mut Vec::new(),
+            &mut a,
+        );
         let split = [(&k[..2], &v[..2], 1), (&k[2..], &v[2..], 2)];
         attend_group(&q, &split, 0, 1, shape, &mut Vec::new(), &mut b);
         assert_eq!(a, b);
@@ -214,16 +226,24 @@ mod tests {
             n_kv_head: 1,
             head_dim: 2,
         };
-        let k = [0.1, 0.2, 0.3, -0.4, 0.5, 0.6];
-        let v = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+        let k = h(&[0.1, 0.2, 0.3, -0.4, 0.5, 0.6]);
+        let v = h(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
         let q = [0.7, -0.2, -0.3, 0.9];
         let mut both = [0.0; 4];
-        attend_group(&q, &[(&k, &v, 3)], 0, 2, shape, &mut Vec::new(), &mut both);
+        attend_group(
+            &q,
+            &[(&k[..], &v[..], 3)],
+            0,
+            2,
+            shape,
+            &mut Vec::new(),
+            &mut both,
+        );
         for h in 0..2 {
             let mut one = [0.0; 2];
             attend_group(
                 &q[h * 2..h * 2 + 2],
-                &[(&k, &v, 3)],
+                &[(&k[..], &v[..], 3)],
                 0,
                 2,
                 shape,
@@ -231,6 +251,61 @@ mod tests {
                 &mut one,
             );
             assert_eq!(one, both[h * 2..h * 2 + 2]);
+        }
+    }
+
+    /// Head dimension 64 (both shipped models) runs the register-accumulated value kernel:
+    /// splitting the keys into blocks changes nothing, and the result is the softmax-weighted
+    /// mean of the values.
+    #[test]
+    fn head_dim_64_blocks_agree_and_match_reference() {
+        let shape = AttnShape {
+            n_head: 4,
+            n_kv_head: 2,
+            head_dim: 64,
+        };
+        let n = 37;
+        let row = 2 * 64;
+        let kf: Vec<f32> = (0..n * row).map(|i| ((i as f32) * 0.013).sin()).collect();
+        let vf: Vec<f32> = (0..n * row).map(|i| ((i as f32) * 0.029).cos()).collect();
+        let (k, v) = (h(&kf), h(&vf));
+        let q: Vec<f32> = (0..128).map(|i| ((i as f32) * 0.07).cos()).collect();
+        let pos = 30;
+        let (mut one, mut split) = (vec![0.0; 128], vec![0.0; 128]);
+        attend_group(
+            &q,
+            &[(&k[..], &v[..], n)],
+            1,
+            pos,
+            shape,
+            &mut Vec::new(),
+            &mut one,
+        );
+        let cut = 11 * row;
+        let parts = [(&k[..cut], &v[..cut], 11), (&k[cut..], &v[cut..], n - 11)];
+        attend_group(&q, &parts, 1, pos, shape, &mut Vec::new(), &mut split);
+        assert_eq!(one, split);
+        let deq = |x: &[u16], i: usize| half::f16::from_bits(x[i]).to_f32() as f64;
+        for hd in 0..2 {
+            let s: Vec<f64> = (0..=pos)
+                .map(|p| {
+                    (0..64)
+                        .map(|d| q[hd * 64 + d] as f64 * deq(&k, p * row + 64 + d))
+                        .sum::<f64>()
+                        / 8.0
+                })
+                .collect();
+            let m = s.iter().copied().fold(f64::MIN, f64::max);
+            let z: f64 = s.iter().map(|x| (x - m).exp()).sum();
+            for d in 0..64 {
+                let want: f64 = (0..=pos)
+                    .map(|p| (s[p] - m).exp() / z * deq(&v, p * row + 64 + d))
+                    .sum();
+                assert!(
+                    (one[hd * 64 + d] as f64 - want).abs() < 1e-5,
+                    "head {hd} dim {d}"
+                );
+            }
         }
     }
 

@@ -10,6 +10,7 @@
 
 use super::attention::{attend_group, AttnShape, RopeStyle, RopeTables};
 use crate::engine::cpu::pool::SharedOut;
+use crate::engine::cpu::vmath::silu_mul;
 use crate::engine::cpu::{Acts, Pool, QMatrix};
 use crate::engine::error::{EngineError, Result};
 use crate::engine::kv::KvCache;
@@ -236,9 +237,7 @@ impl Transformer {
             let a = Acts::new(pool, &h, t, d);
             let mut gate = block.gate.forward(pool, &a);
             let up = block.up.forward(pool, &a);
-            gate.iter_mut()
-                .zip(&up)
-                .for_each(|(g, u)| *g = *g / (1.0 + (-*g).exp()) * u);
+            silu_mul(&mut gate, &up);
             let a = Acts::new(pool, &gate, t, c.ffn);
             add_into(&mut x, &block.down.forward(pool, &a));
         }
