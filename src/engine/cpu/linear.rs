@@ -5,12 +5,14 @@
 //! load, which is near-lossless and runs on the fastest kernel; f32/f16 weights stay f32.
 
 use super::dot::{dot_f32, dot_q4_1, dot_q5_0, dot_q8_0, dot_rows4, dotn, WeightRow, WeightRows4};
+use super::packed::{self, PackedActs, PackedMatrix};
 use super::pool::{Pool, SharedOut};
 use super::quant::{
     blocks_from_bytes, dequant_q4_1, dequant_q5_0, dequant_q8_0, quantize_q8_0, quantize_row,
     ActBlock, BlockQ4_1, BlockQ5_0, BlockQ8_0, QK,
 };
 use candle_core::quantized::{GgmlDType, QTensor};
+use std::sync::OnceLock;
 
 /// Weight storage.
 pub enum Weights {
@@ -22,6 +24,8 @@ pub enum Weights {
     Q8_0(Vec<BlockQ8_0>),
     /// Plain f32, row-major.
     F32(Vec<f32>),
+    /// Repacked for the AVX-512 VNNI kernels (see [`super::packed`]).
+    Packed(PackedMatrix),
 }
 
 /// An `n × k` weight matrix (n outputs, k inputs) computing `y = x · Wᵀ`.
@@ -42,30 +46,51 @@ pub struct Acts<'a> {
     pub m: usize,
     /// Columns.
     pub k: usize,
-    q: Vec<ActBlock>,
+    pool: &'a Pool,
+    q: OnceLock<Vec<ActBlock>>,
+    packed: OnceLock<PackedActs>,
 }
 
 impl<'a> Acts<'a> {
-    /// Quantizes `m` rows of `x` (parallel over rows).
-    pub fn new(pool: &Pool, x: &'a [f32], m: usize, k: usize) -> Self {
-        let bpr = k / QK;
-        let mut q = vec![ActBlock::default(); m * bpr];
-        if k.is_multiple_of(QK) {
-            let qp = q.as_mut_ptr() as usize;
-            pool.run(m, &|i| {
-                // SAFETY: each task writes its own row of blocks.
-                let row = unsafe {
-                    std::slice::from_raw_parts_mut((qp as *mut ActBlock).add(i * bpr), bpr)
-                };
-                quantize_row(&x[i * k..(i + 1) * k], row);
-            });
+    /// `m` rows of `x`; each quantized form is computed on first use (parallel over rows).
+    pub fn new(pool: &'a Pool, x: &'a [f32], m: usize, k: usize) -> Self {
+        Self {
+            x,
+            m,
+            k,
+            pool,
+            q: OnceLock::new(),
+            packed: OnceLock::new(),
         }
-        Self { x, m, k, q }
+    }
+
+    fn blocks(&self) -> &[ActBlock] {
+        self.q.get_or_init(|| {
+            let (m, k, x) = (self.m, self.k, self.x);
+            let bpr = k / QK;
+            let mut q = vec![ActBlock::default(); m * bpr];
+            if k.is_multiple_of(QK) {
+                let qp = q.as_mut_ptr() as usize;
+                self.pool.run(m, &|i| {
+                    // SAFETY: each task writes its own row of blocks.
+                    let row = unsafe {
+                        std::slice::from_raw_parts_mut((qp as *mut ActBlock).add(i * bpr), bpr)
+                    };
+                    quantize_row(&x[i * k..(i + 1) * k], row);
+                });
+            }
+            q
+        })
+    }
+
+    fn packed(&self) -> &PackedActs {
+        self.packed
+            .get_or_init(|| PackedActs::new(self.pool, self.x, self.m, self.k))
     }
 
     fn row(&self, i: usize) -> &[ActBlock] {
         let bpr = self.k / QK;
-        &self.q[i * bpr..(i + 1) * bpr]
+        &self.blocks()[i * bpr..(i + 1) * bpr]
     }
 }
 
@@ -84,6 +109,10 @@ impl QMatrix {
             GgmlDType::Q4_1 => Weights::Q4_1(blocks_from_bytes(&raw()?).ok_or_else(bad)?),
             GgmlDType::Q5_0 => Weights::Q5_0(blocks_from_bytes(&raw()?).ok_or_else(bad)?),
             GgmlDType::Q8_0 => Weights::Q8_0(blocks_from_bytes(&raw()?).ok_or_else(bad)?),
+            // Exact in the packed form (the AVX2 path converts it to Q8_0 below).
+            GgmlDType::Q4K if packed::available() && k.is_multiple_of(256) => {
+                Weights::Packed(PackedMatrix::from_q4_k(&raw()?, n, k).ok_or_else(bad)?)
+            }
             GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16 => Weights::F32(
                 t.dequantize(&candle_core::Device::Cpu)?
                     .flatten_all()?
@@ -102,6 +131,15 @@ impl QMatrix {
                     .to_vec1()?,
             ),
         };
+        if !packed::available() {
+            return Ok(Self { n, k, w });
+        }
+        let w = match w {
+            Weights::Q4_1(b) => Weights::Packed(PackedMatrix::from_q4_1(&b, n, k)),
+            Weights::Q5_0(b) => Weights::Packed(PackedMatrix::from_q5_0(&b, n, k)),
+            Weights::Q8_0(b) => Weights::Packed(PackedMatrix::from_q8_0(&b, n, k)),
+            w => w,
+        };
         Ok(Self { n, k, w })
     }
 
@@ -112,6 +150,7 @@ impl QMatrix {
             Weights::Q5_0(_) => "q5_0",
             Weights::Q8_0(_) => "q8_0",
             Weights::F32(_) => "f32",
+            Weights::Packed(ref p) => p.format(),
         }
     }
 
@@ -123,6 +162,7 @@ impl QMatrix {
             Weights::Q5_0(b) => dequant_q5_0(&b[r * bpr..(r + 1) * bpr], out),
             Weights::Q8_0(b) => dequant_q8_0(&b[r * bpr..(r + 1) * bpr], out),
             Weights::F32(w) => out.copy_from_slice(&w[r * k..(r + 1) * k]),
+            Weights::Packed(p) => p.dequantize_row(r, out),
         }
     }
 
@@ -138,6 +178,7 @@ impl QMatrix {
                 &w[r * self.k..(r + 1) * self.k],
                 &a.x[i * self.k..(i + 1) * self.k],
             ),
+            Weights::Packed(_) => unreachable!("packed matrices run PackedMatrix::matmul"),
         }
     }
 
@@ -152,7 +193,9 @@ impl QMatrix {
             Weights::Q4_1(b) => dotn(WeightRow::Q4_1(&b[blocks]), rows, &mut out),
             Weights::Q5_0(b) => dotn(WeightRow::Q5_0(&b[blocks]), rows, &mut out),
             Weights::Q8_0(b) => dotn(WeightRow::Q8_0(&b[blocks]), rows, &mut out),
-            Weights::F32(_) => out = std::array::from_fn(|j| self.dot_row(r, a, i + j)),
+            Weights::F32(_) | Weights::Packed(_) => {
+                out = std::array::from_fn(|j| self.dot_row(r, a, i + j))
+            }
         }
         out
     }
@@ -199,7 +242,9 @@ impl QMatrix {
                 a.row(i),
                 &mut out,
             ),
-            Weights::F32(_) => out = std::array::from_fn(|j| self.dot_row(r + j, a, i)),
+            Weights::F32(_) | Weights::Packed(_) => {
+                out = std::array::from_fn(|j| self.dot_row(r + j, a, i))
+            }
         }
         out
     }
@@ -219,6 +264,11 @@ impl QMatrix {
             a.k, self.k
         );
         assert_eq!(out.len(), a.m * self.n, "matmul: output buffer size");
+        if let Weights::Packed(p) = &self.w {
+            return p.matmul(pool, a.packed(), out);
+        }
+        // Quantize before the tasks start: the pool cannot run a nested job.
+        a.blocks();
         // Enough chunks to balance two threads, big enough to amortize the hand-out.
         let chunk = (self.n / (pool.threads() * 8)).clamp(4, 64);
         let n_chunks = self.n.div_ceil(chunk);

@@ -8,6 +8,7 @@
 
 pub mod dot;
 pub mod linear;
+pub mod packed;
 pub mod pool;
 pub mod quant;
 pub mod vmath;
