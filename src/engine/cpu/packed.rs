@@ -299,13 +299,13 @@ pub struct PackedActs {
     pub m: usize,
     pairs: usize,
     mpad: usize,
-    /// Per row: `pairs × 64` values in lane order.
+    /// Values in lane order, 64 per slot (see [`slot`]).
     qs: Vec<i8>,
-    /// Per row: `pairs × 2` scales.
+    /// Two scales per slot.
     da: Vec<f32>,
     /// Per row: `mpad` values of d·Σq (Q4_1's minimum term), zero past the last block.
     s: Vec<f32>,
-    /// Per row and pair: 16 lanes of −16·(sum of the lane's four values) (Q5_0's offset).
+    /// 16 per slot: −16·(sum of each lane's four values) (Q5_0's offset).
     c16: Vec<i32>,
     /// The same with −128 (Q8_0's offset).
     c128: Vec<i32>,
@@ -326,21 +326,33 @@ const GATHER: [u8; 64] = {
     g
 };
 
+/// Activation rows are stored in groups of 16 (the largest tile): within a group, pair-major,
+/// so a tile's rows at one pair are adjacent and the whole tile is one contiguous run (no 4 KiB
+/// aliasing between pairs, constant offsets between rows).
+const GROUP: usize = 16;
+
+/// Slot of (row `i`, pair `p`).
+#[inline(always)]
+fn slot(pairs: usize, i: usize, p: usize) -> usize {
+    ((i / GROUP) * pairs + p) * GROUP + i % GROUP
+}
+
 impl PackedActs {
     /// Quantizes and packs `m` rows of width `k` (a multiple of 32), parallel over rows.
     pub fn new(pool: &Pool, x: &[f32], m: usize, k: usize) -> Self {
         let bpr = k / QK;
         let pairs = bpr.div_ceil(2);
         let mpad = bpr.div_ceil(16) * 16;
+        let slots = m.div_ceil(GROUP) * GROUP * pairs;
         let mut a = Self {
             m,
             pairs,
             mpad,
-            qs: vec![0; m * pairs * 64],
-            da: vec![0.0; m * pairs * 2],
+            qs: vec![0; slots * 64],
+            da: vec![0.0; slots * 2],
             s: vec![0.0; m * mpad],
-            c16: vec![0; m * pairs * 16],
-            c128: vec![0; m * pairs * 16],
+            c16: vec![0; slots * 16],
+            c128: vec![0; slots * 16],
         };
         let ptrs = (
             a.qs.as_mut_ptr() as usize,
@@ -350,47 +362,38 @@ impl PackedActs {
             a.c128.as_mut_ptr() as usize,
         );
         pool.run(m, &|i| {
-            // SAFETY: task i writes only row i of each buffer, all sized above.
-            let (qs, da, s, c16, c128) = unsafe {
-                (
-                    std::slice::from_raw_parts_mut(
-                        (ptrs.0 as *mut i8).add(i * pairs * 64),
-                        pairs * 64,
-                    ),
-                    std::slice::from_raw_parts_mut(
-                        (ptrs.1 as *mut f32).add(i * pairs * 2),
-                        pairs * 2,
-                    ),
-                    std::slice::from_raw_parts_mut((ptrs.2 as *mut f32).add(i * mpad), mpad),
-                    std::slice::from_raw_parts_mut(
-                        (ptrs.3 as *mut i32).add(i * pairs * 16),
-                        pairs * 16,
-                    ),
-                    std::slice::from_raw_parts_mut(
-                        (ptrs.4 as *mut i32).add(i * pairs * 16),
-                        pairs * 16,
-                    ),
-                )
-            };
+            // SAFETY: task i writes only row i's slots of each buffer, all sized above.
+            let (qs, da, s, c16, c128) = (
+                ptrs.0 as *mut i8,
+                ptrs.1 as *mut f32,
+                ptrs.2 as *mut f32,
+                ptrs.3 as *mut i32,
+                ptrs.4 as *mut i32,
+            );
             let mut blocks = vec![ActBlock::default(); pairs * 2];
             quantize_row(&x[i * k..(i + 1) * k], &mut blocks[..bpr]);
             for p in 0..pairs {
                 let (b0, b1) = (&blocks[2 * p], &blocks[2 * p + 1]);
-                da[2 * p] = b0.d;
-                da[2 * p + 1] = b1.d;
-                let dst = &mut qs[p * 64..(p + 1) * 64];
-                for (at, &g) in GATHER.iter().enumerate() {
+                let at = slot(pairs, i, p);
+                let mut dst = [0i8; 64];
+                for (j, &g) in GATHER.iter().enumerate() {
                     let g = g as usize;
-                    dst[at] = if g < 32 { b0.qs[g] } else { b1.qs[g - 32] };
+                    dst[j] = if g < 32 { b0.qs[g] } else { b1.qs[g - 32] };
                 }
-                for l in 0..16 {
-                    let sum: i32 = dst[4 * l..4 * l + 4].iter().map(|&v| v as i32).sum();
-                    c16[p * 16 + l] = -16 * sum;
-                    c128[p * 16 + l] = -128 * sum;
+                unsafe {
+                    std::ptr::copy_nonoverlapping(dst.as_ptr(), qs.add(at * 64), 64);
+                    *da.add(at * 2) = b0.d;
+                    *da.add(at * 2 + 1) = b1.d;
+                    for l in 0..16 {
+                        let sum: i32 = dst[4 * l..4 * l + 4].iter().map(|&v| v as i32).sum();
+                        *c16.add(at * 16 + l) = -16 * sum;
+                        *c128.add(at * 16 + l) = -128 * sum;
+                    }
                 }
             }
             for (b, blk) in blocks[..bpr].iter().enumerate() {
-                s[b] = blk.s;
+                // SAFETY: as above.
+                unsafe { *s.add(i * mpad + b) = blk.s };
             }
         });
         a
@@ -485,8 +488,8 @@ mod x86 {
     }
 
     #[inline(always)]
-    unsafe fn init(kind: PackedKind, a: &PackedActs, i: usize, p: usize) -> __m512i {
-        let at = (i * a.pairs + p) * 16;
+    unsafe fn init(kind: PackedKind, a: &PackedActs, at: usize) -> __m512i {
+        let at = at * 16;
         match kind {
             PackedKind::Q4_1 => _mm512_setzero_si512(),
             PackedKind::Q5_0 => _mm512_loadu_si512(a.c16.as_ptr().add(at) as *const _),
@@ -502,12 +505,11 @@ mod x86 {
         wq: __m512i,
         dw: __m512,
         a: &PackedActs,
-        i: usize,
-        p: usize,
+        at: usize,
     ) -> __m512 {
-        let qy = _mm512_loadu_si512(a.qs.as_ptr().add((i * a.pairs + p) * 64) as *const _);
-        let dot = _mm512_dpbusd_epi32(init(kind, a, i, p), wq, qy);
-        let da = pair2(a.da.as_ptr().add((i * a.pairs + p) * 2));
+        let qy = _mm512_loadu_si512(a.qs.as_ptr().add(at * 64) as *const _);
+        let dot = _mm512_dpbusd_epi32(init(kind, a, at), wq, qy);
+        let da = pair2(a.da.as_ptr().add(at * 2));
         _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(dot), da), dw, acc)
     }
 
@@ -542,11 +544,13 @@ mod x86 {
         let mut acc = [_mm512_setzero_ps(); N];
         let wq_row = w.qs.as_ptr().add(r * w.pairs * pb);
         let wd_row = w.d.as_ptr().add(r * w.pairs * 2);
+        let first = super::slot(a.pairs, i, 0);
         for p in 0..w.pairs {
             let wq = unpack(kind, wq_row.add(p * pb));
             let dw = pair2(wd_row.add(p * 2));
+            let base = first + p * super::GROUP;
             for (j, acc) in acc.iter_mut().enumerate() {
-                *acc = step(*acc, kind, wq, dw, a, i + j, p);
+                *acc = step(*acc, kind, wq, dw, a, base + j);
             }
         }
         for (j, acc) in acc.into_iter().enumerate() {
@@ -560,11 +564,13 @@ mod x86 {
         let kind = w.kind;
         let pb = kind.pair_bytes();
         let mut acc = [_mm512_setzero_ps(); 4];
+        let first = super::slot(a.pairs, i, 0);
         for p in 0..w.pairs {
+            let base = first + p * super::GROUP;
             for (j, acc) in acc.iter_mut().enumerate() {
                 let wq = unpack(kind, w.qs.as_ptr().add(((r + j) * w.pairs + p) * pb));
                 let dw = pair2(w.d.as_ptr().add(((r + j) * w.pairs + p) * 2));
-                *acc = step(*acc, kind, wq, dw, a, i, p);
+                *acc = step(*acc, kind, wq, dw, a, base);
             }
         }
         for (j, acc) in acc.into_iter().enumerate() {
