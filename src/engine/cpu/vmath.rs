@@ -271,12 +271,13 @@ pub fn axpy_f16(w: f32, v: &[u16], out: &mut [f32]) {
     }
 }
 
-/// `out = Σ_p w[p] · rows[p]` for 64-wide rows (f16 bits) with the accumulator in registers:
-/// each element is the same chain of fused multiply-adds as repeated [`axpy_f16`] from zero.
-/// `rows(p)` gives row p.
+/// Scores of one 64-wide query against eight 64-wide keys (`keys` = 8 rows back to back):
+/// per key, eight lanes accumulate the products of dims l, l+8, … by fused multiply-add, then
+/// the lanes are reduced by a fixed pairwise tree shared by all eight keys. Any key's score is
+/// independent of the other seven.
 #[inline]
-pub fn weighted_sum64<'a>(w: &[f32], rows: impl Fn(usize) -> &'a [u16], out: &mut [f32]) {
-    assert!(out.len() == 64, "weighted_sum64: output width");
+pub fn scores8_64(q: &[f32], keys: &[f32]) -> [f32; 8] {
+    assert!(q.len() >= 64 && keys.len() >= 8 * 64, "scores8_64: shapes");
     #[cfg(all(
         target_arch = "x86_64",
         target_feature = "avx2",
@@ -284,17 +285,66 @@ pub fn weighted_sum64<'a>(w: &[f32], rows: impl Fn(usize) -> &'a [u16], out: &mu
     ))]
     {
         use std::arch::x86_64::*;
-        // SAFETY: each row is checked to hold 64 values; compile-time target features.
+        // SAFETY: bounds asserted above; AVX2/FMA are compile-time target features.
         unsafe {
-            let mut acc = [_mm256_setzero_ps(); 8];
+            let qv: [__m256; 8] = std::array::from_fn(|c| _mm256_loadu_ps(q.as_ptr().add(8 * c)));
+            let acc: [__m256; 8] = std::array::from_fn(|p| {
+                let k = keys.as_ptr().add(64 * p);
+                let mut a = _mm256_mul_ps(qv[0], _mm256_loadu_ps(k));
+                for (c, qc) in qv.iter().enumerate().skip(1) {
+                    a = _mm256_fmadd_ps(*qc, _mm256_loadu_ps(k.add(8 * c)), a);
+                }
+                a
+            });
+            let t0 = _mm256_hadd_ps(acc[0], acc[1]);
+            let t1 = _mm256_hadd_ps(acc[2], acc[3]);
+            let t2 = _mm256_hadd_ps(acc[4], acc[5]);
+            let t3 = _mm256_hadd_ps(acc[6], acc[7]);
+            let u0 = _mm256_hadd_ps(t0, t1);
+            let u1 = _mm256_hadd_ps(t2, t3);
+            let r = _mm256_add_ps(
+                _mm256_permute2f128_ps::<0x20>(u0, u1),
+                _mm256_permute2f128_ps::<0x31>(u0, u1),
+            );
+            let mut out = [0f32; 8];
+            _mm256_storeu_ps(out.as_mut_ptr(), r);
+            out
+        }
+    }
+    #[cfg(not(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma"
+    )))]
+    {
+        std::array::from_fn(|p| dot(&q[..64], &keys[64 * p..64 * (p + 1)]))
+    }
+}
+
+/// `out[d] += Σ_p w[p] · vals[p·64 + d]` for a 64-wide `out`, one fused multiply-add per
+/// (p, d) in order of p, with the running sums kept in registers.
+#[inline]
+pub fn accumulate64(w: &[f32], vals: &[f32], out: &mut [f32]) {
+    assert!(
+        out.len() == 64 && vals.len() >= w.len() * 64,
+        "accumulate64: shapes"
+    );
+    #[cfg(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma"
+    ))]
+    {
+        use std::arch::x86_64::*;
+        // SAFETY: bounds asserted above; AVX2/FMA are compile-time target features.
+        unsafe {
+            let mut acc: [__m256; 8] =
+                std::array::from_fn(|c| _mm256_loadu_ps(out.as_ptr().add(8 * c)));
             for (p, &wp) in w.iter().enumerate() {
-                let r = rows(p);
-                assert!(r.len() >= 64);
                 let s = _mm256_set1_ps(wp);
+                let v = vals.as_ptr().add(64 * p);
                 for (c, a) in acc.iter_mut().enumerate() {
-                    let x =
-                        _mm256_cvtph_ps(_mm_loadu_si128(r.as_ptr().add(8 * c) as *const __m128i));
-                    *a = _mm256_fmadd_ps(s, x, *a);
+                    *a = _mm256_fmadd_ps(s, _mm256_loadu_ps(v.add(8 * c)), *a);
                 }
             }
             for (c, a) in acc.iter().enumerate() {
@@ -307,10 +357,9 @@ pub fn weighted_sum64<'a>(w: &[f32], rows: impl Fn(usize) -> &'a [u16], out: &mu
         target_feature = "avx2",
         target_feature = "fma"
     )))]
-    {
-        out.iter_mut().for_each(|o| *o = 0.0);
-        for (p, &wp) in w.iter().enumerate() {
-            axpy_f16(wp, &rows(p)[..64], out);
+    for (p, &wp) in w.iter().enumerate() {
+        for (o, v) in out.iter_mut().zip(&vals[64 * p..64 * (p + 1)]) {
+            *o = wp.mul_add(*v, *o);
         }
     }
 }
@@ -318,6 +367,31 @@ pub fn weighted_sum64<'a>(w: &[f32], rows: impl Fn(usize) -> &'a [u16], out: &mu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn blocked_scores_and_accumulation() {
+        let q: Vec<f32> = (0..64).map(|i| ((i as f32) * 0.3).sin()).collect();
+        let keys: Vec<f32> = (0..512).map(|i| ((i as f32) * 0.17).cos()).collect();
+        let s = scores8_64(&q, &keys);
+        for (p, got) in s.iter().enumerate() {
+            let want: f32 = (0..64).map(|d| q[d] * keys[64 * p + d]).sum();
+            assert!((got - want).abs() < 1e-4, "key {p}: {got} vs {want}");
+        }
+        // A key's score does not depend on its neighbours.
+        let mut other = keys.clone();
+        other[..64].iter_mut().for_each(|x| *x = 7.0);
+        assert_eq!(scores8_64(&q, &other)[1..], s[1..]);
+        let w = [0.5f32, -0.25, 0.125];
+        let mut out = vec![1f32; 64];
+        accumulate64(&w, &keys[..192], &mut out);
+        for (d, o) in out.iter().enumerate() {
+            let mut want = 1f32;
+            for (p, wp) in w.iter().enumerate() {
+                want = wp.mul_add(keys[64 * p + d], want);
+            }
+            assert_eq!(*o, want);
+        }
+    }
 
     #[test]
     fn exp_is_accurate_and_simd_equals_scalar() {
@@ -376,15 +450,5 @@ mod tests {
             assert_eq!(*o, 2f32.mul_add(*b, 1.0));
             assert!((b - x).abs() < 1e-3);
         }
-        // The register-accumulated weighted sum equals repeated axpy from zero.
-        let rows: Vec<Vec<u16>> = (0..5).map(|p| h[p..p + 64].to_vec()).collect();
-        let w = [0.1, -0.2, 0.3, 0.25, 0.55];
-        let mut fast = vec![0f32; 64];
-        weighted_sum64(&w, |p| &rows[p], &mut fast);
-        let mut slow = vec![0f32; 64];
-        for (p, &wp) in w.iter().enumerate() {
-            axpy_f16(wp, &rows[p], &mut slow);
-        }
-        assert_eq!(fast, slow);
     }
 }

@@ -5,7 +5,9 @@
 //! cost more in dispatch than the work itself at these sizes (engine-design.md §2.3, §6.3), and
 //! because a per-sequence kernel makes results independent of batch composition by construction.
 
-use crate::engine::cpu::vmath::{axpy_f16, dot, exp_shifted_sum, f16_to_f32_into, weighted_sum64};
+use crate::engine::cpu::vmath::{
+    accumulate64, axpy_f16, dot, exp_shifted_sum, f16_to_f32_into, scores8_64,
+};
 
 /// How RoPE pairs up dimensions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,21 +123,45 @@ pub fn attend_group(
     let n_keys = pos + 1;
     scores.clear();
     scores.resize(r * n_keys, 0.0);
-    let mut key = vec![0f32; e];
-    // Positions in order: (block, index within it), up to the causal limit.
-    let positions = || {
-        let mut left = n_keys;
-        blocks.iter().flat_map(move |&(k, v, n)| {
-            let take = n.min(left);
-            left -= take;
-            (0..take).map(move |p| (k, v, p))
-        })
-    };
-    for (i, (k, _, p)) in positions().enumerate() {
-        let at = p * row + kv_head * e;
-        f16_to_f32_into(&k[at..at + e], &mut key);
-        for h in 0..r {
-            scores[h * n_keys + i] = dot(&q[h * e..(h + 1) * e], &key) * scale;
+    // Each position's key and value rows, in order, up to the causal limit.
+    let mut rows: Vec<(&[u16], &[u16])> = Vec::with_capacity(n_keys);
+    let mut left = n_keys;
+    for &(k, v, n) in blocks {
+        let take = n.min(left);
+        for p in 0..take {
+            let at = p * row + kv_head * e;
+            rows.push((&k[at..at + e], &v[at..at + e]));
+        }
+        left -= take;
+    }
+    if e == 64 {
+        // Keys and values are widened CHUNK rows at a time into a scratch buffer, once for
+        // all heads of the group; eight keys share one reduction tree.
+        let mut buf = vec![0f32; CHUNK * 64];
+        for (c, chunk) in rows.chunks(CHUNK).enumerate() {
+            for (j, (k, _)) in chunk.iter().enumerate() {
+                f16_to_f32_into(k, &mut buf[j * 64..(j + 1) * 64]);
+            }
+            let padded = chunk.len().div_ceil(8) * 8;
+            buf[chunk.len() * 64..padded * 64].fill(0.0);
+            for h in 0..r {
+                for g in (0..padded).step_by(8) {
+                    let s8 = scores8_64(&q[h * 64..(h + 1) * 64], &buf[g * 64..(g + 8) * 64]);
+                    let live = (chunk.len() - g).min(8);
+                    let at = h * n_keys + c * CHUNK + g;
+                    for (dst, s) in scores[at..at + live].iter_mut().zip(s8) {
+                        *dst = s * scale;
+                    }
+                }
+            }
+        }
+    } else {
+        let mut key = vec![0f32; e];
+        for (i, (k, _)) in rows.iter().enumerate() {
+            f16_to_f32_into(k, &mut key);
+            for h in 0..r {
+                scores[h * n_keys + i] = dot(&q[h * e..(h + 1) * e], &key) * scale;
+            }
         }
     }
     for h in 0..r {
@@ -144,22 +170,34 @@ pub fn attend_group(
         let inv = 1.0 / exp_shifted_sum(sc, max);
         sc.iter_mut().for_each(|s| *s *= inv);
     }
-    let values: Vec<&[u16]> = positions()
-        .map(|(_, v, p)| &v[p * row + kv_head * e..p * row + kv_head * e + e])
-        .collect();
-    for h in 0..r {
-        let w = &scores[h * n_keys..(h + 1) * n_keys];
-        let o = &mut out[h * e..(h + 1) * e];
-        if e == 64 {
-            weighted_sum64(w, |p| values[p], o);
-        } else {
-            o.iter_mut().for_each(|x| *x = 0.0);
-            for (&wp, v) in w.iter().zip(&values) {
-                axpy_f16(wp, v, o);
+    out.iter_mut().for_each(|x| *x = 0.0);
+    if e == 64 {
+        let mut buf = vec![0f32; CHUNK * 64];
+        for (c, chunk) in rows.chunks(CHUNK).enumerate() {
+            for (j, (_, v)) in chunk.iter().enumerate() {
+                f16_to_f32_into(v, &mut buf[j * 64..(j + 1) * 64]);
+            }
+            for h in 0..r {
+                let at = h * n_keys + c * CHUNK;
+                accumulate64(
+                    &scores[at..at + chunk.len()],
+                    &buf[..chunk.len() * 64],
+                    &mut out[h * 64..(h + 1) * 64],
+                );
+            }
+        }
+    } else {
+        for h in 0..r {
+            let o = &mut out[h * e..(h + 1) * e];
+            for (i, (_, v)) in rows.iter().enumerate() {
+                axpy_f16(scores[h * n_keys + i], v, o);
             }
         }
     }
 }
+
+/// Keys (values) widened to f32 per chunk of positions in the head-dim-64 path.
+const CHUNK: usize = 32;
 
 #[cfg(test)]
 mod tests {
