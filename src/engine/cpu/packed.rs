@@ -81,6 +81,13 @@ pub fn available() -> bool {
     }
 }
 
+/// Whether AVX-512 VBMI's byte permute can arrange activations (else a scalar loop does).
+#[cfg(target_arch = "x86_64")]
+fn vbmi() -> bool {
+    static FLAG: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *FLAG.get_or_init(|| std::arch::is_x86_feature_detected!("avx512vbmi"))
+}
+
 /// An `n × k` weight matrix in the packed layout.
 pub struct PackedMatrix {
     kind: PackedKind,
@@ -375,15 +382,20 @@ impl PackedActs {
             for p in 0..pairs {
                 let (b0, b1) = (&blocks[2 * p], &blocks[2 * p + 1]);
                 let at = slot(pairs, i, p);
-                let mut dst = [0i8; 64];
-                for (j, &g) in GATHER.iter().enumerate() {
-                    let g = g as usize;
-                    dst[j] = if g < 32 { b0.qs[g] } else { b1.qs[g - 32] };
-                }
+                // SAFETY: slot `at` of each buffer belongs to this row (see above).
                 unsafe {
-                    std::ptr::copy_nonoverlapping(dst.as_ptr(), qs.add(at * 64), 64);
                     *da.add(at * 2) = b0.d;
                     *da.add(at * 2 + 1) = b1.d;
+                    #[cfg(target_arch = "x86_64")]
+                    if vbmi() {
+                        x86::arrange(b0, b1, qs.add(at * 64), c16.add(at * 16), c128.add(at * 16));
+                        continue;
+                    }
+                    let dst = std::slice::from_raw_parts_mut(qs.add(at * 64), 64);
+                    for (j, &g) in GATHER.iter().enumerate() {
+                        let g = g as usize;
+                        dst[j] = if g < 32 { b0.qs[g] } else { b1.qs[g - 32] };
+                    }
                     for l in 0..16 {
                         let sum: i32 = dst[4 * l..4 * l + 4].iter().map(|&v| v as i32).sum();
                         *c16.add(at * 16 + l) = -16 * sum;
@@ -463,6 +475,38 @@ mod x86 {
 
     /// The 16-bit-lane mask selecting the upper 256 bits.
     const UPPER: __mmask32 = 0xFFFF_0000;
+
+    /// Writes one activation block pair in lane order (one byte permute) and its offset
+    /// corrections (four-value sums by one `vpdpbusd` against ones).
+    ///
+    /// # Safety
+    /// AVX-512 VBMI/VNNI present; `qs` has 64 bytes, `c16` and `c128` 16 values each.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi,avx512vnni,avx2")]
+    pub unsafe fn arrange(
+        b0: &super::ActBlock,
+        b1: &super::ActBlock,
+        qs: *mut i8,
+        c16: *mut i32,
+        c128: *mut i32,
+    ) {
+        let src = _mm512_inserti64x4::<1>(
+            _mm512_castsi256_si512(_mm256_loadu_si256(b0.qs.as_ptr() as *const __m256i)),
+            _mm256_loadu_si256(b1.qs.as_ptr() as *const __m256i),
+        );
+        let idx = _mm512_loadu_si512(super::GATHER.as_ptr() as *const _);
+        let dst = _mm512_permutexvar_epi8(idx, src);
+        _mm512_storeu_si512(qs as *mut _, dst);
+        let sums = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(1), dst);
+        let zero = _mm512_setzero_si512();
+        _mm512_storeu_si512(
+            c16 as *mut _,
+            _mm512_sub_epi32(zero, _mm512_slli_epi32::<4>(sums)),
+        );
+        _mm512_storeu_si512(
+            c128 as *mut _,
+            _mm512_sub_epi32(zero, _mm512_slli_epi32::<7>(sums)),
+        );
+    }
 
     #[inline(always)]
     unsafe fn unpack(kind: PackedKind, p: *const u8) -> __m512i {
@@ -670,6 +714,40 @@ mod tests {
                         "{kind:?} ({i},{r}): {got} vs {want}"
                     );
                 }
+            }
+        }
+    }
+
+    /// The packed activation layout (byte permute and corrections, SIMD where available) is
+    /// the scalar definition: value v of block b at `lane_pos`, corrections −off·(lane sum).
+    #[test]
+    fn activation_layout_matches_its_definition() {
+        let pool = Pool::new(1);
+        let (m, k) = (19, 5 * QK);
+        let x: Vec<f32> = (0..m * k)
+            .map(|i| ((i as f32) * 0.731).sin() * 3.0)
+            .collect();
+        let a = PackedActs::new(&pool, &x, m, k);
+        let mut blocks = vec![ActBlock::default(); 6];
+        for i in 0..m {
+            quantize_row(&x[i * k..(i + 1) * k], &mut blocks[..5]);
+            for p in 0..3 {
+                let at = slot(a.pairs, i, p);
+                let q = &a.qs[at * 64..(at + 1) * 64];
+                for b in 0..2 {
+                    for v in 0..32 {
+                        assert_eq!(q[lane_pos(b, v)], blocks[2 * p + b].qs[v]);
+                    }
+                    assert_eq!(a.da[at * 2 + b], blocks[2 * p + b].d);
+                }
+                for l in 0..16 {
+                    let sum: i32 = q[4 * l..4 * l + 4].iter().map(|&v| v as i32).sum();
+                    assert_eq!(a.c16[at * 16 + l], -16 * sum);
+                    assert_eq!(a.c128[at * 16 + l], -128 * sum);
+                }
+            }
+            for b in 0..5 {
+                assert_eq!(a.s[i * a.mpad + b], blocks[b].s);
             }
         }
     }
