@@ -746,8 +746,8 @@ mod tests {
                     assert_eq!(a.c128[at * 16 + l], -128 * sum);
                 }
             }
-            for b in 0..5 {
-                assert_eq!(a.s[i * a.mpad + b], blocks[b].s);
+            for (b, blk) in blocks[..5].iter().enumerate() {
+                assert_eq!(a.s[i * a.mpad + b], blk.s);
             }
         }
     }
