@@ -14,8 +14,9 @@ use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Bumped whenever numerics change in a way that changes outputs (kernels, forward).
-pub const KERNEL_VERSION: u32 = 1;
+/// Bumped whenever numerics change in a way that changes outputs (kernels, forward). 2: packed
+/// AVX-512 kernels, f16 KV cache, SIMD exp.
+pub const KERNEL_VERSION: u32 = 2;
 
 const FORMAT_VERSION: u32 = 1;
 
@@ -85,7 +86,7 @@ impl CompletionCache {
         }
         let canonical = serde_json::json!({
             "format": FORMAT_VERSION,
-            "kernels": KERNEL_VERSION,
+            "kernels": format!("{KERNEL_VERSION}-{}", crate::engine::cpu::dot::kernel_isa()),
             "model": model_fp,
             "prompt": prompt_ids,
             "sampling": s,

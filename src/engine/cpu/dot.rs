@@ -520,7 +520,9 @@ fn use_vnni() -> bool {
     })
 }
 
-/// Which x86 kernel set runs: `"avx512vnni"`, `"avx2"`, or `"scalar"`.
+/// Which kernel numerics run: `"avx512-packed"` (repacked weights, [`super::packed`]),
+/// `"avx2"` (ggml layouts; the VNNI variants are bit-identical to it), or `"scalar"`. Outputs can
+/// differ between these, so completion-cache keys include it.
 pub fn kernel_isa() -> &'static str {
     #[cfg(all(
         target_arch = "x86_64",
@@ -528,8 +530,8 @@ pub fn kernel_isa() -> &'static str {
         target_feature = "fma"
     ))]
     {
-        if use_vnni() {
-            "avx512vnni"
+        if super::packed::available() {
+            "avx512-packed"
         } else {
             "avx2"
         }

@@ -424,8 +424,11 @@ impl PackedMatrix {
         let (n, m) = (self.n, a.m);
         pool.run(n_chunks, &|c| {
             let rows = c * chunk..((c + 1) * chunk).min(n);
+            #[cfg(not(target_arch = "x86_64"))]
+            unreachable!("packed matrices are only built where available() holds ({rows:?}, {m})");
             // SAFETY: `available()` gated building this matrix; (row, activation) pairs are
             // disjoint across tasks and in bounds.
+            #[cfg(target_arch = "x86_64")]
             unsafe {
                 let sixteens = m / 16 * 16;
                 for i in (0..sixteens).step_by(16) {
