@@ -524,17 +524,16 @@ fn use_vnni() -> bool {
 /// `"avx2"` (ggml layouts; the VNNI variants are bit-identical to it), or `"scalar"`. Outputs can
 /// differ between these, so completion-cache keys include it.
 pub fn kernel_isa() -> &'static str {
+    if super::packed::available() {
+        return "avx512-packed";
+    }
     #[cfg(all(
         target_arch = "x86_64",
         target_feature = "avx2",
         target_feature = "fma"
     ))]
     {
-        if super::packed::available() {
-            "avx512-packed"
-        } else {
-            "avx2"
-        }
+        "avx2"
     }
     #[cfg(not(all(
         target_arch = "x86_64",

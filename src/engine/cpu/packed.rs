@@ -81,11 +81,12 @@ pub fn available() -> bool {
     }
 }
 
-/// Whether AVX-512 VBMI's byte permute can arrange activations (else a scalar loop does).
+/// Whether AVX-512 VBMI's byte permute (with VNNI sums) can arrange activations (else a scalar
+/// loop does).
 #[cfg(target_arch = "x86_64")]
 fn vbmi() -> bool {
     static FLAG: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *FLAG.get_or_init(|| std::arch::is_x86_feature_detected!("avx512vbmi"))
+    *FLAG.get_or_init(|| available() && std::arch::is_x86_feature_detected!("avx512vbmi"))
 }
 
 /// An `n × k` weight matrix in the packed layout.

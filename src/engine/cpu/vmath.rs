@@ -90,9 +90,11 @@ pub fn exp_scalar(x: f32) -> f32 {
 #[inline(always)]
 unsafe fn exp8(x: std::arch::x86_64::__m256) -> std::arch::x86_64::__m256 {
     use std::arch::x86_64::*;
+    // Operand order keeps NaN as NaN (maxps/minps return the second operand on NaN), as
+    // `f32::clamp` does in the scalar path.
     let x = _mm256_min_ps(
-        _mm256_max_ps(x, _mm256_set1_ps(EXP_LO)),
         _mm256_set1_ps(EXP_HI),
+        _mm256_max_ps(_mm256_set1_ps(EXP_LO), x),
     );
     let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(
         x,
@@ -412,6 +414,12 @@ mod tests {
         }
         assert!(((sum as f64) - want_sum).abs() <= 1e-5 * want_sum);
         assert_eq!(exp_scalar(0.0), 1.0);
+        let mut nan = [f32::NAN; 9];
+        exp_shifted_sum(&mut nan, 0.0);
+        assert!(
+            nan.iter().all(|v| v.is_nan()),
+            "NaN stays NaN in both paths"
+        );
         assert!(exp_scalar(-1000.0) >= 0.0 && exp_scalar(-1000.0) < 1e-37);
     }
 
