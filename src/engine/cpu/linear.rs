@@ -4,7 +4,7 @@
 //! any other quantized format (the K-quants of Qwen's ffn_down, say) is converted to Q8_0 at
 //! load, which is near-lossless and runs on the fastest kernel; f32/f16 weights stay f32.
 
-use super::dot::{dot_f32, dot_q4_1, dot_q5_0, dot_q8_0, dot_rows4, dotn, WeightRow, WeightRows4};
+use super::dot::{dot_q4_1, dot_q5_0, dot_q8_0, dot_rows4, dotn, WeightRow, WeightRows4};
 use super::packed::{self, PackedActs, PackedMatrix};
 use super::pool::{Pool, SharedOut};
 use super::quant::{
@@ -174,7 +174,7 @@ impl QMatrix {
             Weights::Q4_1(b) => dot_q4_1(&b[blocks], a.row(i)),
             Weights::Q5_0(b) => dot_q5_0(&b[blocks], a.row(i)),
             Weights::Q8_0(b) => dot_q8_0(&b[blocks], a.row(i)),
-            Weights::F32(w) => dot_f32(
+            Weights::F32(w) => super::vmath::dot(
                 &w[r * self.k..(r + 1) * self.k],
                 &a.x[i * self.k..(i + 1) * self.k],
             ),
@@ -187,12 +187,12 @@ impl QMatrix {
     fn dot_rown<const N: usize>(&self, r: usize, a: &Acts<'_>, i: usize) -> [f32; N] {
         let bpr = self.k / QK;
         let blocks = r * bpr..(r + 1) * bpr;
-        let rows: [&[ActBlock]; N] = std::array::from_fn(|j| a.row(i + j));
+        let rows = || -> [&[ActBlock]; N] { std::array::from_fn(|j| a.row(i + j)) };
         let mut out = [0f32; N];
         match &self.w {
-            Weights::Q4_1(b) => dotn(WeightRow::Q4_1(&b[blocks]), rows, &mut out),
-            Weights::Q5_0(b) => dotn(WeightRow::Q5_0(&b[blocks]), rows, &mut out),
-            Weights::Q8_0(b) => dotn(WeightRow::Q8_0(&b[blocks]), rows, &mut out),
+            Weights::Q4_1(b) => dotn(WeightRow::Q4_1(&b[blocks]), rows(), &mut out),
+            Weights::Q5_0(b) => dotn(WeightRow::Q5_0(&b[blocks]), rows(), &mut out),
+            Weights::Q8_0(b) => dotn(WeightRow::Q8_0(&b[blocks]), rows(), &mut out),
             Weights::F32(_) | Weights::Packed(_) => {
                 out = std::array::from_fn(|j| self.dot_row(r, a, i + j))
             }
@@ -267,8 +267,11 @@ impl QMatrix {
         if let Weights::Packed(p) = &self.w {
             return p.matmul(pool, a.packed(), out);
         }
-        // Quantize before the tasks start: the pool cannot run a nested job.
-        a.blocks();
+        // Quantize before the tasks start (the pool cannot run a nested job); f32 weights take
+        // the f32 rows as they are.
+        if !matches!(self.w, Weights::F32(_)) {
+            a.blocks();
+        }
         // Enough chunks to balance two threads, big enough to amortize the hand-out.
         let chunk = (self.n / (pool.threads() * 8)).clamp(4, 64);
         let n_chunks = self.n.div_ceil(chunk);
