@@ -123,20 +123,20 @@ fn generate_errors_are_clear() {
     );
 }
 
-#[test]
-fn bench_engine_quick_reports_every_key_as_json() {
-    let _g = heavy();
-    crate::common::model_path(crate::common::SMOLLM2);
+/// `maspo bench engine --quick --json` plus `extra`, parsed.
+fn quick_bench(extra: &[&str]) -> serde_json::Value {
+    let mut args = vec![
+        "--quiet",
+        "--threads",
+        "2",
+        "bench",
+        "engine",
+        "--quick",
+        "--json",
+    ];
+    args.extend_from_slice(extra);
     let out = Command::new(maspo_bin())
-        .args([
-            "--quiet",
-            "--threads",
-            "2",
-            "bench",
-            "engine",
-            "--quick",
-            "--json",
-        ])
+        .args(&args)
         .env("MASPO_MODELS_DIR", models_dir())
         .output()
         .unwrap();
@@ -145,7 +145,14 @@ fn bench_engine_quick_reports_every_key_as_json() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn bench_engine_quick_reports_every_key_as_json() {
+    let _g = heavy();
+    crate::common::model_path(crate::common::SMOLLM2);
+    let report = quick_bench(&[]);
     // Numbers are reported, never asserted: only that each measurement happened.
     for key in ["prefill_tok_s", "decode_tok_s", "ttft_ms"] {
         assert!(
@@ -167,22 +174,7 @@ fn bench_engine_quick_reports_every_key_as_json() {
     );
     assert!(report["prefix_cache"]["warm_s"].as_f64().is_some());
     // --no-workload skips the two slow sections and says so with nulls.
-    let out = Command::new(maspo_bin())
-        .args([
-            "--quiet",
-            "--threads",
-            "2",
-            "bench",
-            "engine",
-            "--quick",
-            "--no-workload",
-            "--json",
-        ])
-        .env("MASPO_MODELS_DIR", models_dir())
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = quick_bench(&["--no-workload"]);
     assert!(report["decode_tok_s"].as_f64().is_some_and(|v| v > 0.0));
     assert!(report["maspo_workload"].is_null() && report["prefix_cache"].is_null());
 }

@@ -6,11 +6,12 @@
 
 use super::dot::{dot_q4_1, dot_q5_0, dot_q8_0, dot_rows4, dotn, WeightRow, WeightRows4};
 use super::packed::{self, PackedActs, PackedMatrix};
-use super::pool::{Pool, SharedOut};
+use super::pool::Pool;
 use super::quant::{
     blocks_from_bytes, dequant_q4_1, dequant_q5_0, dequant_q8_0, quantize_q8_0, quantize_row,
     ActBlock, BlockQ4_1, BlockQ5_0, BlockQ8_0, QK,
 };
+use super::tiling::{self, Tiles};
 use candle_core::quantized::{GgmlDType, QTensor};
 use std::sync::OnceLock;
 
@@ -200,26 +201,6 @@ impl QMatrix {
         out
     }
 
-    /// Runs whole `T`-row activation tiles for the weight rows `rows`; returns the activation
-    /// rows covered.
-    fn tiles<const T: usize>(
-        &self,
-        rows: std::ops::Range<usize>,
-        a: &Acts<'_>,
-        o: SharedOut,
-    ) -> usize {
-        let covered = a.m / T * T;
-        for i in (0..covered).step_by(T) {
-            for r in rows.clone() {
-                for (j, v) in self.dot_rown::<T>(r, a, i).into_iter().enumerate() {
-                    // SAFETY: (i, r) pairs are disjoint across tasks and in bounds.
-                    unsafe { o.write((i + j) * self.n + r, v) };
-                }
-            }
-        }
-        covered
-    }
-
     /// Rows `r..r+4` against activation row `i`; bit-identical to four [`Self::dot_row`] calls.
     #[inline]
     fn dot_rows4(&self, r: usize, a: &Acts<'_>, i: usize) -> [f32; 4] {
@@ -249,21 +230,15 @@ impl QMatrix {
         out
     }
 
-    /// `out (m × n) = acts (m × k) · Wᵀ`, split over output rows across the pool.
-    ///
-    /// Activation rows go through the kernels in tiles of `TILE` (then 4, then 1 with four
-    /// weight rows at a time); every tile size gives bit-identical per-row results, so how a
-    /// batch is tiled never changes outputs.
-    ///
-    /// Each task owns a chunk of weight rows and runs it against every activation row, so a
-    /// weight chunk is read from memory once per call however many sequences are batched.
+    /// `out (m × n) = acts (m × k) · Wᵀ` on the shared schedule ([`tiling::run`]): tiles of 16
+    /// activation rows (8 for Q4_1, whose extra minimum term makes 16-row tiles spill
+    /// registers), then 4, then single rows against four weight rows at a time.
     pub fn matmul(&self, pool: &Pool, a: &Acts<'_>, out: &mut [f32]) {
         assert_eq!(
             a.k, self.k,
             "matmul: activation width {} vs weight width {}",
             a.k, self.k
         );
-        assert_eq!(out.len(), a.m * self.n, "matmul: output buffer size");
         if let Weights::Packed(p) = &self.w {
             return p.matmul(pool, a.packed(), out);
         }
@@ -272,46 +247,29 @@ impl QMatrix {
         if !matches!(self.w, Weights::F32(_)) {
             a.blocks();
         }
-        // Enough chunks to balance two threads, big enough to amortize the hand-out.
-        let chunk = (self.n / (pool.threads() * 8)).clamp(4, 64);
-        let n_chunks = self.n.div_ceil(chunk);
-        let o = SharedOut::new(out);
-        const TILE: usize = 16;
-        let (n, m) = (self.n, a.m);
-        static USE4: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        let use4 = *USE4.get_or_init(|| std::env::var_os("NOROWS4").is_none());
-        pool.run(n_chunks, &|c| {
-            let rows = c * chunk..((c + 1) * chunk).min(n);
-            // Q4_1's extra per-row minimum term makes 16-row tiles spill registers.
-            let octs = match self.w {
-                Weights::Q4_1(_) => self.tiles::<8>(rows.clone(), a, o),
-                _ => self.tiles::<TILE>(rows.clone(), a, o),
-            };
-            let quads = octs + (m - octs) / 4 * 4;
-            for i in (octs..quads).step_by(4) {
-                for r in rows.clone() {
-                    let v = self.dot_rown::<4>(r, a, i);
-                    for (j, v) in v.into_iter().enumerate() {
-                        // SAFETY: (i, r) pairs are disjoint across tasks and in bounds.
-                        unsafe { o.write((i + j) * n + r, v) };
-                    }
-                }
-            }
-            for i in quads..m {
-                let mut r = rows.start;
-                while r + 4 <= rows.end && use4 {
-                    for (j, v) in self.dot_rows4(r, a, i).into_iter().enumerate() {
-                        // SAFETY: as above.
-                        unsafe { o.write(i * n + r + j, v) };
-                    }
-                    r += 4;
-                }
-                for r in r..rows.end {
-                    // SAFETY: as above.
-                    unsafe { o.write(i * n + r, self.dot_row(r, a, i)) };
-                }
-            }
-        });
+        let tiles = GgmlTiles { w: self, a };
+        match self.w {
+            Weights::Q4_1(_) => tiling::run::<8>(&tiles, pool, self.n, a.m, out),
+            _ => tiling::run::<16>(&tiles, pool, self.n, a.m, out),
+        }
+    }
+}
+
+/// The ggml-layout kernels against one set of activations.
+struct GgmlTiles<'a, 'x> {
+    w: &'a QMatrix,
+    a: &'a Acts<'x>,
+}
+
+impl Tiles for GgmlTiles<'_, '_> {
+    #[inline]
+    fn rows<const N: usize>(&self, r: usize, i: usize) -> [f32; N] {
+        self.w.dot_rown::<N>(r, self.a, i)
+    }
+
+    #[inline]
+    fn four_weights(&self, r: usize, i: usize) -> [f32; 4] {
+        self.w.dot_rows4(r, self.a, i)
     }
 }
 

@@ -11,6 +11,7 @@ pub mod linear;
 pub mod packed;
 pub mod pool;
 pub mod quant;
+pub mod tiling;
 pub mod vmath;
 
 pub use linear::{Acts, QMatrix};

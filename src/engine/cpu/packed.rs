@@ -19,8 +19,9 @@
 //! rows against one activation row) runs the same per-(row, pair) instruction sequence and the
 //! same final reduction, so a row's result never depends on how a batch was tiled.
 
-use super::pool::{Pool, SharedOut};
+use super::pool::Pool;
 use super::quant::{f16_to_f32, quantize_row, ActBlock, BlockQ4_1, BlockQ5_0, BlockQ8_0, QK};
+use super::tiling::{self, Tiles};
 
 /// Packed code formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -414,61 +415,47 @@ impl PackedActs {
 }
 
 impl PackedMatrix {
-    /// `out (m × n) = acts · Wᵀ`, split over output rows across the pool; activation rows go
-    /// through tiles of 16, then 4, then single rows against four weight rows at a time.
+    /// `out (m × n) = acts · Wᵀ` on the shared schedule ([`tiling::run`], tiles of 16).
     pub fn matmul(&self, pool: &Pool, a: &PackedActs, out: &mut [f32]) {
         assert_eq!(a.pairs, self.pairs, "packed matmul: activation width");
-        assert_eq!(out.len(), a.m * self.n, "packed matmul: output buffer size");
-        let chunk = (self.n / (pool.threads() * 8)).clamp(4, 64);
-        let n_chunks = self.n.div_ceil(chunk);
-        let o = SharedOut::new(out);
-        let (n, m) = (self.n, a.m);
-        pool.run(n_chunks, &|c| {
-            let rows = c * chunk..((c + 1) * chunk).min(n);
-            #[cfg(not(target_arch = "x86_64"))]
-            unreachable!("packed matrices are only built where available() holds ({rows:?}, {m})");
-            // SAFETY: `available()` gated building this matrix; (row, activation) pairs are
-            // disjoint across tasks and in bounds.
-            #[cfg(target_arch = "x86_64")]
-            unsafe {
-                let sixteens = m / 16 * 16;
-                for i in (0..sixteens).step_by(16) {
-                    for r in rows.clone() {
-                        let mut v = [0f32; 16];
-                        x86::dotn::<16>(self, r, a, i, &mut v);
-                        for (j, v) in v.into_iter().enumerate() {
-                            o.write((i + j) * n + r, v);
-                        }
-                    }
-                }
-                let quads = sixteens + (m - sixteens) / 4 * 4;
-                for i in (sixteens..quads).step_by(4) {
-                    for r in rows.clone() {
-                        let mut v = [0f32; 4];
-                        x86::dotn::<4>(self, r, a, i, &mut v);
-                        for (j, v) in v.into_iter().enumerate() {
-                            o.write((i + j) * n + r, v);
-                        }
-                    }
-                }
-                for i in quads..m {
-                    let mut r = rows.start;
-                    while r + 4 <= rows.end {
-                        let mut v = [0f32; 4];
-                        x86::rows4(self, r, a, i, &mut v);
-                        for (j, v) in v.into_iter().enumerate() {
-                            o.write(i * n + r + j, v);
-                        }
-                        r += 4;
-                    }
-                    for r in r..rows.end {
-                        let mut v = [0f32; 1];
-                        x86::dotn::<1>(self, r, a, i, &mut v);
-                        o.write(i * n + r, v[0]);
-                    }
-                }
-            }
-        });
+        tiling::run::<16>(&PackedTiles { w: self, a }, pool, self.n, a.m, out);
+    }
+}
+
+/// The packed kernels against one set of activations.
+struct PackedTiles<'a> {
+    w: &'a PackedMatrix,
+    a: &'a PackedActs,
+}
+
+impl Tiles for PackedTiles<'_> {
+    #[inline]
+    fn rows<const N: usize>(&self, r: usize, i: usize) -> [f32; N] {
+        let mut v = [0f32; N];
+        // SAFETY: `available()` gated building the matrix; the schedule passes in-bounds rows
+        // and never lets a tile cross a 16-row activation group.
+        #[cfg(target_arch = "x86_64")]
+        unsafe {
+            x86::dotn::<N>(self.w, r, self.a, i, &mut v)
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        unreachable!("packed matrices are only built where available() holds ({r}, {i})");
+        #[allow(unreachable_code)]
+        v
+    }
+
+    #[inline]
+    fn four_weights(&self, r: usize, i: usize) -> [f32; 4] {
+        let mut v = [0f32; 4];
+        // SAFETY: as above; the schedule only asks for four rows that exist.
+        #[cfg(target_arch = "x86_64")]
+        unsafe {
+            x86::rows4(self.w, r, self.a, i, &mut v)
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        unreachable!("packed matrices are only built where available() holds ({r}, {i})");
+        #[allow(unreachable_code)]
+        v
     }
 }
 

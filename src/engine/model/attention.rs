@@ -134,10 +134,14 @@ pub fn attend_group(
         }
         left -= take;
     }
+    // Keys, then values, are widened CHUNK rows at a time into one scratch buffer, once for all
+    // heads of the group (head dim 64); eight keys share one reduction tree.
+    let mut buf = if e == 64 {
+        vec![0f32; CHUNK * 64]
+    } else {
+        Vec::new()
+    };
     if e == 64 {
-        // Keys and values are widened CHUNK rows at a time into a scratch buffer, once for
-        // all heads of the group; eight keys share one reduction tree.
-        let mut buf = vec![0f32; CHUNK * 64];
         for (c, chunk) in rows.chunks(CHUNK).enumerate() {
             for (j, (k, _)) in chunk.iter().enumerate() {
                 f16_to_f32_into(k, &mut buf[j * 64..(j + 1) * 64]);
@@ -172,7 +176,6 @@ pub fn attend_group(
     }
     out.iter_mut().for_each(|x| *x = 0.0);
     if e == 64 {
-        let mut buf = vec![0f32; CHUNK * 64];
         for (c, chunk) in rows.chunks(CHUNK).enumerate() {
             for (j, (_, v)) in chunk.iter().enumerate() {
                 f16_to_f32_into(v, &mut buf[j * 64..(j + 1) * 64]);
