@@ -54,13 +54,35 @@ pub struct ConfigFile {
     /// `[engine]` table.
     #[serde(default)]
     pub engine: EngineFile,
-    /// `[eval]` table (`maspo eval`).
+    /// `[eval]` table (`maspo eval`; also the task and MAS of `maspo optimize`).
     #[serde(default)]
     pub eval: EvalFile,
+    /// `[optimize]` table (`maspo optimize`).
+    #[serde(default)]
+    pub optimize: OptimizeFile,
+}
+
+/// The `[optimize]` table: presets, the mutator's and evaluator's models, and any key of the
+/// optimizer's settings (`batch = 6`, `[optimize.judge] order = "random"`, …) over the preset.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, serde::Serialize)]
+pub struct OptimizeFile {
+    /// `default` or `faithful`.
+    pub preset: Option<String>,
+    /// `light`, `medium` or `paper`.
+    pub budget: Option<String>,
+    /// Mutator model (catalog id or path); default: the agents' model.
+    pub mutator_model: Option<String>,
+    /// Evaluator model; default: the agents' model.
+    pub evaluator_model: Option<String>,
+    /// Run directory.
+    pub run_dir: Option<PathBuf>,
+    /// Settings over the preset (keys of `OptimizeSettings`).
+    #[serde(flatten)]
+    pub settings: toml::Table,
 }
 
 /// The `[eval]` table: what `maspo eval` runs. Every key is optional; the command line wins.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct EvalFile {
     /// Task name (`aqua`, `mbpp`, `bbh/navigate`, `gen:arithmetic`, `jsonl:PATH`).

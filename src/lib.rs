@@ -26,4 +26,6 @@ pub mod eval;
 pub mod fsutil;
 pub mod judge;
 pub mod mas;
+pub mod optimize;
+pub mod rng;
 pub mod tasks;

@@ -5,16 +5,16 @@ use super::{args::EngineArgs, catalog, progress::EvalBar, progress::FetchBar, Gl
 use crate::config::{ConfigFile, EvalFile};
 use crate::engine::Engine;
 use crate::eval::output::{markdown, EvalOutput};
+use crate::eval::plan::resolve_plan;
 use crate::eval::{evaluate, EvalInputs};
 use crate::judge::answer_extractor::TaskExtractor;
 use crate::judge::code::CodeJudge;
 use crate::judge::llm::LlmJudge;
 use crate::judge::{answer::AnswerJudge, Judge};
-use crate::mas::topology::load_graph_file;
-use crate::mas::{build, AgentGraph, PromptSet, Protocol, RunSettings, Topology, TopologyOptions};
-use crate::tasks::{self, AnswerMode, TaskKind};
+use crate::mas::{Protocol, Topology};
+use crate::tasks::TaskKind;
 use anyhow::{bail, Context};
-use clap::{Args, ValueEnum};
+use clap::Args;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -131,115 +131,13 @@ impl EvalArgs {
     }
 }
 
-fn parse_enum<T: ValueEnum>(key: &str, value: &str) -> anyhow::Result<T> {
-    T::from_str(value, true).map_err(|_| {
-        let allowed: Vec<String> = T::value_variants()
-            .iter()
-            .filter_map(|v| v.to_possible_value().map(|p| p.get_name().to_string()))
-            .collect();
-        anyhow::anyhow!("{key} = `{value}` is not one of: {}", allowed.join(", "))
-    })
-}
-
-/// What to evaluate, resolved from the config layers.
-struct Plan {
-    task: tasks::Task,
-    examples: Vec<tasks::Example>,
-    graph: AgentGraph,
-    prompts: PromptSet,
-    run: RunSettings,
-    answer_mode: AnswerMode,
-    /// The resolved settings that `config.json` records.
-    record: serde_json::Value,
-}
-
-fn plan(cfg: &EvalFile) -> anyhow::Result<Plan> {
-    let task_name = cfg.task.clone().context(
-        "no task: pass --task NAME (e.g. aqua, mbpp, gen:arithmetic) or set [eval] task",
-    )?;
-    let data_dir = cfg.data_dir.clone().unwrap_or_else(tasks::default_data_dir);
-    let task = match (task_name.strip_prefix("jsonl:"), &cfg.fields) {
-        (Some(path), Some(fields)) => {
-            tasks::load_jsonl(&tasks::resolve_path(path.as_ref(), &data_dir), fields)?
-        }
-        _ => tasks::load_task(&task_name, &data_dir)?,
-    };
-    let split = cfg.split.clone().unwrap_or_else(|| "test".into());
-    let split_mode = cfg.split_mode.clone().unwrap_or_else(|| "heldout".into());
-    let split_seed = cfg.split_seed.unwrap_or(0);
-    let mut examples = select_split(&task, &split, &split_mode, split_seed)?;
-    if let Some(n) = cfg.limit {
-        examples.truncate(n);
-    }
-    if examples.is_empty() {
-        bail!("split `{split}` of {task_name} is empty (try --split all or a larger dataset)");
-    }
-    let (graph, prompts, run) = mas(cfg, task.kind)?;
-    let answer_mode = match cfg.answer_mode.as_deref().unwrap_or("strict") {
-        "strict" => AnswerMode::Strict,
-        "paper" => AnswerMode::Paper,
-        other => bail!("answer_mode = `{other}` is not one of: strict, paper"),
-    };
-    let record = serde_json::json!({
-        "task": task.name, "kind": task.kind, "data_dir": data_dir, "split": split,
-        "split_mode": split_mode, "split_seed": split_seed, "limit": cfg.limit,
-        "examples": examples.len(), "graph": graph.name(), "agents": graph.agents(),
-        "edges": graph.edges(), "prompts_hash": prompts.hash(), "run": run,
-        "answer_mode": format!("{answer_mode:?}").to_lowercase(),
-        "maspo_version": env!("CARGO_PKG_VERSION"),
-    });
-    Ok(Plan {
-        task,
-        examples,
-        graph,
-        prompts,
-        run,
-        answer_mode,
-        record,
-    })
-}
-
-/// The graph, its prompts and the execution settings.
-fn mas(cfg: &EvalFile, kind: TaskKind) -> anyhow::Result<(AgentGraph, PromptSet, RunSettings)> {
-    let opts = TopologyOptions {
-        rounds: cfg.rounds.unwrap_or(1),
-        agents: cfg.agents.unwrap_or(3),
-        debates: cfg.debates.unwrap_or(2),
-        ..TopologyOptions::default()
-    };
-    let graph = match &cfg.graph {
-        Some(path) => load_graph_file(path, kind)?,
-        None => {
-            let name = cfg.topology.clone().unwrap_or_else(|| "reflect".into());
-            build(parse_enum::<Topology>("topology", &name)?, kind, &opts)?
-        }
-    };
-    let prompts = match &cfg.prompts {
-        Some(p) => PromptSet::load(p, &graph)?,
-        None => PromptSet::seeds(&graph),
-    };
-    let protocol = match &cfg.protocol {
-        Some(p) => parse_enum::<Protocol>("protocol", p)?,
-        None => Protocol::Summary,
-    };
-    let run = RunSettings {
-        kind,
-        protocol,
-        max_tokens: cfg.max_tokens.unwrap_or(1024),
-        summary_max_tokens: cfg.summary_max_tokens.unwrap_or(96),
-        seed: cfg.seed.unwrap_or(0),
-        ..RunSettings::default()
-    };
-    Ok((graph, prompts, run))
-}
-
 pub fn run(global: &GlobalArgs, args: EvalArgs) -> anyhow::Result<ExitCode> {
     let file = match &global.config {
         Some(p) => ConfigFile::load(p)?,
         None => ConfigFile::default(),
     };
     let cfg = args.merged(file.eval);
-    let plan = plan(&cfg)?;
+    let plan = resolve_plan(&cfg)?;
     let mut choice = args.engine.resolve(global)?;
     let split = plan.record["split"].as_str().unwrap_or("test").to_string();
     let out = cfg.out.clone().unwrap_or_else(|| {
@@ -360,28 +258,4 @@ fn print_summary(
         println!("\nrun directory: {}", out.display());
     }
     Ok(())
-}
-
-/// The examples of one split, in the split's (seeded) order.
-fn select_split(
-    task: &tasks::Task,
-    split: &str,
-    mode: &str,
-    seed: u64,
-) -> anyhow::Result<Vec<tasks::Example>> {
-    use tasks::{SplitMode, SplitName, Splits};
-    let mode = match mode {
-        "heldout" => SplitMode::default(),
-        "paper" => SplitMode::Paper { opt: 50 },
-        other => bail!("split_mode = `{other}` is not one of: heldout, paper"),
-    };
-    let splits = Splits::new(&task.examples, mode, seed);
-    let idx: Vec<usize> = match split {
-        "test" => splits.get(SplitName::Test).to_vec(),
-        "val" | "validation" => splits.get(SplitName::Validation).to_vec(),
-        "opt" | "optimize" => splits.get(SplitName::Optimize).to_vec(),
-        "all" => (0..task.examples.len()).collect(),
-        other => bail!("split = `{other}` is not one of: test, val, opt, all"),
-    };
-    Ok(idx.into_iter().map(|i| task.examples[i].clone()).collect())
 }

@@ -6,6 +6,7 @@ mod bench;
 mod eval;
 mod generate;
 mod models;
+mod optimize;
 mod progress;
 
 use crate::catalog::Catalog;
@@ -58,6 +59,9 @@ enum Command {
     Models(models::ModelsCommand),
     /// Evaluate a multi-agent system on a task split (accuracy with a 95% CI, per-example results).
     Eval(Box<eval::EvalArgs>),
+    /// Jointly optimize the agents' prompts (MASPO) into a resumable run directory, then compare
+    /// seed vs optimized prompts on held-out items.
+    Optimize(Box<optimize::OptimizeArgs>),
     /// Benchmarks (numbers are reported, never asserted).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -73,6 +77,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Models(cmd) => models::run(&cli.global, cmd),
         Command::Bench(cmd) => bench::run(&cli.global, cmd),
         Command::Eval(args) => eval::run(&cli.global, *args),
+        Command::Optimize(args) => optimize::run(&cli.global, *args),
     }
 }
 

@@ -57,41 +57,7 @@ impl SamplingParams {
     }
 }
 
-/// SplitMix64: a tiny, well-mixed, seedable generator (Vigna). Deterministic across platforms.
-#[derive(Debug, Clone)]
-pub struct SplitMix64(u64);
-
-impl SplitMix64 {
-    /// A generator from a seed.
-    pub fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-
-    /// Next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// A uniform float in [0, 1).
-    pub fn next_f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
-/// Mixes several words into one seed (for deriving per-call seeds from a run seed).
-pub fn derive_seed(parts: &[u64]) -> u64 {
-    let mut rng = SplitMix64::new(0x6D61_7370_6F00_0001);
-    let mut acc = rng.next_u64();
-    for p in parts {
-        rng = SplitMix64::new(acc ^ p.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        acc = rng.next_u64();
-    }
-    acc
-}
+pub use crate::rng::{derive_seed, SplitMix64};
 
 /// Per-sequence sampler.
 #[derive(Debug, Clone)]

@@ -6,6 +6,7 @@
 //! (and to files through [`output`]).
 
 pub mod output;
+pub mod plan;
 pub mod stats;
 
 use crate::judge::{Judge, JudgeItem, Verdict};

@@ -1,6 +1,6 @@
 //! Accuracy with a seeded percentile-bootstrap confidence interval.
 
-use crate::engine::sampling::SplitMix64;
+use crate::rng::SplitMix64;
 use serde::{Deserialize, Serialize};
 
 /// A mean with its bootstrap confidence interval.
@@ -56,6 +56,20 @@ pub fn bootstrap_mean(values: &[f64], resamples: usize, level: f64, seed: u64) -
     }
 }
 
+/// Percentile bootstrap of the mean paired difference `after[i] − before[i]` (the same items
+/// evaluated twice, e.g. seed vs optimized prompts): items are resampled together, so the
+/// interval reflects only the change, not the spread of item difficulty.
+pub fn paired_bootstrap_diff(
+    before: &[f64],
+    after: &[f64],
+    resamples: usize,
+    level: f64,
+    seed: u64,
+) -> Interval {
+    let diffs: Vec<f64> = before.iter().zip(after).map(|(b, a)| a - b).collect();
+    bootstrap_mean(&diffs, resamples, level, seed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -72,5 +86,16 @@ mod tests {
         let all = bootstrap_mean(&[1.0; 10], 100, 0.95, 1);
         assert_eq!((all.low, all.high), (1.0, 1.0));
         assert_eq!(bootstrap_mean(&[], 100, 0.95, 1).resamples, 0);
+    }
+
+    #[test]
+    fn paired_difference_interval() {
+        let before = [0.0, 1.0, 0.0, 1.0, 0.0, 0.0];
+        let after = [1.0, 1.0, 1.0, 1.0, 0.0, 1.0];
+        let d = paired_bootstrap_diff(&before, &after, 1000, 0.95, 3);
+        assert!((d.mean - 0.5).abs() < 1e-12);
+        assert!(d.low >= 0.0 && d.high <= 1.0 && d.low <= d.mean && d.mean <= d.high);
+        let same = paired_bootstrap_diff(&before, &before, 1000, 0.95, 3);
+        assert_eq!((same.low, same.high), (0.0, 0.0));
     }
 }

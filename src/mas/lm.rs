@@ -2,7 +2,7 @@
 //! one completion (or per-request error) each out. The real [`Engine`] implements it; tests can
 //! plug in a scripted model for fast logic tests (never instead of the real engine).
 
-use crate::engine::{Completion, Engine, EngineError, GenRequest};
+use crate::engine::{Completion, Engine, EngineError, GenRequest, Prompt};
 
 /// A batched text generator.
 pub trait LanguageModel: Sync {
@@ -16,6 +16,16 @@ pub trait LanguageModel: Sync {
 
     /// A short description (model file), for reports.
     fn describe(&self) -> String;
+
+    /// The total log-probability of each continuation after `prompt`, computed without
+    /// generating (log-prob judging). Models that cannot score say so with an error.
+    fn score(&self, prompt: &Prompt, continuations: &[String]) -> Result<Vec<f64>, EngineError> {
+        let _ = (prompt, continuations);
+        Err(EngineError::Request(format!(
+            "{} cannot score continuations (use generate judging)",
+            self.describe()
+        )))
+    }
 }
 
 impl LanguageModel for Engine {
@@ -29,5 +39,12 @@ impl LanguageModel for Engine {
 
     fn describe(&self) -> String {
         self.path().display().to_string()
+    }
+
+    fn score(&self, prompt: &Prompt, continuations: &[String]) -> Result<Vec<f64>, EngineError> {
+        Ok(Engine::score(self, prompt, continuations)?
+            .iter()
+            .map(crate::engine::Scored::total)
+            .collect())
     }
 }

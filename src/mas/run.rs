@@ -14,8 +14,9 @@ use super::seeds::summary_prompt;
 use super::trace::{NodeTrace, Trace};
 use super::vote::majority;
 use crate::engine::chat_template::Message;
-use crate::engine::sampling::{derive_seed, SamplingParams};
+use crate::engine::sampling::SamplingParams;
 use crate::engine::{Completion, EngineError, GenRequest};
+use crate::rng::{derive_seed, str_seed};
 use crate::tasks::{Example, TaskKind};
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
@@ -384,13 +385,6 @@ fn record(nt: &mut NodeTrace, result: Result<Completion, EngineError>, secs: f64
             nt.error = Some(format!("{what} call failed: {e}"));
         }
     }
-}
-
-/// A stable 64-bit seed from a string (FNV-1a).
-fn str_seed(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
 }
 
 #[cfg(test)]

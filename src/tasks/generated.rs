@@ -6,7 +6,7 @@
 //! shorter task is a prefix of a longer one with the same seed.
 
 use super::{AnswerRule, Example, Gold, Task, TaskError, TaskKind};
-use crate::engine::sampling::{derive_seed, SplitMix64};
+use crate::rng::{derive_seed, SplitMix64};
 
 /// The generators, by name.
 pub const GENERATORS: [&str; 3] = ["arithmetic", "coin_flip", "last_letters"];

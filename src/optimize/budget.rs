@@ -1,0 +1,216 @@
+//! Projection of an optimization's cost before it starts: calls by phase and role (upper bounds:
+//! every proposal distinct and evaluated, no cache hits) and generated tokens at the configured
+//! maxima; minutes from a measured generation speed when one is given.
+
+use super::config::{JudgeMode, JudgeOrder, OptimizeSettings, Schedule};
+use crate::mas::{AgentGraph, AgentKind, Protocol, RunSettings};
+use serde::Serialize;
+
+/// Calls and tokens of one phase.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct PhaseCost {
+    /// Phase (`baseline`, `propose`, `rerun`, `judge`).
+    pub phase: String,
+    /// Model role (`agents`, `mutator`, `evaluator`).
+    pub role: String,
+    /// Calls (upper bound).
+    pub calls: u64,
+    /// Generated tokens (upper bound).
+    pub max_generated_tokens: u64,
+}
+
+/// A projection.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Projection {
+    /// Units (steps and refreshes).
+    pub units: usize,
+    /// Steps.
+    pub steps: usize,
+    /// Refreshes.
+    pub refreshes: usize,
+    /// Per phase.
+    pub phases: Vec<PhaseCost>,
+    /// All calls.
+    pub calls: u64,
+    /// Calls of the cheapest first step (baselines and proposals only); a call budget below it
+    /// cannot finish one step.
+    pub first_step_min_calls: u64,
+    /// All generated tokens (upper bound).
+    pub max_generated_tokens: u64,
+    /// Minutes at the measured speed (upper bound), when a speed is known.
+    pub max_minutes: Option<f64>,
+}
+
+fn llm_calls(g: &AgentGraph, run: &RunSettings, agents: &[usize]) -> (u64, u64) {
+    // (answer calls, summary calls) for running these agents once.
+    let llm: Vec<usize> = agents
+        .iter()
+        .copied()
+        .filter(|&i| g.agent(i).kind == AgentKind::Llm)
+        .collect();
+    let answers = llm.len() as u64;
+    let summaries = match run.protocol {
+        Protocol::Direct => 0,
+        Protocol::Summary => llm.iter().filter(|&&i| i != g.terminal()).count() as u64,
+    };
+    (answers, summaries)
+}
+
+/// Projects the cost of a whole run. `gen_tokens_per_sec`: measured batched generation speed.
+pub fn project(
+    g: &AgentGraph,
+    run: &RunSettings,
+    s: &OptimizeSettings,
+    gen_tokens_per_sec: Option<f64>,
+) -> Projection {
+    let all: Vec<usize> = (0..g.agents().len()).collect();
+    let (fa, fs) = llm_calls(g, run, &all);
+    let orders: u64 = if s.judge.order == JudgeOrder::Both {
+        2
+    } else {
+        1
+    };
+    let judge_tokens = |terminal: bool| -> u64 {
+        if s.judge.mode == JudgeMode::Logprob {
+            0
+        } else if terminal {
+            s.judge.max_tokens as u64
+        } else {
+            s.judge.short_max_tokens as u64
+        }
+    };
+    let (batch, k, p) = (s.batch as u64, s.beam as u64, s.proposals as u64);
+    let mut acc: std::collections::BTreeMap<(&str, &str), (u64, u64)> = Default::default();
+    let mut add = |phase: &'static str, role: &'static str, calls: u64, toks: u64| {
+        let e = acc.entry((phase, role)).or_default();
+        e.0 += calls;
+        e.1 += toks;
+    };
+    let agent_tok = s.agent_max_tokens as u64;
+    let sum_tok = run.summary_max_tokens as u64;
+    let mut steps = 0;
+    let mut refreshes = 0;
+    let mut first_min = None;
+    for a in g.optimizable() {
+        let mut sub = vec![a];
+        sub.extend(g.descendants(a));
+        let (ra, rs) = llm_calls(g, run, &sub);
+        let terminal = a == g.terminal();
+        let per_q_judge = if terminal {
+            1
+        } else {
+            2 + if s.lookahead {
+                g.successors(a).len() as u64
+            } else {
+                0
+            }
+        };
+        let depth = s.depth();
+        for step in 0..depth {
+            let nodes = if step == 0 { 1 } else { k };
+            steps += 1;
+            add(
+                "baseline",
+                "agents",
+                nodes * batch * (fa + fs),
+                nodes * batch * (fa * agent_tok + fs * sum_tok),
+            );
+            add(
+                "propose",
+                "mutator",
+                nodes * p,
+                nodes * p * s.mutator_max_tokens as u64,
+            );
+            add(
+                "rerun",
+                "agents",
+                nodes * p * batch * (ra + rs),
+                nodes * p * batch * (ra * agent_tok + rs * sum_tok),
+            );
+            let jc = nodes * p * batch * per_q_judge * orders;
+            add("judge", "evaluator", jc, jc * judge_tokens(terminal));
+            if first_min.is_none() {
+                first_min = Some(nodes * batch * (fa + fs) + nodes * p);
+            }
+        }
+        if s.schedule == Schedule::Maspo && s.beam_refresh {
+            let r = s.sweeps.saturating_sub(1) as u64;
+            refreshes += r as usize;
+            let others = k.saturating_sub(1);
+            add(
+                "baseline",
+                "agents",
+                r * batch * (fa + fs),
+                r * batch * (fa * agent_tok + fs * sum_tok),
+            );
+            add(
+                "rerun",
+                "agents",
+                r * others * batch * (ra + rs),
+                r * others * batch * (ra * agent_tok + rs * sum_tok),
+            );
+            let jc = r * others * batch * (if terminal { 1 } else { 2 }) * orders;
+            add("judge", "evaluator", jc, jc * judge_tokens(terminal));
+        }
+    }
+    let phases: Vec<PhaseCost> = ["baseline", "propose", "rerun", "judge"]
+        .iter()
+        .flat_map(|ph| {
+            acc.iter()
+                .filter(move |((p, _), _)| p == ph)
+                .map(|((p, r), (c, t))| PhaseCost {
+                    phase: p.to_string(),
+                    role: r.to_string(),
+                    calls: *c,
+                    max_generated_tokens: *t,
+                })
+        })
+        .collect();
+    let calls = phases.iter().map(|p| p.calls).sum();
+    let toks: u64 = phases.iter().map(|p| p.max_generated_tokens).sum();
+    Projection {
+        units: steps + refreshes,
+        steps,
+        refreshes,
+        phases,
+        calls,
+        first_step_min_calls: first_min.unwrap_or(0),
+        max_generated_tokens: toks,
+        max_minutes: gen_tokens_per_sec
+            .filter(|v| *v > 0.0)
+            .map(|v| toks as f64 / v / 60.0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mas::{build, Topology, TopologyOptions};
+    use crate::tasks::TaskKind;
+
+    #[test]
+    fn reflect_at_paper_defaults_matches_the_spec_order_of_magnitude() {
+        let g = build(
+            Topology::Reflect,
+            TaskKind::Math,
+            &TopologyOptions::default(),
+        )
+        .unwrap();
+        let mut s = OptimizeSettings::default();
+        s.judge.order = JudgeOrder::CandidateFirst;
+        let p = project(&g, &RunSettings::default(), &s, Some(100.0));
+        assert_eq!((p.steps, p.refreshes), (18, 4));
+        // Spec §10: about 5.3k calls (3.8k agent calls with terminal summaries; maspo skips
+        // the terminal's summary call).
+        assert!(p.calls > 3000 && p.calls < 6000, "{}", p.calls);
+        let mutator: u64 = p
+            .phases
+            .iter()
+            .filter(|x| x.role == "mutator")
+            .map(|x| x.calls)
+            .sum();
+        assert_eq!(mutator, 68);
+        assert!(p.max_minutes.unwrap() > 0.0);
+        assert_eq!(p.first_step_min_calls, 10 * 3 + 2);
+    }
+}

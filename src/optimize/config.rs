@@ -1,0 +1,379 @@
+//! Optimizer settings: the algorithm's hyperparameters, judging options, the fixes over the
+//! reference (each a switch), presets (`default`, `faithful`) and budgets (`light`, `medium`,
+//! `paper`). Serialized whole into `config.json`, so a run directory says exactly what ran.
+
+use serde::{Deserialize, Serialize};
+
+/// How agents are visited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
+pub enum Schedule {
+    /// MASPO: topological coordinate ascent, `steps_per_turn` steps per agent per sweep,
+    /// `sweeps` sweeps, beam refresh on each revisit.
+    Maspo,
+    /// Round robin with patience: an agent's turn ends after `patience` consecutive steps without
+    /// improvement; sweeps repeat until every agent used `steps_per_turn × sweeps` steps.
+    RoundRobin,
+    /// Single cycle (ablation): one pass in topological order, `steps_per_turn × sweeps` steps per
+    /// agent, peers frozen at their seed prompts during the pass, committed at its end.
+    SingleCycle,
+}
+
+/// Which of the pair is shown first to the evaluator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
+pub enum JudgeOrder {
+    /// The candidate is always "A" (the reference).
+    CandidateFirst,
+    /// A seeded coin decides per comparison.
+    Random,
+    /// Each comparison judged in both orders: a win counts 1 when both agree, ½ when they split.
+    Both,
+}
+
+/// How the evaluator answers a comparison.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
+pub enum JudgeMode {
+    /// Generate a reply and parse the choice.
+    Generate,
+    /// Compare the probabilities of the continuations "A" and "B" (one scoring pass, no
+    /// generation).
+    Logprob,
+}
+
+/// Judging settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JudgeSettings {
+    /// Position of the candidate.
+    pub order: JudgeOrder,
+    /// Generation or log-prob judging.
+    pub mode: JudgeMode,
+    /// The global term compares correctness against gold answers of the pool (off: label-free,
+    /// the paper's setting).
+    pub labels: bool,
+    /// Most tokens of a role-aware (terminal) judgement, which reasons before choosing.
+    pub max_tokens: usize,
+    /// Most tokens of an A/B-only judgement (intermediate, final).
+    pub short_max_tokens: usize,
+    /// An unparsable reply counts as a win for "A" (the reference) instead of half a win.
+    pub unparsed_is_a: bool,
+    /// Identical outputs tie and an empty output loses, without asking the judge (the reference
+    /// asks, so a position-biased judge accepts candidates that changed nothing).
+    pub identical_is_tie: bool,
+}
+
+impl Default for JudgeSettings {
+    fn default() -> Self {
+        Self {
+            order: JudgeOrder::Both,
+            mode: JudgeMode::Generate,
+            labels: false,
+            max_tokens: 384,
+            short_max_tokens: 16,
+            unparsed_is_a: false,
+            identical_is_tie: true,
+        }
+    }
+}
+
+/// The optimizer's settings (resolved).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OptimizeSettings {
+    /// Preset this started from (recorded only).
+    pub preset: String,
+    /// Budget preset this started from (recorded only).
+    pub budget_preset: String,
+    /// Agent visiting order.
+    pub schedule: Schedule,
+    /// Steps per agent per turn (T).
+    pub steps_per_turn: usize,
+    /// Sweeps over all agents (D).
+    pub sweeps: usize,
+    /// Beam width (K).
+    pub beam: usize,
+    /// Proposals per beam node (one per batch part).
+    pub proposals: usize,
+    /// Questions in the optimization pool (drawn from the `opt` split).
+    pub pool: usize,
+    /// Mini-batch size per beam node.
+    pub batch: usize,
+    /// Misalignment cases kept per agent (K_mis).
+    pub k_mis: usize,
+    /// Most injected hard questions per batch.
+    pub inject_cap: usize,
+    /// Weights of local, lookahead and global win rates.
+    pub weights: [f64; 3],
+    /// Weights of local and global when no lookahead comparison exists (and in refresh).
+    pub fallback_weights: [f64; 2],
+    /// Lookahead term (direct successors re-run on the new output).
+    pub lookahead: bool,
+    /// Inject predecessors' misalignment cases into batches.
+    pub misalignment_sampling: bool,
+    /// Beam refresh at the start of each revisit.
+    pub beam_refresh: bool,
+    /// Patience of the round-robin schedule.
+    pub patience: usize,
+    /// Fix: drop duplicate prompts from the beam (the reference keeps them).
+    pub dedupe_beam: bool,
+    /// Fix: literal braces (`{1,2}`, JSON) are allowed in proposals (the reference rejects them).
+    pub literal_braces: bool,
+    /// Fix: the mutator sees the successors' recent failures (the reference builds this block and
+    /// never sends it).
+    pub feedback: bool,
+    /// Pool from the `opt` split (`heldout`) or, as the reference, from the file that is tested
+    /// (`paper`).
+    pub pool_split: String,
+    /// Mutator temperature.
+    pub mutator_temperature: f32,
+    /// Most tokens of a proposal.
+    pub mutator_max_tokens: usize,
+    /// Judging.
+    pub judge: JudgeSettings,
+    /// Most tokens of an agent's answer during optimization.
+    pub agent_max_tokens: usize,
+    /// Test items of the final before/after evaluation (0 = none, `None` = the whole split).
+    pub test_limit: Option<usize>,
+    /// Run seed: every draw and sampled call derives from it.
+    pub seed: u64,
+    /// Stop at this many LLM calls.
+    pub max_calls: Option<u64>,
+    /// Stop at this many tokens (prompt + generated).
+    pub max_tokens: Option<u64>,
+    /// Stop after this many seconds of optimization.
+    pub max_seconds: Option<f64>,
+}
+
+impl Default for OptimizeSettings {
+    fn default() -> Self {
+        Self::preset("default", "paper").expect("built-in presets")
+    }
+}
+
+impl OptimizeSettings {
+    /// A preset (`default` fixes the reference's problems, `faithful` reproduces it) at a budget
+    /// (`light`, `medium`, `paper`).
+    pub fn preset(preset: &str, budget: &str) -> Result<Self, String> {
+        let mut s = Self {
+            preset: preset.into(),
+            budget_preset: budget.into(),
+            schedule: Schedule::Maspo,
+            steps_per_turn: 3,
+            sweeps: 3,
+            beam: 2,
+            proposals: 2,
+            pool: 50,
+            batch: 10,
+            k_mis: 3,
+            inject_cap: 5,
+            weights: [0.4, 0.4, 0.2],
+            fallback_weights: [0.7, 0.3],
+            lookahead: true,
+            misalignment_sampling: true,
+            beam_refresh: true,
+            patience: 3,
+            dedupe_beam: true,
+            literal_braces: true,
+            feedback: true,
+            pool_split: "heldout".into(),
+            mutator_temperature: 0.7,
+            mutator_max_tokens: 1024,
+            judge: JudgeSettings::default(),
+            agent_max_tokens: 1024,
+            test_limit: None,
+            seed: 0,
+            max_calls: None,
+            max_tokens: None,
+            max_seconds: None,
+        };
+        match preset {
+            "default" => {}
+            "faithful" => {
+                s.dedupe_beam = false;
+                s.literal_braces = false;
+                s.feedback = false;
+                s.pool_split = "paper".into();
+                s.judge.order = JudgeOrder::CandidateFirst;
+                s.judge.unparsed_is_a = true;
+                s.judge.identical_is_tie = false;
+            }
+            other => return Err(format!("preset `{other}` is not one of: default, faithful")),
+        }
+        match budget {
+            "paper" => {}
+            "medium" => {
+                s.steps_per_turn = 2;
+                s.sweeps = 2;
+                s.pool = 30;
+                s.batch = 6;
+                s.agent_max_tokens = 512;
+                s.mutator_max_tokens = 640;
+                s.judge.max_tokens = 256;
+                s.test_limit = Some(100);
+            }
+            "light" => {
+                s.steps_per_turn = 1;
+                s.sweeps = 2;
+                s.pool = 20;
+                s.batch = 4;
+                s.agent_max_tokens = 384;
+                s.mutator_max_tokens = 512;
+                s.judge.max_tokens = 192;
+                s.test_limit = Some(40);
+            }
+            other => {
+                return Err(format!(
+                    "budget preset `{other}` is not one of: light, medium, paper"
+                ))
+            }
+        }
+        Ok(s)
+    }
+
+    /// Checks the settings against each other, naming the bad key.
+    pub fn validate(&self) -> Result<(), String> {
+        let positive = [
+            ("steps_per_turn", self.steps_per_turn),
+            ("sweeps", self.sweeps),
+            ("beam", self.beam),
+            ("proposals", self.proposals),
+            ("pool", self.pool),
+            ("batch", self.batch),
+        ];
+        for (k, v) in positive {
+            if v == 0 {
+                return Err(format!("{k} must be at least 1"));
+            }
+        }
+        if self.batch > self.pool {
+            return Err(format!(
+                "batch ({}) is larger than the pool ({}); lower batch or raise pool",
+                self.batch, self.pool
+            ));
+        }
+        if self.proposals > self.batch {
+            return Err(format!(
+                "proposals ({}) exceed the batch ({}): each proposal needs its own part of the batch",
+                self.proposals, self.batch
+            ));
+        }
+        if self
+            .weights
+            .iter()
+            .chain(&self.fallback_weights)
+            .any(|w| !(w.is_finite() && *w >= 0.0))
+        {
+            return Err("weights must be finite and non-negative".into());
+        }
+        if self.weights.iter().sum::<f64>() <= 0.0
+            || self.fallback_weights.iter().sum::<f64>() <= 0.0
+        {
+            return Err("weights must not all be zero".into());
+        }
+        if !matches!(self.pool_split.as_str(), "heldout" | "paper") {
+            return Err(format!(
+                "pool_split = `{}` is not one of: heldout, paper",
+                self.pool_split
+            ));
+        }
+        if !(self.mutator_temperature.is_finite() && self.mutator_temperature >= 0.0) {
+            return Err("mutator_temperature must be a finite number >= 0".into());
+        }
+        Ok(())
+    }
+
+    /// These settings with the keys of a config table laid over them (nested tables merge);
+    /// unknown keys and wrong types are errors naming the key.
+    pub fn with_overrides(&self, table: &toml::Table) -> Result<Self, String> {
+        fn merge(base: &mut toml::Table, over: &toml::Table) {
+            for (k, v) in over {
+                match (base.get_mut(k), v) {
+                    (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+                    _ => {
+                        base.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        let mut base = toml::Table::try_from(self).map_err(|e| e.to_string())?;
+        merge(&mut base, table);
+        toml::Value::Table(base)
+            .try_into()
+            .map_err(|e: toml::de::Error| format!("[optimize]: {}", e.message()))
+    }
+
+    /// Steps per agent in the whole run.
+    pub fn depth(&self) -> usize {
+        self.steps_per_turn * self.sweeps
+    }
+
+    /// Normalized joint weights.
+    pub fn joint_weights(&self) -> [f64; 3] {
+        let s: f64 = self.weights.iter().sum();
+        self.weights.map(|w| w / s)
+    }
+
+    /// Normalized fallback weights.
+    pub fn fallback(&self) -> [f64; 2] {
+        let s: f64 = self.fallback_weights.iter().sum();
+        self.fallback_weights.map(|w| w / s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_differ_only_where_documented() {
+        let d = OptimizeSettings::preset("default", "paper").unwrap();
+        let f = OptimizeSettings::preset("faithful", "paper").unwrap();
+        assert_eq!(
+            (d.steps_per_turn, d.sweeps, d.beam, d.pool, d.batch),
+            (3, 3, 2, 50, 10)
+        );
+        assert_eq!(d.weights, [0.4, 0.4, 0.2]);
+        assert_eq!(f.judge.order, JudgeOrder::CandidateFirst);
+        assert!(!f.dedupe_beam && !f.literal_braces && !f.feedback);
+        assert_eq!(f.pool_split, "paper");
+        let l = OptimizeSettings::preset("default", "light").unwrap();
+        assert!(l.batch < d.batch && l.depth() < d.depth());
+        assert!(OptimizeSettings::preset("fast", "paper")
+            .unwrap_err()
+            .contains("default, faithful"));
+        assert!(OptimizeSettings::preset("default", "huge")
+            .unwrap_err()
+            .contains("light"));
+        for s in [d, f, l] {
+            s.validate().unwrap();
+        }
+    }
+
+    #[test]
+    fn overrides_merge_and_name_bad_keys() {
+        let t: toml::Table = toml::from_str("batch = 6\n[judge]\norder = \"random\"").unwrap();
+        let s = OptimizeSettings::default().with_overrides(&t).unwrap();
+        assert_eq!((s.batch, s.judge.order), (6, JudgeOrder::Random));
+        assert_eq!(s.judge.max_tokens, JudgeSettings::default().max_tokens);
+        assert!((s.mutator_temperature - 0.7).abs() < 1e-6);
+        let bad: toml::Table = toml::from_str("batchsize = 6").unwrap();
+        assert!(OptimizeSettings::default()
+            .with_overrides(&bad)
+            .unwrap_err()
+            .contains("batchsize"));
+    }
+
+    #[test]
+    fn validation_names_the_key() {
+        let mut s = OptimizeSettings::default();
+        s.batch = 80;
+        assert!(s.validate().unwrap_err().contains("batch (80)"));
+        s.batch = 0;
+        assert!(s.validate().unwrap_err().contains("batch must be"));
+    }
+}

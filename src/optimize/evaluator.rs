@@ -1,0 +1,352 @@
+//! The one seam between the optimizer and the MAS: [`Evaluator`]. The search sees prompt sets,
+//! traces and choices through it, never engines or tensors. [`MasEvaluator`] is the real one:
+//! the batched [`Runner`] for rollouts, the mutator model for proposals, the evaluator model for
+//! judgements (generated or by log-probability), an optional gold-answer judge for `labels`,
+//! and per-role metering (calls, tokens, cache hits, seconds, engine batches).
+
+use super::meta::{parse_choice, Choice};
+use super::OptimizeError;
+use crate::engine::chat_template::Message;
+use crate::engine::sampling::SamplingParams;
+use crate::engine::{Completion, EngineError, GenRequest, Prompt};
+use crate::judge::{Judge, JudgeItem};
+use crate::mas::{AgentGraph, AnswerExtractor, LanguageModel, PromptSet, Rollout, RunSettings};
+use crate::mas::{Runner, Trace};
+use crate::tasks::{Example, TaskKind};
+use serde::{Deserialize, Serialize};
+use std::sync::Mutex;
+use std::time::Instant;
+
+/// One rollout: a prompt set on a pool example, optionally re-running from an agent on a
+/// baseline trace.
+#[derive(Debug, Clone, Copy)]
+pub struct RolloutJob<'a> {
+    /// Prompts of every agent.
+    pub prompts: &'a PromptSet,
+    /// Index into the pool.
+    pub example: usize,
+    /// Partial re-run: (baseline trace, agent index).
+    pub base: Option<(&'a Trace, usize)>,
+}
+
+/// One mutator call.
+#[derive(Debug, Clone)]
+pub struct ProposeJob {
+    /// The meta-prompt.
+    pub prompt: String,
+    /// Seed of this call's sampling.
+    pub seed: u64,
+}
+
+/// One judge call.
+#[derive(Debug, Clone)]
+pub struct JudgeJob {
+    /// The judge prompt.
+    pub prompt: String,
+    /// Most tokens of the reply (generate mode).
+    pub max_tokens: usize,
+    /// Parse with the reference's rules.
+    pub reference_parse: bool,
+}
+
+/// Cost of one model role.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct RoleCost {
+    /// Calls (requests, or scorings).
+    pub calls: u64,
+    /// Calls answered from the completion cache.
+    pub cached: u64,
+    /// Prompt tokens.
+    pub prompt_tokens: u64,
+    /// Generated tokens.
+    pub generated_tokens: u64,
+    /// Seconds inside the model.
+    pub secs: f64,
+    /// Engine submissions.
+    pub batches: u64,
+}
+
+impl RoleCost {
+    fn add(&mut self, o: &RoleCost) {
+        self.calls += o.calls;
+        self.cached += o.cached;
+        self.prompt_tokens += o.prompt_tokens;
+        self.generated_tokens += o.generated_tokens;
+        self.secs += o.secs;
+        self.batches += o.batches;
+    }
+
+    /// Prompt + generated tokens.
+    pub fn tokens(&self) -> u64 {
+        self.prompt_tokens + self.generated_tokens
+    }
+}
+
+/// Cost by role.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Cost {
+    /// The MAS's agents.
+    pub agents: RoleCost,
+    /// The mutator.
+    pub mutator: RoleCost,
+    /// The evaluator.
+    pub evaluator: RoleCost,
+}
+
+impl Cost {
+    /// Sum of two costs.
+    pub fn plus(&self, o: &Cost) -> Cost {
+        let mut c = *self;
+        c.agents.add(&o.agents);
+        c.mutator.add(&o.mutator);
+        c.evaluator.add(&o.evaluator);
+        c
+    }
+
+    /// All calls.
+    pub fn calls(&self) -> u64 {
+        self.agents.calls + self.mutator.calls + self.evaluator.calls
+    }
+
+    /// All tokens.
+    pub fn tokens(&self) -> u64 {
+        self.agents.tokens() + self.mutator.tokens() + self.evaluator.tokens()
+    }
+}
+
+/// What the optimizer needs from the MAS and the models.
+pub trait Evaluator {
+    /// The MAS.
+    fn graph(&self) -> &AgentGraph;
+    /// The task kind.
+    fn kind(&self) -> TaskKind;
+    /// The optimization pool.
+    fn pool(&self) -> &[Example];
+    /// Runs rollouts (batched); one trace per job, in order.
+    fn rollouts(&self, jobs: &[RolloutJob<'_>]) -> Result<Vec<Trace>, OptimizeError>;
+    /// Mutator calls (batched): the reply text, or why the call failed.
+    fn propose(&self, jobs: &[ProposeJob]) -> Vec<Result<String, String>>;
+    /// Judge calls (batched): the choice, `None` when the reply named neither.
+    fn judge(&self, jobs: &[JudgeJob]) -> Vec<Option<Choice>>;
+    /// Gold-answer correctness of final outputs (`labels`); `None` where no gold exists.
+    fn grade(&self, items: &[(usize, &Trace)]) -> Vec<Option<bool>>;
+    /// Cost since creation.
+    fn cost(&self) -> Cost;
+}
+
+/// A model wrapped with a cost meter; optionally submits one request at a time (the unbatched
+/// reference point for speed comparisons).
+pub struct Metered<'a> {
+    lm: &'a dyn LanguageModel,
+    cost: Mutex<RoleCost>,
+    one_at_a_time: bool,
+}
+
+impl<'a> Metered<'a> {
+    /// Meters `lm`.
+    pub fn new(lm: &'a dyn LanguageModel, one_at_a_time: bool) -> Self {
+        Self {
+            lm,
+            cost: Mutex::new(RoleCost::default()),
+            one_at_a_time,
+        }
+    }
+
+    /// Cost so far.
+    pub fn cost(&self) -> RoleCost {
+        *self.cost.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn account(&self, out: &[Result<Completion, EngineError>], secs: f64, batches: u64) {
+        let mut c = self.cost.lock().unwrap_or_else(|p| p.into_inner());
+        c.calls += out.len() as u64;
+        c.secs += secs;
+        c.batches += batches;
+        for r in out.iter().flatten() {
+            c.cached += u64::from(r.from_cache);
+            c.prompt_tokens += r.prompt_tokens as u64;
+            c.generated_tokens += r.token_ids.len() as u64;
+        }
+    }
+}
+
+impl LanguageModel for Metered<'_> {
+    fn generate(
+        &self,
+        requests: &[GenRequest],
+        on_progress: &mut dyn FnMut(usize),
+    ) -> Vec<Result<Completion, EngineError>> {
+        if requests.is_empty() {
+            return Vec::new();
+        }
+        let t0 = Instant::now();
+        let (out, batches) = if self.one_at_a_time {
+            let mut out = Vec::with_capacity(requests.len());
+            for (i, r) in requests.iter().enumerate() {
+                let mut one = self
+                    .lm
+                    .generate(std::slice::from_ref(r), &mut |_| on_progress(i));
+                out.push(one.pop().unwrap_or_else(|| {
+                    Err(EngineError::Request("the model returned no result".into()))
+                }));
+            }
+            (out, requests.len() as u64)
+        } else {
+            (self.lm.generate(requests, on_progress), 1)
+        };
+        self.account(&out, t0.elapsed().as_secs_f64(), batches);
+        out
+    }
+
+    fn describe(&self) -> String {
+        self.lm.describe()
+    }
+
+    fn score(&self, prompt: &Prompt, continuations: &[String]) -> Result<Vec<f64>, EngineError> {
+        let t0 = Instant::now();
+        let out = self.lm.score(prompt, continuations);
+        let mut c = self.cost.lock().unwrap_or_else(|p| p.into_inner());
+        c.calls += 1;
+        c.batches += 1;
+        c.secs += t0.elapsed().as_secs_f64();
+        out
+    }
+}
+
+/// The real evaluator.
+pub struct MasEvaluator<'a> {
+    /// The MAS.
+    pub graph: &'a AgentGraph,
+    /// The pool.
+    pub pool: &'a [Example],
+    /// Agents' model.
+    pub agents: Metered<'a>,
+    /// The mutator's model.
+    pub mutator: Metered<'a>,
+    /// The evaluator's model.
+    pub evaluator: Metered<'a>,
+    /// Answer extraction.
+    pub extractor: &'a dyn AnswerExtractor,
+    /// MAS execution settings.
+    pub run: RunSettings,
+    /// Mutator sampling temperature.
+    pub mutator_temperature: f32,
+    /// Most tokens of a proposal.
+    pub mutator_max_tokens: usize,
+    /// Judge by log-probability of "A" vs "B" instead of generating.
+    pub logprob: bool,
+    /// Gold-answer judge (`labels`).
+    pub gold: Option<&'a dyn Judge>,
+}
+
+impl Evaluator for MasEvaluator<'_> {
+    fn graph(&self) -> &AgentGraph {
+        self.graph
+    }
+
+    fn kind(&self) -> TaskKind {
+        self.run.kind
+    }
+
+    fn pool(&self) -> &[Example] {
+        self.pool
+    }
+
+    fn rollouts(&self, jobs: &[RolloutJob<'_>]) -> Result<Vec<Trace>, OptimizeError> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rollouts: Vec<Rollout<'_>> = jobs
+            .iter()
+            .map(|j| Rollout {
+                prompts: j.prompts,
+                example: &self.pool[j.example],
+                base: j.base,
+            })
+            .collect();
+        let runner = Runner::new(self.graph, &self.agents, self.extractor, &self.run);
+        Ok(runner.run(&rollouts, &mut |_| {})?)
+    }
+
+    fn propose(&self, jobs: &[ProposeJob]) -> Vec<Result<String, String>> {
+        let requests: Vec<GenRequest> = jobs
+            .iter()
+            .map(|j| {
+                let mut r = GenRequest::chat(
+                    vec![Message::user(j.prompt.clone())],
+                    self.mutator_max_tokens,
+                );
+                if self.mutator_temperature > 0.0 {
+                    r.sampling = SamplingParams {
+                        temperature: self.mutator_temperature,
+                        top_k: 0,
+                        top_p: 1.0,
+                        seed: j.seed,
+                    };
+                }
+                r
+            })
+            .collect();
+        self.mutator
+            .generate(&requests, &mut |_| {})
+            .into_iter()
+            .map(|r| r.map(|c| c.text).map_err(|e| e.to_string()))
+            .collect()
+    }
+
+    fn judge(&self, jobs: &[JudgeJob]) -> Vec<Option<Choice>> {
+        if self.logprob {
+            return jobs
+                .iter()
+                .map(|j| {
+                    let prompt = Prompt::Chat(vec![Message::user(j.prompt.clone())]);
+                    match self.evaluator.score(&prompt, &["A".into(), "B".into()]) {
+                        Ok(lp) if lp.len() == 2 && lp[0] > lp[1] => Some(Choice::A),
+                        Ok(lp) if lp.len() == 2 && lp[1] > lp[0] => Some(Choice::B),
+                        _ => None,
+                    }
+                })
+                .collect();
+        }
+        let requests: Vec<GenRequest> = jobs
+            .iter()
+            .map(|j| GenRequest::chat(vec![Message::user(j.prompt.clone())], j.max_tokens))
+            .collect();
+        self.evaluator
+            .generate(&requests, &mut |_| {})
+            .into_iter()
+            .zip(jobs)
+            .map(|(r, j)| {
+                r.ok()
+                    .and_then(|c| parse_choice(&c.text, j.reference_parse))
+            })
+            .collect()
+    }
+
+    fn grade(&self, items: &[(usize, &Trace)]) -> Vec<Option<bool>> {
+        let Some(judge) = self.gold else {
+            return vec![None; items.len()];
+        };
+        let ji: Vec<JudgeItem<'_>> = items
+            .iter()
+            .map(|(i, t)| JudgeItem {
+                example: &self.pool[*i],
+                output: &t.final_output,
+                answer: &t.final_answer,
+            })
+            .collect();
+        judge
+            .judge(&ji)
+            .into_iter()
+            .map(|v| Some(v.correct))
+            .collect()
+    }
+
+    fn cost(&self) -> Cost {
+        Cost {
+            agents: self.agents.cost(),
+            mutator: self.mutator.cost(),
+            evaluator: self.evaluator.cost(),
+        }
+    }
+}

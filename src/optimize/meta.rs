@@ -1,0 +1,314 @@
+//! The optimizer's own prompts, written for maspo to the purposes in spec §6: the mutator's
+//! meta-prompt (role, traces, requirements, current prompt → a rewritten prompt in `<prompt>`
+//! tags), the three pairwise judge prompts (role-aware terminal, intermediate, final answer) per
+//! task kind, and the parsers of their replies.
+
+use crate::mas::seeds::answer_format;
+use crate::tasks::TaskKind;
+
+/// Characters of one agent output shown to the mutator or a judge; longer outputs keep their
+/// head and tail (the answer is usually at the end).
+pub const MAX_SHOWN_CHARS: usize = 2400;
+
+/// The task requirement the optimized system must meet (the proposal and judge prompts quote it).
+pub fn requirement(kind: TaskKind) -> String {
+    let how = match kind {
+        TaskKind::Code => "Reason briefly about the approach, then give one complete Python function. No exception handling, input validation or type hints the task does not ask for.",
+        TaskKind::Choice => "Reason step by step, then choose exactly one option.",
+        TaskKind::Math => "Reason step by step and state the final answer in its simplest canonical form.",
+    };
+    format!("{how} {}", answer_format(kind))
+}
+
+/// Shortens `text` to [`MAX_SHOWN_CHARS`] (head and tail kept).
+pub fn shown(text: &str) -> String {
+    let n = text.chars().count();
+    if n <= MAX_SHOWN_CHARS {
+        return text.to_string();
+    }
+    let half = MAX_SHOWN_CHARS / 2;
+    let head: String = text.chars().take(half).collect();
+    let tail: String = text.chars().skip(n - half).collect();
+    format!("{head}\n[… {} characters omitted …]\n{tail}", n - 2 * half)
+}
+
+/// One trace shown to the mutator.
+#[derive(Debug, Clone)]
+pub struct Sample<'a> {
+    /// The question.
+    pub question: &'a str,
+    /// What the agent received from its predecessors ("" for source agents).
+    pub context: &'a str,
+    /// The agent's full output.
+    pub output: &'a str,
+}
+
+/// Everything the mutator's meta-prompt shows.
+#[derive(Debug, Clone)]
+pub struct ProposalInput<'a> {
+    /// Task kind.
+    pub kind: TaskKind,
+    /// The agent's role type.
+    pub role: &'a str,
+    /// The role's one-line description.
+    pub description: &'a str,
+    /// The traces.
+    pub samples: &'a [Sample<'a>],
+    /// The current prompt.
+    pub prompt: &'a str,
+    /// Failures observed downstream (the `feedback` fix); `None` in the reference.
+    pub feedback: Option<String>,
+}
+
+/// The mutator's meta-prompt.
+pub fn proposal_prompt(p: &ProposalInput<'_>) -> String {
+    let mut samples = String::new();
+    for (i, s) in p.samples.iter().enumerate() {
+        let context = if s.context.trim().is_empty() {
+            "(this agent receives no input from other agents)".to_string()
+        } else {
+            shown(s.context)
+        };
+        samples.push_str(&format!(
+            "### Problem {}\n{}\n\n#### Context received\n{}\n\n#### Agent output\n{}\n\n",
+            i + 1,
+            shown(s.question),
+            context,
+            shown(s.output)
+        ));
+    }
+    let advice = match p.kind {
+        TaskKind::Code => "List the coding errors and format violations you see in the outputs, then fix their cause in the prompt. Keep the prompt under 300 words.",
+        TaskKind::Choice => "Check the outputs for truncation, weak reasoning and wasted words. Prefer a concise guide of two or three sentences (under 250 words) that works for any question of this kind; avoid templated multi-section structures.",
+        TaskKind::Math => "Check the outputs for calculation errors, skipped checks, wrong answer formats and wasted words. Prefer short, general guidance that works for any problem of this kind.",
+    };
+    let mut requirements = format!(
+        "Keep the agent's role, its responsibilities and the way it receives its input. {}",
+        requirement(p.kind)
+    );
+    if let Some(f) = &p.feedback {
+        requirements.push_str("\n\nDownstream feedback — the next agents recently failed on these cases; the new prompt should help avoid them:\n");
+        requirements.push_str(f);
+    }
+    format!(
+        "You improve the prompt of one agent in a team of language-model agents that solve problems together. The agent must keep its role.\n\n\
+         ## Agent\nType: {role}\nRole: {description}\n\n\
+         ## How the agent behaved with its current prompt\n{samples}\
+         ## Requirements\n{requirements}\n\n\
+         ## Current prompt\n<current_prompt>\n{prompt}\n</current_prompt>\n\n\
+         ## Your task\n{advice} The prompt must keep the placeholder {{question}} exactly once{ctx}; they are replaced by the problem and by the other agents' messages.\n\n\
+         Reply in this format:\n<analyse>what went wrong and why</analyse>\n<modification>one sentence saying what you change</modification>\n<prompt>the complete new prompt</prompt>",
+        role = p.role,
+        description = p.description,
+        prompt = p.prompt,
+        ctx = if p.prompt.contains("{context}") {
+            " and {context} exactly once"
+        } else {
+            ""
+        },
+    )
+}
+
+/// The new prompt inside the first `<prompt>…</prompt>` pair of a mutator reply.
+pub fn parse_proposal(reply: &str) -> Option<String> {
+    let start = reply.find("<prompt>")? + "<prompt>".len();
+    let end = reply[start..].find("</prompt>")? + start;
+    let p = reply[start..end].trim();
+    (!p.is_empty()).then(|| p.to_string())
+}
+
+/// Which comparison a judgement is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Comparison {
+    /// A non-terminal agent's own outputs (local validity).
+    Local,
+    /// A direct successor's outputs after the re-run (lookahead potential).
+    Lookahead,
+    /// The system's final answers (global alignment).
+    Global,
+    /// The terminal agent's outputs, judged role-aware.
+    Terminal,
+}
+
+/// The text of a judge prompt.
+pub struct JudgeInput<'a> {
+    /// Task kind.
+    pub kind: TaskKind,
+    /// Which comparison.
+    pub comparison: Comparison,
+    /// The terminal agent's role type and description (terminal comparisons).
+    pub role: &'a str,
+    /// The role's description.
+    pub description: &'a str,
+    /// The question.
+    pub question: &'a str,
+    /// Output shown as "A".
+    pub a: &'a str,
+    /// Output shown as "B".
+    pub b: &'a str,
+    /// Ask for the letter only (log-prob judging: the next token decides).
+    pub letter_only: bool,
+}
+
+/// A judge prompt.
+pub fn judge_prompt(j: &JudgeInput<'_>) -> String {
+    let (a, b, q) = (shown(j.a), shown(j.b), shown(j.question));
+    let letter = "Reply with only the letter A or B.";
+    match j.comparison {
+        Comparison::Local | Comparison::Lookahead => {
+            let criteria = match j.kind {
+                TaskKind::Code => "Prefer, in this order: correct logic, following the task's requirements, code that can be extracted (one fenced Python block), clarity.",
+                TaskKind::Choice => "Prefer, in this order: a complete (not cut-off) analysis, correct reasoning, a clearly stated option, no misleading claims.",
+                TaskKind::Math => "Prefer, in this order: correct reasoning and calculations, explicit intermediate results, a clearly stated result, no misleading claims.",
+            };
+            format!(
+                "Two intermediate outputs of an agent in a team that solves the problem below are shown. Decide which one is more likely to help the team reach a correct final answer. {criteria}\n\n## Problem\n{q}\n\n## Output A\n{a}\n\n## Output B\n{b}\n\n{letter}"
+            )
+        }
+        Comparison::Global => {
+            let criteria = match j.kind {
+                TaskKind::Code => "Judge functional correctness only, by tracing the code on the task's cases; if both are correct, prefer the more concise one.",
+                _ => "Judge correctness of the final answer only; the style of the reasoning does not matter.",
+            };
+            format!(
+                "Two final answers of a problem-solving system are shown. Decide which final answer is more likely correct. {criteria}\n\n## Problem\n{q}\n\n## Requirement\n{}\n\n## Answer A\n{a}\n\n## Answer B\n{b}\n\n{letter}",
+                requirement(j.kind)
+            )
+        }
+        Comparison::Terminal => {
+            let first = match j.kind {
+                TaskKind::Choice => "First, prefer a complete answer that is not cut off; then the correct option; then clearer reasoning.",
+                TaskKind::Code => "First, prefer correct code; then code in the required format (one fenced Python block); then clearer reasoning.",
+                TaskKind::Math => "First, prefer the correct final answer; then clearer, verifiable reasoning.",
+            };
+            let reply = if j.letter_only {
+                letter.to_string()
+            } else {
+                "Reply with a short analysis inside <analyse></analyse>, then your choice as <choose>A</choose> or <choose>B</choose>.".to_string()
+            };
+            format!(
+                "You judge two responses of the final agent of a problem-solving team.\nThe agent: {} — {}\n{first} Do not reward length. Check that the answer follows the required format.\n\n## Problem\n{q}\n\n## Requirement\n{}\n\n## Response A\n{a}\n\n## Response B\n{b}\n\n{reply}",
+                j.role,
+                j.description,
+                requirement(j.kind)
+            )
+        }
+    }
+}
+
+/// A judge's choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Choice {
+    /// "A" is better.
+    A,
+    /// "B" is better.
+    B,
+}
+
+/// Parses a judge reply: the `<choose>` tag when present, else the last standalone letter A or B.
+/// `None` when neither says anything. With `reference`, the reference's rule instead: the tag's
+/// content contains "A", else the last letter of the reply is "A", else (no letters) "A".
+pub fn parse_choice(reply: &str, reference: bool) -> Option<Choice> {
+    let tag = reply.find("<choose>").and_then(|s| {
+        let rest = &reply[s + "<choose>".len()..];
+        rest.find("</choose>").map(|e| rest[..e].to_string())
+    });
+    if reference {
+        let a = match tag {
+            Some(t) => t.contains('A'),
+            None => reply
+                .chars()
+                .rev()
+                .find(|c| c.is_alphabetic())
+                .map(|c| c.to_uppercase().next() == Some('A'))
+                .unwrap_or(true),
+        };
+        return Some(if a { Choice::A } else { Choice::B });
+    }
+    let letter = |s: &str| -> Option<Choice> {
+        s.split(|c: char| !c.is_ascii_alphanumeric())
+            .rev()
+            .find_map(|w| match w {
+                "A" => Some(Choice::A),
+                "B" => Some(Choice::B),
+                _ => None,
+            })
+    };
+    match tag {
+        Some(t) => letter(t.trim()).or_else(|| match t.trim().to_ascii_uppercase().as_str() {
+            "A" => Some(Choice::A),
+            "B" => Some(Choice::B),
+            _ => None,
+        }),
+        None => letter(reply),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proposal_replies() {
+        assert_eq!(
+            parse_proposal("<analyse>x</analyse><prompt>\n New {question} \n</prompt> trailing")
+                .as_deref(),
+            Some("New {question}")
+        );
+        assert_eq!(parse_proposal("no tags here"), None);
+        assert_eq!(parse_proposal("<prompt>cut off"), None);
+        assert_eq!(parse_proposal("<prompt>  </prompt>"), None);
+    }
+
+    #[test]
+    fn judge_replies() {
+        assert_eq!(
+            parse_choice("<analyse>A is long</analyse><choose>B</choose>", false),
+            Some(Choice::B)
+        );
+        assert_eq!(parse_choice("A", false), Some(Choice::A));
+        assert_eq!(parse_choice("Output B is better.", false), Some(Choice::B));
+        assert_eq!(parse_choice("I think A. Final: B", false), Some(Choice::B));
+        assert_eq!(parse_choice("Both are fine", false), None);
+        assert_eq!(parse_choice("", false), None);
+        // The reference: last letter of the reply, default A.
+        assert_eq!(parse_choice("Both are fine", true), Some(Choice::B));
+        assert_eq!(parse_choice("...", true), Some(Choice::A));
+        assert_eq!(parse_choice("<choose>A/B</choose>", true), Some(Choice::A));
+    }
+
+    #[test]
+    fn prompts_name_their_parts() {
+        let samples = [Sample {
+            question: "1+1?",
+            context: "",
+            output: "2",
+        }];
+        let p = proposal_prompt(&ProposalInput {
+            kind: TaskKind::Math,
+            role: "predictor",
+            description: "Solver",
+            samples: &samples,
+            prompt: "Solve {question}",
+            feedback: Some("- case 1".into()),
+        });
+        assert!(p.contains("1+1?") && p.contains("Solve {question}") && p.contains("case 1"));
+        assert!(p.contains("no input from other agents"));
+        let long = "x".repeat(10_000);
+        assert!(shown(&long).len() < 3000);
+        for c in [Comparison::Local, Comparison::Global, Comparison::Terminal] {
+            let j = judge_prompt(&JudgeInput {
+                kind: TaskKind::Choice,
+                comparison: c,
+                role: "reflector",
+                description: "Reviewer",
+                question: "Q?",
+                a: "first",
+                b: "second",
+                letter_only: false,
+            });
+            assert!(j.contains("first") && j.contains("second") && j.contains("Q?"));
+        }
+    }
+}

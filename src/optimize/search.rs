@@ -1,0 +1,1118 @@
+//! The search: MASPO's evolutionary beam search over each agent's prompt, visiting agents in
+//! topological order (spec §4.2), with the round-robin and single-cycle schedules.
+//!
+//! A unit of work is a beam step or a beam refresh of one agent. Every phase of a step is one
+//! batch through the [`Evaluator`] across all beam nodes, batch parts, candidates and questions:
+//! baseline rollouts, proposals, partial re-runs, judgements. Every random draw derives its seed
+//! from (run seed, purpose, agent, step, node, part, …), never from call order, so a unit
+//! recomputed after a resume gives the same result.
+
+use super::config::{JudgeOrder, OptimizeSettings, Schedule};
+use super::evaluator::{Evaluator, JudgeJob, ProposeJob, RolloutJob};
+use super::meta::{self, Choice, Comparison, JudgeInput, ProposalInput, Sample};
+use super::sanitize::sanitize;
+use super::state::{BadCase, BeamNode, State, StepRecord};
+use super::OptimizeError;
+use crate::mas::seeds::role_description;
+use crate::mas::{PromptSet, Trace};
+use crate::rng::{derive_seed, sample_indices, str_seed};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+
+/// Improvement threshold of the best cumulative score.
+const EPS: f64 = 1e-6;
+
+/// What the next unit of work is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    /// Re-score agent `pos`'s beam against its committed prompt.
+    Refresh(usize),
+    /// One beam step of agent `pos`.
+    Step(usize),
+}
+
+/// The next unit, advancing the cursor past finished turns; `None` when the schedule is done.
+pub fn next_unit(state: &mut State, s: &OptimizeSettings) -> Option<Unit> {
+    let n = state.agents.len();
+    let depth = s.depth();
+    loop {
+        if state.agents.iter().all(|a| a.explored >= depth) {
+            return None;
+        }
+        let c = &mut state.cursor;
+        let max_sweeps = match s.schedule {
+            Schedule::Maspo => s.sweeps,
+            Schedule::SingleCycle => 1,
+            // Each turn does at least one step, so sweeps end.
+            Schedule::RoundRobin => usize::MAX,
+        };
+        if c.sweep >= max_sweeps || n == 0 {
+            return None;
+        }
+        let a = &state.agents[c.pos];
+        let turn_len = match s.schedule {
+            Schedule::Maspo => s.steps_per_turn,
+            Schedule::SingleCycle | Schedule::RoundRobin => depth,
+        };
+        let turn_over = a.explored >= depth
+            || c.in_turn >= turn_len
+            || (s.schedule == Schedule::RoundRobin && a.turn_fails >= s.patience.max(1));
+        if !turn_over {
+            let refresh = s.schedule == Schedule::Maspo
+                && s.beam_refresh
+                && c.in_turn == 0
+                && !c.refreshed
+                && a.explored > 0
+                && !a.beam.is_empty();
+            if refresh {
+                return Some(Unit::Refresh(c.pos));
+            }
+            return Some(Unit::Step(c.pos));
+        }
+        state.agents[c.pos].turn_fails = 0;
+        let c = &mut state.cursor;
+        c.pos += 1;
+        c.in_turn = 0;
+        c.refreshed = false;
+        if c.pos >= n {
+            c.pos = 0;
+            c.sweep += 1;
+        }
+    }
+}
+
+/// Progress of the search, for observers.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum SearchEvent {
+    /// A phase is submitted.
+    Phase {
+        /// Phase name.
+        phase: &'static str,
+        /// Calls (jobs) in it.
+        jobs: usize,
+    },
+    /// A candidate was decided.
+    Candidate(CandidateRecord),
+}
+
+/// One line of `candidates.jsonl` (no wall-clock values: the file is compared for identity).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CandidateRecord {
+    /// Candidate id.
+    pub id: u64,
+    /// `proposal` or `refresh`.
+    pub kind: &'static str,
+    /// Agent id.
+    pub agent: String,
+    /// Sweep.
+    pub sweep: usize,
+    /// The agent's step.
+    pub step: usize,
+    /// Parent candidate id (0 = seed).
+    pub parent: u64,
+    /// Which part of the batch fed the proposal.
+    pub part: usize,
+    /// The prompt.
+    pub prompt: String,
+    /// `evaluated`, `format_failure`, `rejected`, `duplicate`, `unchanged` or `anchor`.
+    pub status: String,
+    /// Why a proposal was not evaluated.
+    pub reason: Option<String>,
+    /// Local win rate.
+    pub local: Option<f64>,
+    /// Lookahead win rate.
+    pub lookahead: Option<f64>,
+    /// Global win rate.
+    pub global: Option<f64>,
+    /// Terminal (role-aware) win rate.
+    pub terminal: Option<f64>,
+    /// Score (win − 0.5).
+    pub score: Option<f64>,
+    /// Score > 0.
+    pub accepted: bool,
+    /// Questions of the batch (pool example ids).
+    pub questions: Vec<String>,
+    /// Misalignment rate of this candidate.
+    pub misalignment: Option<f64>,
+}
+
+/// Result of evaluating one candidate against its baseline.
+#[derive(Debug, Clone, Default)]
+struct Eval {
+    local: Option<f64>,
+    lookahead: Option<f64>,
+    global: Option<f64>,
+    terminal: Option<f64>,
+    score: f64,
+    bad: Vec<BadCase>,
+    misleading: Vec<String>,
+    misalignment: Option<f64>,
+}
+
+/// A pending pairwise comparison of one candidate on one question.
+struct Pending {
+    cand: usize,
+    q: usize,
+    comparison: Comparison,
+    /// Successor index for lookahead.
+    succ: usize,
+    /// Job indices: (job, candidate shown first).
+    jobs: Vec<(usize, bool)>,
+    /// Decided without the judge.
+    fixed: Option<f64>,
+}
+
+/// The search over one evaluator.
+pub struct Search<'a> {
+    ev: &'a dyn Evaluator,
+    s: &'a OptimizeSettings,
+    /// Optimizable agents (graph indices) in topological order.
+    order: Vec<usize>,
+    index_of: HashMap<String, usize>,
+}
+
+/// One candidate in a step.
+struct Cand {
+    node: usize,
+    prompt: String,
+    id: u64,
+}
+
+impl<'a> Search<'a> {
+    /// A search of `ev`'s graph with settings `s`.
+    pub fn new(ev: &'a dyn Evaluator, s: &'a OptimizeSettings) -> Self {
+        let order = ev.graph().optimizable();
+        let index_of = ev
+            .pool()
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.id.clone(), i))
+            .collect();
+        Self {
+            ev,
+            s,
+            order,
+            index_of,
+        }
+    }
+
+    /// Agent ids in optimization order.
+    pub fn agent_ids(&self) -> Vec<String> {
+        self.order
+            .iter()
+            .map(|&i| self.ev.graph().agent(i).id.clone())
+            .collect()
+    }
+
+    fn seed(&self, parts: &[u64]) -> u64 {
+        let mut all = vec![self.s.seed];
+        all.extend_from_slice(parts);
+        derive_seed(&all)
+    }
+
+    /// The prompts peers run with while agent `pos` is optimized.
+    fn peers(&self, state: &State) -> PromptSet {
+        match self.s.schedule {
+            Schedule::SingleCycle => state.seeds.clone(),
+            _ => state.prompts.clone(),
+        }
+    }
+
+    /// Runs one unit, updating `state`; candidates go to `observe`.
+    pub fn run_unit(
+        &self,
+        unit: Unit,
+        state: &mut State,
+        observe: &mut dyn FnMut(SearchEvent),
+    ) -> Result<StepRecord, OptimizeError> {
+        match unit {
+            Unit::Step(pos) => self.step(pos, state, observe),
+            Unit::Refresh(pos) => self.refresh(pos, state, observe),
+        }
+    }
+
+    /// The mini-batch of beam node `node`: injected hard cases first, then a seeded sample.
+    /// Returns (questions, which of them are random draws).
+    fn draw_batch(&self, state: &State, pos: usize, node: usize) -> (Vec<usize>, Vec<bool>) {
+        let g = self.ev.graph();
+        let a = self.order[pos];
+        let explored = state.agents[pos].explored as u64;
+        let mut injected: Vec<usize> = Vec::new();
+        if self.s.misalignment_sampling {
+            for &p in g.predecessors(a) {
+                let Some(ppos) = self.order.iter().position(|&o| o == p) else {
+                    continue;
+                };
+                for id in &state.agents[ppos].misleading {
+                    if let Some(&i) = self.index_of.get(id) {
+                        if !injected.contains(&i) {
+                            injected.push(i);
+                        }
+                    }
+                }
+            }
+            let cap = self.s.inject_cap.min(self.s.batch);
+            if injected.len() > cap {
+                let pick = sample_indices(
+                    injected.len(),
+                    cap,
+                    self.seed(&[str_seed("inject"), a as u64, explored, node as u64]),
+                );
+                injected = pick.into_iter().map(|i| injected[i]).collect();
+            }
+        }
+        let rest: Vec<usize> = (0..self.ev.pool().len())
+            .filter(|i| !injected.contains(i))
+            .collect();
+        let want = self.s.batch.saturating_sub(injected.len());
+        let drawn = sample_indices(
+            rest.len(),
+            want,
+            self.seed(&[str_seed("batch"), a as u64, explored, node as u64]),
+        );
+        let mut batch = injected.clone();
+        let mut random = vec![false; injected.len()];
+        for i in drawn {
+            batch.push(rest[i]);
+            random.push(true);
+        }
+        (batch, random)
+    }
+
+    /// Rollouts with identical (prompts, question) computed once.
+    fn baselines(
+        &self,
+        sets: &[PromptSet],
+        batches: &[Vec<usize>],
+        observe: &mut dyn FnMut(SearchEvent),
+    ) -> Result<Vec<Vec<Trace>>, OptimizeError> {
+        let mut key_of: BTreeMap<(String, usize), usize> = BTreeMap::new();
+        let mut jobs = Vec::new();
+        let hashes: Vec<String> = sets.iter().map(PromptSet::hash).collect();
+        let mut slots = Vec::new();
+        for (n, batch) in batches.iter().enumerate() {
+            let mut row = Vec::new();
+            for &q in batch {
+                let k = (hashes[n].clone(), q);
+                let idx = *key_of.entry(k).or_insert_with(|| {
+                    jobs.push(RolloutJob {
+                        prompts: &sets[n],
+                        example: q,
+                        base: None,
+                    });
+                    jobs.len() - 1
+                });
+                row.push(idx);
+            }
+            slots.push(row);
+        }
+        observe(SearchEvent::Phase {
+            phase: "baseline",
+            jobs: jobs.len(),
+        });
+        let traces = self.ev.rollouts(&jobs)?;
+        Ok(slots
+            .into_iter()
+            .map(|row| row.into_iter().map(|i| traces[i].clone()).collect())
+            .collect())
+    }
+
+    fn feedback(&self, state: &State, a: usize) -> Option<String> {
+        if !self.s.feedback {
+            return None;
+        }
+        let g = self.ev.graph();
+        let mut out = String::new();
+        for &succ in g.successors(a) {
+            let Some(spos) = self.order.iter().position(|&o| o == succ) else {
+                continue;
+            };
+            for case in state.agents[spos].bad_cases.iter().take(2) {
+                let q = self
+                    .index_of
+                    .get(&case.example)
+                    .map(|&i| snippet(&self.ev.pool()[i].question, 200))
+                    .unwrap_or_default();
+                out.push_str(&format!(
+                    "- {} failed on: {q}\n  its output began: {}\n",
+                    g.agent(succ).id,
+                    case.output
+                ));
+            }
+        }
+        (!out.is_empty()).then_some(out)
+    }
+
+    fn step(
+        &self,
+        pos: usize,
+        state: &mut State,
+        observe: &mut dyn FnMut(SearchEvent),
+    ) -> Result<StepRecord, OptimizeError> {
+        let g = self.ev.graph();
+        let a = self.order[pos];
+        let agent = g.agent(a).clone();
+        let kind = self.ev.kind();
+        let explored = state.agents[pos].explored;
+        let sweep = state.cursor.sweep;
+        let nodes: Vec<BeamNode> = {
+            let st = &state.agents[pos];
+            if explored == 0 {
+                vec![BeamNode {
+                    cum: 0.0,
+                    ..st.best.clone()
+                }]
+            } else if st.beam.is_empty() {
+                vec![st.best.clone()]
+            } else {
+                st.beam.clone()
+            }
+        };
+        let peers = self.peers(state);
+        let sets: Vec<PromptSet> = nodes
+            .iter()
+            .map(|n| peers.with(&agent.id, &n.prompt))
+            .collect();
+        let drawn: Vec<(Vec<usize>, Vec<bool>)> = (0..nodes.len())
+            .map(|i| self.draw_batch(state, pos, i))
+            .collect();
+        let batches: Vec<Vec<usize>> = drawn.iter().map(|d| d.0.clone()).collect();
+        let base = self.baselines(&sets, &batches, observe)?;
+
+        // Proposals: one per part of each node's batch.
+        let feedback = self.feedback(state, a);
+        let description = if agent.description.is_empty() {
+            role_description(&agent.role, kind)
+        } else {
+            agent.description.clone()
+        };
+        let mut jobs = Vec::new();
+        let mut job_of = Vec::new();
+        for (i, node) in nodes.iter().enumerate() {
+            for (part, range) in parts(batches[i].len(), self.s.proposals)
+                .into_iter()
+                .enumerate()
+            {
+                let samples: Vec<Sample<'_>> = range
+                    .map(|k| Sample {
+                        question: &self.ev.pool()[batches[i][k]].question,
+                        context: &base[i][k].nodes[a].context,
+                        output: &base[i][k].nodes[a].raw,
+                    })
+                    .collect();
+                let prompt = meta::proposal_prompt(&ProposalInput {
+                    kind,
+                    role: &agent.role,
+                    description: &description,
+                    samples: &samples,
+                    prompt: &node.prompt,
+                    feedback: feedback.clone(),
+                });
+                jobs.push(ProposeJob {
+                    prompt,
+                    seed: self.seed(&[
+                        str_seed("propose"),
+                        a as u64,
+                        explored as u64,
+                        i as u64,
+                        part as u64,
+                    ]),
+                });
+                job_of.push((i, part));
+            }
+        }
+        observe(SearchEvent::Phase {
+            phase: "propose",
+            jobs: jobs.len(),
+        });
+        let replies = self.ev.propose(&jobs);
+        state.proposals.requested += jobs.len() as u64;
+
+        // Candidates: parsed, sanitized, deduplicated per node.
+        let mut cands: Vec<Cand> = Vec::new();
+        let mut records: Vec<CandidateRecord> = Vec::new();
+        let mut rec_of_cand: Vec<usize> = Vec::new();
+        // A proposal that failed or equals its parent stands for the parent (reference: the
+        // parent survives once among the node's deduplicated candidates).
+        let mut parent_kept = vec![false; nodes.len()];
+        for ((i, part), reply) in job_of.into_iter().zip(replies) {
+            let node = &nodes[i];
+            let id = state.next_id;
+            state.next_id += 1;
+            let mut rec = CandidateRecord {
+                id,
+                kind: "proposal",
+                agent: agent.id.clone(),
+                sweep,
+                step: explored,
+                parent: node.id,
+                part,
+                prompt: String::new(),
+                status: "evaluated".into(),
+                reason: None,
+                local: None,
+                lookahead: None,
+                global: None,
+                terminal: None,
+                score: None,
+                accepted: false,
+                questions: batches[i]
+                    .iter()
+                    .map(|&q| self.ev.pool()[q].id.clone())
+                    .collect(),
+                misalignment: None,
+            };
+            let parsed = match reply {
+                Err(e) => Err(("format_failure", format!("mutator call failed: {e}"))),
+                Ok(text) => match meta::parse_proposal(&text) {
+                    None => Err((
+                        "format_failure",
+                        "no <prompt>…</prompt> block in the reply".to_string(),
+                    )),
+                    Some(p) => sanitize(&p, &node.prompt, self.s.literal_braces)
+                        .map_err(|why| ("rejected", why)),
+                },
+            };
+            match parsed {
+                Err((status, why)) => {
+                    if status == "format_failure" {
+                        state.proposals.format_failures += 1;
+                    } else {
+                        state.proposals.rejected += 1;
+                    }
+                    rec.status = status.into();
+                    rec.reason = Some(why);
+                    rec.prompt = node.prompt.clone();
+                    parent_kept[i] = true;
+                }
+                Ok(p) => {
+                    rec.prompt = p.clone();
+                    if p == node.prompt {
+                        parent_kept[i] = true;
+                        rec.status = "unchanged".into();
+                        state.proposals.duplicates += 1;
+                    } else if cands.iter().any(|c| c.node == i && c.prompt == p) {
+                        rec.status = "duplicate".into();
+                        state.proposals.duplicates += 1;
+                    } else {
+                        cands.push(Cand {
+                            node: i,
+                            prompt: p,
+                            id,
+                        });
+                        rec_of_cand.push(records.len());
+                    }
+                }
+            }
+            records.push(rec);
+        }
+
+        // Partial re-runs and judgements of every candidate.
+        let cand_sets: Vec<PromptSet> = cands
+            .iter()
+            .map(|c| sets[c.node].with(&agent.id, &c.prompt))
+            .collect();
+        let evals = self.evaluate(
+            a,
+            &cands.iter().map(|c| (c.node, c.id)).collect::<Vec<_>>(),
+            &cand_sets,
+            &batches,
+            &drawn.iter().map(|d| d.1.clone()).collect::<Vec<_>>(),
+            &base,
+            self.s.lookahead,
+            state,
+            observe,
+        )?;
+        state.proposals.evaluated += evals.len() as u64;
+
+        // Children, the node's best, the new beam.
+        let mut pool: Vec<BeamNode> = Vec::new();
+        let mut best_step: Option<(f64, String, u64, usize)> = None; // (cum, prompt, id, eval idx)
+        let mut mis_rates = Vec::new();
+        let mut best_score: Option<f64> = None;
+        let mut accepted = 0;
+        for (i, node) in nodes.iter().enumerate() {
+            // The node's candidate slots in proposal order; failed proposals stand for the parent
+            // (reference: the parent survives once per failed candidate, deduplicated as a set).
+            let mine: Vec<usize> = (0..cands.len()).filter(|&c| cands[c].node == i).collect();
+            let mut local_best: (f64, Option<usize>) = (0.0, None);
+            if mine.is_empty() || parent_kept[i] {
+                pool.push(node.clone());
+            }
+            for &c in &mine {
+                let e = &evals[c];
+                if let Some(m) = e.misalignment {
+                    mis_rates.push(m);
+                }
+                best_score = Some(best_score.map_or(e.score, |b: f64| b.max(e.score)));
+                if e.score > 0.0 {
+                    accepted += 1;
+                    pool.push(BeamNode {
+                        prompt: cands[c].prompt.clone(),
+                        cum: node.cum + e.score,
+                        id: cands[c].id,
+                    });
+                } else {
+                    pool.push(node.clone());
+                }
+                if e.score > local_best.0 {
+                    local_best = (e.score, Some(c));
+                }
+                let r = &mut records[rec_of_cand[c]];
+                r.local = e.local;
+                r.lookahead = e.lookahead;
+                r.global = e.global;
+                r.terminal = e.terminal;
+                r.score = Some(e.score);
+                r.accepted = e.score > 0.0;
+                r.misalignment = e.misalignment;
+            }
+            let cum = node.cum + local_best.0.max(0.0);
+            let (prompt, id, ev) = match local_best.1 {
+                Some(c) => (cands[c].prompt.clone(), cands[c].id, c),
+                None => (node.prompt.clone(), node.id, usize::MAX),
+            };
+            if best_step.as_ref().is_none_or(|b| cum > b.0) {
+                best_step = Some((cum, prompt, id, ev));
+            }
+        }
+        state.proposals.accepted += accepted as u64;
+        pool.sort_by(|x, y| y.cum.total_cmp(&x.cum));
+        if !self.s.dedupe_beam {
+            pool.truncate(self.s.beam);
+        } else {
+            let mut seen = Vec::new();
+            pool.retain(|n| {
+                if seen.contains(&n.prompt) {
+                    false
+                } else {
+                    seen.push(n.prompt.clone());
+                    true
+                }
+            });
+            pool.truncate(self.s.beam);
+        }
+        let st = &mut state.agents[pos];
+        st.beam = pool;
+        let mut improved = false;
+        if let Some((cum, prompt, id, ev)) = best_step {
+            if cum > st.best.cum + EPS {
+                improved = true;
+                st.best = BeamNode {
+                    prompt: prompt.clone(),
+                    cum,
+                    id,
+                };
+                state.prompts = state.prompts.with(&agent.id, &prompt);
+                if let Some(e) = evals.get(ev) {
+                    if !e.bad.is_empty() {
+                        st.bad_cases = e.bad.clone();
+                    }
+                    if !e.misleading.is_empty() {
+                        st.misleading = e.misleading.clone();
+                    }
+                }
+            }
+        }
+        let mis =
+            (!mis_rates.is_empty()).then(|| mis_rates.iter().sum::<f64>() / mis_rates.len() as f64);
+        st.misalignment.push(mis);
+        st.explored += 1;
+        st.turn_fails = if improved { 0 } else { st.turn_fails + 1 };
+        state.cursor.in_turn += 1;
+        let record = StepRecord {
+            unit: state.units,
+            kind: "step".into(),
+            agent: agent.id.clone(),
+            sweep,
+            step: explored,
+            best_score,
+            best_cum: st.best.cum,
+            beam: st.beam.iter().map(|n| n.cum).collect(),
+            misalignment: mis,
+            evaluated: cands.len(),
+            accepted,
+            improved,
+            cost: Default::default(),
+        };
+        for r in records {
+            observe(SearchEvent::Candidate(r));
+        }
+        Ok(record)
+    }
+
+    fn refresh(
+        &self,
+        pos: usize,
+        state: &mut State,
+        observe: &mut dyn FnMut(SearchEvent),
+    ) -> Result<StepRecord, OptimizeError> {
+        let g = self.ev.graph();
+        let a = self.order[pos];
+        let agent = g.agent(a).clone();
+        let explored = state.agents[pos].explored;
+        let sweep = state.cursor.sweep;
+        let anchor = state.prompts.get(&agent.id).unwrap_or_default().to_string();
+        let before_top = {
+            let mut b = state.agents[pos].beam.clone();
+            b.sort_by(|x, y| y.cum.total_cmp(&x.cum));
+            b.first().map(|n| n.prompt.clone())
+        };
+        let batch = sample_indices(
+            self.ev.pool().len(),
+            self.s.batch,
+            self.seed(&[str_seed("refresh"), a as u64, explored as u64]),
+        );
+        let peers = self.peers(state).with(&agent.id, &anchor);
+        let base = self.baselines(
+            std::slice::from_ref(&peers),
+            std::slice::from_ref(&batch),
+            observe,
+        )?;
+        let beam = state.agents[pos].beam.clone();
+        let others: Vec<usize> = (0..beam.len())
+            .filter(|&i| beam[i].prompt != anchor)
+            .collect();
+        let sets: Vec<PromptSet> = others
+            .iter()
+            .map(|&i| peers.with(&agent.id, &beam[i].prompt))
+            .collect();
+        let evals = self.evaluate(
+            a,
+            &others.iter().map(|&i| (0, beam[i].id)).collect::<Vec<_>>(),
+            &sets,
+            std::slice::from_ref(&batch),
+            &[vec![true; batch.len()]],
+            &base,
+            false,
+            state,
+            observe,
+        )?;
+        let mut new_beam = beam.clone();
+        for (k, node) in new_beam.iter_mut().enumerate() {
+            let mut rec = CandidateRecord {
+                id: node.id,
+                kind: "refresh",
+                agent: agent.id.clone(),
+                sweep,
+                step: explored,
+                parent: node.id,
+                part: 0,
+                prompt: node.prompt.clone(),
+                status: "anchor".into(),
+                reason: None,
+                local: None,
+                lookahead: None,
+                global: None,
+                terminal: None,
+                score: None,
+                accepted: false,
+                questions: batch
+                    .iter()
+                    .map(|&q| self.ev.pool()[q].id.clone())
+                    .collect(),
+                misalignment: None,
+            };
+            match others.iter().position(|&o| o == k) {
+                None => node.cum = 0.0,
+                Some(j) => {
+                    let e = &evals[j];
+                    node.cum = e.score;
+                    rec.status = "evaluated".into();
+                    rec.local = e.local;
+                    rec.global = e.global;
+                    rec.terminal = e.terminal;
+                    rec.score = Some(e.score);
+                    rec.accepted = e.score > 0.0;
+                }
+            }
+            observe(SearchEvent::Candidate(rec));
+        }
+        new_beam.sort_by(|x, y| y.cum.total_cmp(&x.cum));
+        if self.s.dedupe_beam {
+            let mut seen = Vec::new();
+            new_beam.retain(|n| {
+                let dup = seen.contains(&n.prompt);
+                seen.push(n.prompt.clone());
+                !dup
+            });
+        }
+        let st = &mut state.agents[pos];
+        let top = new_beam.first().cloned();
+        st.kendall
+            .push(top.as_ref().map(|t| &t.prompt) == before_top.as_ref());
+        st.beam = new_beam;
+        let mut improved = false;
+        if let Some(top) = top {
+            improved = top.prompt != anchor;
+            st.best = top.clone();
+            state.prompts = state.prompts.with(&agent.id, &top.prompt);
+        }
+        state.cursor.refreshed = true;
+        Ok(StepRecord {
+            unit: state.units,
+            kind: "refresh".into(),
+            agent: agent.id.clone(),
+            sweep,
+            step: explored,
+            best_score: evals.iter().map(|e| e.score).reduce(f64::max),
+            best_cum: st.best.cum,
+            beam: st.beam.iter().map(|n| n.cum).collect(),
+            misalignment: None,
+            evaluated: evals.len(),
+            accepted: evals.iter().filter(|e| e.score > 0.0).count(),
+            improved,
+            cost: Default::default(),
+        })
+    }
+
+    /// Re-runs each candidate (`cands[i] = (node, id)`, prompts `sets[i]`) on its node's batch
+    /// from agent `a` and judges it against the node's baseline.
+    #[allow(clippy::too_many_arguments)]
+    fn evaluate(
+        &self,
+        a: usize,
+        cands: &[(usize, u64)],
+        sets: &[PromptSet],
+        batches: &[Vec<usize>],
+        random: &[Vec<bool>],
+        base: &[Vec<Trace>],
+        lookahead: bool,
+        state: &mut State,
+        observe: &mut dyn FnMut(SearchEvent),
+    ) -> Result<Vec<Eval>, OptimizeError> {
+        let g = self.ev.graph();
+        let kind = self.ev.kind();
+        let terminal = a == g.terminal();
+        let agent = g.agent(a);
+        let description = if agent.description.is_empty() {
+            role_description(&agent.role, kind)
+        } else {
+            agent.description.clone()
+        };
+        let succ: Vec<usize> = if lookahead && !terminal {
+            g.successors(a).to_vec()
+        } else {
+            Vec::new()
+        };
+        // Re-runs.
+        let mut jobs = Vec::new();
+        let mut at = Vec::new();
+        for (ci, &(node, _)) in cands.iter().enumerate() {
+            for (k, &q) in batches[node].iter().enumerate() {
+                jobs.push(RolloutJob {
+                    prompts: &sets[ci],
+                    example: q,
+                    base: Some((&base[node][k], a)),
+                });
+                at.push((ci, k));
+            }
+        }
+        observe(SearchEvent::Phase {
+            phase: "rerun",
+            jobs: jobs.len(),
+        });
+        let new = self.ev.rollouts(&jobs)?;
+        let mut new_of: HashMap<(usize, usize), &Trace> = HashMap::new();
+        for (t, key) in new.iter().zip(&at) {
+            new_of.insert(*key, t);
+        }
+        // Labels: grade final outputs of baselines and re-runs.
+        let graded: Option<HashMap<(usize, usize, bool), Option<bool>>> =
+            if self.s.judge.labels && !terminal {
+                let mut items = Vec::new();
+                let mut keys = Vec::new();
+                for (&(ci, k), t) in at.iter().zip(&new) {
+                    let node = cands[ci].0;
+                    items.push((batches[node][k], t));
+                    keys.push((ci, k, true));
+                    items.push((batches[node][k], &base[node][k]));
+                    keys.push((ci, k, false));
+                }
+                let v = self.ev.grade(&items);
+                Some(keys.into_iter().zip(v).collect())
+            } else {
+                None
+            };
+        // Judgements.
+        let mut pend: Vec<Pending> = Vec::new();
+        let mut jj: Vec<JudgeJob> = Vec::new();
+        for (ci, &(node, id)) in cands.iter().enumerate() {
+            for (k, &q) in batches[node].iter().enumerate() {
+                let n = new_of[&(ci, k)];
+                let b = &base[node][k];
+                let question = &self.ev.pool()[q].question;
+                let mut comps: Vec<(Comparison, usize, &str, &str)> = Vec::new();
+                if terminal {
+                    comps.push((Comparison::Terminal, 0, &n.nodes[a].raw, &b.nodes[a].raw));
+                } else {
+                    comps.push((Comparison::Local, 0, &n.nodes[a].raw, &b.nodes[a].raw));
+                    for &s in &succ {
+                        let (x, y) = (&n.nodes[s].raw, &b.nodes[s].raw);
+                        if !x.trim().is_empty() && !y.trim().is_empty() {
+                            comps.push((Comparison::Lookahead, s, x, y));
+                        }
+                    }
+                    comps.push((Comparison::Global, 0, &n.final_output, &b.final_output));
+                }
+                for (comparison, s, cand_out, base_out) in comps {
+                    let mut p = Pending {
+                        cand: ci,
+                        q: k,
+                        comparison,
+                        succ: s,
+                        jobs: Vec::new(),
+                        fixed: None,
+                    };
+                    if comparison == Comparison::Global {
+                        if let Some(gr) = &graded {
+                            if let (Some(Some(x)), Some(Some(y))) =
+                                (gr.get(&(ci, k, true)), gr.get(&(ci, k, false)))
+                            {
+                                p.fixed = Some(match (x, y) {
+                                    (true, false) => 1.0,
+                                    (false, true) => 0.0,
+                                    _ => 0.5,
+                                });
+                                pend.push(p);
+                                continue;
+                            }
+                        }
+                    }
+                    if let Some(v) = self.decided(cand_out, base_out) {
+                        state.judge.decided_without_judge += 1;
+                        p.fixed = Some(v);
+                        pend.push(p);
+                        continue;
+                    }
+                    let orders: Vec<bool> = match self.s.judge.order {
+                        JudgeOrder::CandidateFirst => vec![true],
+                        JudgeOrder::Both => vec![true, false],
+                        JudgeOrder::Random => {
+                            let coin = self.seed(&[
+                                str_seed("order"),
+                                id,
+                                q as u64,
+                                comparison as u64,
+                                s as u64,
+                            ]);
+                            vec![coin & 1 == 0]
+                        }
+                    };
+                    for cand_first in orders {
+                        let (x, y) = if cand_first {
+                            (cand_out, base_out)
+                        } else {
+                            (base_out, cand_out)
+                        };
+                        let letter_only = self.s.judge.mode == super::config::JudgeMode::Logprob;
+                        let prompt = meta::judge_prompt(&JudgeInput {
+                            kind,
+                            comparison,
+                            role: &agent.role,
+                            description: &description,
+                            question,
+                            a: x,
+                            b: y,
+                            letter_only,
+                        });
+                        let max_tokens = if comparison == Comparison::Terminal && !letter_only {
+                            self.s.judge.max_tokens
+                        } else {
+                            self.s.judge.short_max_tokens
+                        };
+                        p.jobs.push((jj.len(), cand_first));
+                        jj.push(JudgeJob {
+                            prompt,
+                            max_tokens,
+                            reference_parse: self.s.judge.unparsed_is_a,
+                        });
+                    }
+                    pend.push(p);
+                }
+            }
+        }
+        observe(SearchEvent::Phase {
+            phase: "judge",
+            jobs: jj.len(),
+        });
+        let verdicts = self.ev.judge(&jj);
+        // Wins per pending comparison.
+        let mut win: Vec<f64> = Vec::with_capacity(pend.len());
+        for p in &pend {
+            if let Some(v) = p.fixed {
+                win.push(v);
+                continue;
+            }
+            let mut vals = Vec::new();
+            for &(j, cand_first) in &p.jobs {
+                let v = verdicts.get(j).copied().flatten();
+                state.judge.verdicts += 1;
+                match v {
+                    Some(Choice::A) => state.judge.chose_first += 1,
+                    Some(Choice::B) => {}
+                    None => state.judge.unparsed += 1,
+                }
+                vals.push(match (v, cand_first) {
+                    (Some(Choice::A), true) | (Some(Choice::B), false) => 1.0,
+                    (Some(_), _) => 0.0,
+                    (None, _) => 0.5,
+                });
+            }
+            if p.jobs.len() == 2 {
+                state.judge.both_orders += 1;
+                if vals[0] == vals[1] && vals[0] != 0.5 {
+                    state.judge.consistent += 1;
+                }
+            }
+            win.push(vals.iter().sum::<f64>() / vals.len().max(1) as f64);
+        }
+        // Scores.
+        let [wl, wn, wg] = self.s.joint_weights();
+        let [fl, fg] = self.s.fallback();
+        let mut out = Vec::new();
+        for (ci, &(node, _)) in cands.iter().enumerate() {
+            let nq = batches[node].len().max(1) as f64;
+            let mine: Vec<(&Pending, f64)> = pend
+                .iter()
+                .zip(&win)
+                .filter(|(p, _)| p.cand == ci)
+                .map(|(p, w)| (p, *w))
+                .collect();
+            let sum = |c: Comparison| -> (f64, usize) {
+                mine.iter()
+                    .filter(|(p, _)| p.comparison == c)
+                    .fold((0.0, 0), |(s, n), (_, w)| (s + w, n + 1))
+            };
+            let mut e = Eval::default();
+            let lost = |c: Comparison, k: usize| {
+                mine.iter()
+                    .find(|(p, _)| p.comparison == c && p.q == k)
+                    .map(|(_, w)| *w < 0.5)
+            };
+            if terminal {
+                let (t, _) = sum(Comparison::Terminal);
+                e.terminal = Some(t / nq);
+                e.score = t / nq - 0.5;
+            } else {
+                let (l, _) = sum(Comparison::Local);
+                let (gl, _) = sum(Comparison::Global);
+                let (nx, nn) = sum(Comparison::Lookahead);
+                let (rl, rg) = (l / nq, gl / nq);
+                e.local = Some(rl);
+                e.global = Some(rg);
+                let w = if lookahead && nn > 0 {
+                    let rn = nx / nn as f64;
+                    e.lookahead = Some(rn);
+                    wl * rl + wn * rn + wg * rg
+                } else {
+                    fl * rl + fg * rg
+                };
+                e.score = w - 0.5;
+            }
+            // Bad cases: local (or terminal) losses, first three in batch order.
+            let c = if terminal {
+                Comparison::Terminal
+            } else {
+                Comparison::Local
+            };
+            for (k, &q) in batches[node].iter().enumerate() {
+                if e.bad.len() >= 3 {
+                    break;
+                }
+                if lost(c, k) == Some(true) {
+                    e.bad.push(BadCase {
+                        example: self.ev.pool()[q].id.clone(),
+                        output: snippet(&new_of[&(ci, k)].nodes[a].raw, 200),
+                    });
+                }
+            }
+            // Misalignment mining (non-terminal): local win, lookahead or global loss.
+            if !terminal {
+                let mut denom = 0usize;
+                let mut mis = 0usize;
+                let mut cases: Vec<(u8, usize)> = Vec::new();
+                for (k, &q) in batches[node].iter().enumerate() {
+                    let local = mine
+                        .iter()
+                        .find(|(p, _)| p.comparison == Comparison::Local && p.q == k)
+                        .map(|(_, w)| *w);
+                    let Some(lw) = local else { continue };
+                    let is_random = random[node].get(k).copied().unwrap_or(true);
+                    if is_random {
+                        denom += 1;
+                    }
+                    if lw <= 0.5 {
+                        continue;
+                    }
+                    let glob_lost = lost(Comparison::Global, k).unwrap_or(false);
+                    let next_lost = mine
+                        .iter()
+                        .filter(|(p, _)| p.comparison == Comparison::Lookahead && p.q == k)
+                        .max_by_key(|(p, _)| p.succ)
+                        .map(|(_, w)| *w < 0.5)
+                        .unwrap_or(false);
+                    if is_random && (next_lost || glob_lost) {
+                        mis += 1;
+                    }
+                    let pri = match (next_lost, glob_lost) {
+                        (true, true) => 0,
+                        (true, false) => 1,
+                        (false, true) => 2,
+                        _ => continue,
+                    };
+                    cases.push((pri, q));
+                }
+                cases.sort_by_key(|c| c.0);
+                e.misleading = cases
+                    .into_iter()
+                    .take(self.s.k_mis)
+                    .map(|(_, q)| self.ev.pool()[q].id.clone())
+                    .collect();
+                e.misalignment = (denom > 0).then(|| mis as f64 / denom as f64);
+            }
+            out.push(e);
+        }
+        Ok(out)
+    }
+
+    /// A comparison decided without asking the judge (the default fixes): identical outputs tie,
+    /// an empty output loses to a non-empty one. `None` in the reference mode.
+    fn decided(&self, cand: &str, base: &str) -> Option<f64> {
+        if !self.s.judge.identical_is_tie {
+            return None;
+        }
+        let (c, b) = (cand.trim(), base.trim());
+        match (c.is_empty(), b.is_empty()) {
+            (true, true) => Some(0.5),
+            (true, false) => Some(0.0),
+            (false, true) => Some(1.0),
+            _ if c == b => Some(0.5),
+            _ => None,
+        }
+    }
+}
+
+/// `n` items split into `k` contiguous parts (the first parts one larger when uneven).
+pub fn parts(n: usize, k: usize) -> Vec<std::ops::Range<usize>> {
+    let k = k.max(1).min(n.max(1));
+    let (q, r) = (n / k, n % k);
+    let mut out = Vec::new();
+    let mut start = 0;
+    for i in 0..k {
+        let len = q + usize::from(i < r);
+        out.push(start..start + len);
+        start += len;
+    }
+    out
+}
+
+fn snippet(s: &str, n: usize) -> String {
+    let t: String = s.chars().take(n).collect();
+    if s.chars().count() > n {
+        format!("{t}…")
+    } else {
+        t
+    }
+}

@@ -1,0 +1,210 @@
+//! The optimizer's state between steps: beams, best prompts, hard cases, the schedule cursor,
+//! counters and history. Saved whole as `checkpoint.json` after every step, so a run resumes
+//! exactly where the last finished step left it.
+
+use super::evaluator::Cost;
+use crate::mas::PromptSet;
+use serde::{Deserialize, Serialize};
+
+/// One beam member.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BeamNode {
+    /// The prompt.
+    pub prompt: String,
+    /// Cumulative score (sum of accepted step scores along its path, or a refresh score).
+    pub cum: f64,
+    /// Candidate id that produced it (0 = the seed prompt).
+    pub id: u64,
+}
+
+/// A question where the candidate lost locally (shown downstream as feedback).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BadCase {
+    /// Pool example id.
+    pub example: String,
+    /// The start of the agent's output.
+    pub output: String,
+}
+
+/// Per-agent optimization state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentState {
+    /// Agent id.
+    pub agent: String,
+    /// The beam.
+    pub beam: Vec<BeamNode>,
+    /// The best node found (its prompt is the agent's committed prompt).
+    pub best: BeamNode,
+    /// Steps done.
+    pub explored: usize,
+    /// Misalignment cases (pool example ids, priority order), injected into successors' batches.
+    pub misleading: Vec<String>,
+    /// Recent local losses (the `feedback` fix shows them to predecessors' mutator).
+    pub bad_cases: Vec<BadCase>,
+    /// Misalignment rate per step (mean over the step's candidates; non-terminal agents).
+    pub misalignment: Vec<Option<f64>>,
+    /// Beam refresh kept the top prompt (Kendall top-1), per refresh.
+    pub kendall: Vec<bool>,
+    /// Consecutive steps without improvement in the current turn (round robin).
+    pub turn_fails: usize,
+}
+
+/// Where the schedule stands.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Cursor {
+    /// Sweep (0-based).
+    pub sweep: usize,
+    /// Position in the topological order of optimizable agents.
+    pub pos: usize,
+    /// Steps done in the current turn.
+    pub in_turn: usize,
+    /// The current turn's refresh is done (or not needed).
+    pub refreshed: bool,
+}
+
+/// Judging counters (position bias, unparsable replies).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct JudgeStats {
+    /// Judge replies (or scorings).
+    pub verdicts: u64,
+    /// Of those, the first position ("A") was chosen.
+    pub chose_first: u64,
+    /// Replies that named neither A nor B.
+    pub unparsed: u64,
+    /// Comparisons judged in both orders.
+    pub both_orders: u64,
+    /// Of those, the same output won in both orders.
+    pub consistent: u64,
+    /// Comparisons decided without the judge (identical or empty outputs).
+    pub decided_without_judge: u64,
+}
+
+/// Mutator counters.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProposalStats {
+    /// Proposals requested.
+    pub requested: u64,
+    /// Replies without a `<prompt>` block (or failed calls).
+    pub format_failures: u64,
+    /// Proposals the sanitizer rejected.
+    pub rejected: u64,
+    /// Proposals identical to their parent or to the node's other proposal.
+    pub duplicates: u64,
+    /// Candidates evaluated.
+    pub evaluated: u64,
+    /// Candidates accepted (score > 0).
+    pub accepted: u64,
+}
+
+/// One finished unit of work, for the report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepRecord {
+    /// Unit index (0-based).
+    pub unit: usize,
+    /// `step` or `refresh`.
+    pub kind: String,
+    /// Agent id.
+    pub agent: String,
+    /// Sweep.
+    pub sweep: usize,
+    /// The agent's step index (its `explored` before the step).
+    pub step: usize,
+    /// Best step score among the candidates (None when none was evaluated).
+    pub best_score: Option<f64>,
+    /// The agent's best cumulative score after the unit.
+    pub best_cum: f64,
+    /// The beam's cumulative scores after the unit.
+    pub beam: Vec<f64>,
+    /// Mean misalignment rate of the step's candidates.
+    pub misalignment: Option<f64>,
+    /// Candidates evaluated / accepted.
+    pub evaluated: usize,
+    /// Accepted.
+    pub accepted: usize,
+    /// The best prompt changed.
+    pub improved: bool,
+    /// Cost so far.
+    pub cost: Cost,
+}
+
+/// Everything a resumed run needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct State {
+    /// Format version of this file.
+    pub version: u32,
+    /// The committed prompt set (P).
+    pub prompts: PromptSet,
+    /// The seed prompts.
+    pub seeds: PromptSet,
+    /// Per optimizable agent, in topological order.
+    pub agents: Vec<AgentState>,
+    /// The schedule's position.
+    pub cursor: Cursor,
+    /// Units finished.
+    pub units: usize,
+    /// Next candidate id.
+    pub next_id: u64,
+    /// Lines of `candidates.jsonl` that belong to finished units.
+    pub candidate_lines: usize,
+    /// Judging counters.
+    pub judge: JudgeStats,
+    /// Mutator counters.
+    pub proposals: ProposalStats,
+    /// One record per finished unit.
+    pub history: Vec<StepRecord>,
+    /// Cost so far (all sessions of this run).
+    pub cost: Cost,
+    /// Wall seconds of optimization so far (all sessions).
+    pub elapsed_secs: f64,
+    /// Why the optimization stopped early (budget), if it did.
+    pub stopped: Option<String>,
+    /// All units are done.
+    pub finished: bool,
+}
+
+/// The current checkpoint format.
+pub const STATE_VERSION: u32 = 1;
+
+impl State {
+    /// The initial state: every agent's beam holds its seed prompt.
+    pub fn new(seeds: &PromptSet, order: &[String]) -> Self {
+        let agents = order
+            .iter()
+            .map(|id| {
+                let node = BeamNode {
+                    prompt: seeds.get(id).unwrap_or_default().to_string(),
+                    cum: 0.0,
+                    id: 0,
+                };
+                AgentState {
+                    agent: id.clone(),
+                    beam: vec![node.clone()],
+                    best: node,
+                    explored: 0,
+                    misleading: Vec::new(),
+                    bad_cases: Vec::new(),
+                    misalignment: Vec::new(),
+                    kendall: Vec::new(),
+                    turn_fails: 0,
+                }
+            })
+            .collect();
+        Self {
+            version: STATE_VERSION,
+            prompts: seeds.clone(),
+            seeds: seeds.clone(),
+            agents,
+            cursor: Cursor::default(),
+            units: 0,
+            next_id: 1,
+            candidate_lines: 0,
+            judge: JudgeStats::default(),
+            proposals: ProposalStats::default(),
+            history: Vec::new(),
+            cost: Cost::default(),
+            elapsed_secs: 0.0,
+            stopped: None,
+            finished: false,
+        }
+    }
+}
