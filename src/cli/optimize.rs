@@ -262,7 +262,7 @@ pub fn run(global: &GlobalArgs, args: OptimizeArgs) -> anyhow::Result<ExitCode> 
                     let task = plan.task.name.replace(['/', ':'], "_");
                     PathBuf::from(format!("runs/opt-{task}-{}", plan.graph.name()))
                 });
-            if root.join("checkpoint.json").exists() && !args.dry_run {
+            if root.join("config.json").exists() && !args.dry_run {
                 bail!(
                     "{} already holds a run: continue it with --resume {0} or choose another --run-dir",
                     root.display()
@@ -295,6 +295,9 @@ pub fn run(global: &GlobalArgs, args: OptimizeArgs) -> anyhow::Result<ExitCode> 
                 return Ok(ExitCode::SUCCESS);
             }
             let dir = RunDir::open(&root)?;
+            // The initial checkpoint first: once config.json exists, --resume always works.
+            dir.truncate_candidates(0)?;
+            dir.checkpoint(&initial_state(&plan))?;
             dir.write_json("config.json", &r)?;
             (r, dir)
         }
@@ -492,6 +495,17 @@ fn execute(
     write_report(&state, heldout.as_ref())?;
     print_final(&state, heldout.as_ref(), dir.root());
     Ok(ExitCode::SUCCESS)
+}
+
+/// The state before the first step: every agent's beam holds its starting prompt.
+fn initial_state(plan: &Plan) -> State {
+    let order: Vec<String> = plan
+        .graph
+        .optimizable()
+        .iter()
+        .map(|&i| plan.graph.agent(i).id.clone())
+        .collect();
+    State::new(&plan.prompts, &order)
 }
 
 /// Batched generation speed of the agents' engine: 16 sequences × 32 tokens (never cached).

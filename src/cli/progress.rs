@@ -105,7 +105,8 @@ impl EvalBar {
                         .set_message(format!("{} tokens streamed", self.tokens));
                 }
             }
-            EvalEvent::Run(RunEvent::BatchDone { calls }) => self.bar.inc(calls as u64),
+            EvalEvent::Run(RunEvent::CallDone) => self.bar.inc(1),
+            EvalEvent::Run(RunEvent::BatchDone { .. }) => {}
             EvalEvent::Judging { n } => self.bar.set_message(format!("judging {n}")),
         }
     }

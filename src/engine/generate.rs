@@ -51,39 +51,68 @@ pub(super) fn run(
     requests: &[GenRequest],
     on_delta: &mut dyn FnMut(StreamDelta<'_>),
 ) -> Vec<Result<Completion>> {
-    let ctx = engine.context_len();
     let mut results: Vec<Option<Result<Completion>>> = (0..requests.len()).map(|_| None).collect();
+    run_flow(engine, requests.to_vec(), on_delta, &mut |i, r| {
+        results[i] = Some(r);
+        Vec::new()
+    });
+    results
+        .into_iter()
+        .map(|r| {
+            r.unwrap_or_else(|| Err(EngineError::Request("request was never scheduled".into())))
+        })
+        .collect()
+}
+
+/// Dataflow generation: runs `initial` and every request `on_done` returns when a request
+/// finishes (its dependants), in one continuous batch, so the engine never waits for the
+/// slowest request of a "level". Requests are numbered in submission order (`initial` first);
+/// every request gets exactly one `on_done` call, with its completion or its own error.
+pub(super) fn run_flow(
+    engine: &Engine,
+    initial: Vec<GenRequest>,
+    on_delta: &mut dyn FnMut(StreamDelta<'_>),
+    on_done: &mut dyn FnMut(usize, Result<Completion>) -> Vec<GenRequest>,
+) {
+    let ctx = engine.context_len();
+    let mut incoming: VecDeque<GenRequest> = initial.into();
+    let mut next_index = 0usize;
     let mut waiting = VecDeque::new();
-    for (i, req) in requests.iter().enumerate() {
-        match prepare(engine, i, req, ctx) {
-            Ok(Prepared::Cached(c)) => {
-                emit(on_delta, i, &c.text);
-                results[i] = Some(Ok(c));
-            }
-            Ok(Prepared::Run(seq)) => waiting.push_back(seq),
-            Err(e) => results[i] = Some(Err(e)),
-        }
-    }
     let mut prefix = engine
         .prefix_cache
         .lock()
         .unwrap_or_else(|p| p.into_inner());
     let mut running: Vec<Seq> = Vec::new();
-    while !waiting.is_empty() || !running.is_empty() {
+    loop {
+        while let Some(req) = incoming.pop_front() {
+            let i = next_index;
+            next_index += 1;
+            match prepare(engine, i, &req, ctx) {
+                Ok(Prepared::Cached(c)) => {
+                    emit(on_delta, i, &c.text);
+                    incoming.extend(on_done(i, Ok(c)));
+                }
+                Ok(Prepared::Run(seq)) => waiting.push_back(seq),
+                Err(e) => incoming.extend(on_done(i, Err(e))),
+            }
+        }
+        if waiting.is_empty() && running.is_empty() {
+            break;
+        }
         admit(engine, &mut prefix, &mut waiting, &mut running);
         if let Err(e) = step(engine, &mut prefix, &mut running) {
             // A forward failure is systemic: every sequence in flight fails with it.
             let msg = e.to_string();
-            let failed = running
+            let failed: Vec<usize> = running
                 .drain(..)
                 .map(|s| s.request)
-                .chain(waiting.drain(..).map(|s| s.request));
-            for request in failed.collect::<Vec<_>>() {
-                results[request] = Some(Err(EngineError::Request(format!(
-                    "generation failed: {msg}"
-                ))));
+                .chain(waiting.drain(..).map(|s| s.request))
+                .collect();
+            for request in failed {
+                let err = EngineError::Request(format!("generation failed: {msg}"));
+                incoming.extend(on_done(request, Err(err)));
             }
-            break;
+            continue;
         }
         let mut i = 0;
         while i < running.len() {
@@ -98,18 +127,12 @@ pub(super) fn run(
                         tracing::warn!("completion cache write failed: {e}");
                     }
                 }
-                results[s.request] = Some(Ok(done));
+                incoming.extend(on_done(s.request, Ok(done)));
             } else {
                 i += 1;
             }
         }
     }
-    results
-        .into_iter()
-        .map(|r| {
-            r.unwrap_or_else(|| Err(EngineError::Request("request was never scheduled".into())))
-        })
-        .collect()
 }
 
 enum Prepared {

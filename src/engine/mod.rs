@@ -309,4 +309,16 @@ impl Engine {
     ) -> Vec<Result<Completion>> {
         generate::run(self, requests, on_delta)
     }
+
+    /// Dataflow generation: runs `initial`, and whenever a request finishes, calls
+    /// `on_done(index, result)` and runs the requests it returns (numbered after all earlier
+    /// ones) in the same continuous batch. `on_done` must not call back into the engine.
+    pub fn generate_flow(
+        &self,
+        initial: Vec<GenRequest>,
+        on_delta: &mut dyn FnMut(StreamDelta<'_>),
+        on_done: &mut dyn FnMut(usize, Result<Completion>) -> Vec<GenRequest>,
+    ) {
+        generate::run_flow(self, initial, on_delta, on_done)
+    }
 }

@@ -17,6 +17,35 @@ pub trait LanguageModel: Sync {
     /// A short description (model file), for reports.
     fn describe(&self) -> String;
 
+    /// Dataflow generation: runs `initial`; whenever request `i` finishes, `on_done(i, result)`
+    /// returns the requests that depend on it, which run next (numbered after all earlier ones).
+    /// Every request gets exactly one `on_done` call. The default runs rounds of
+    /// [`LanguageModel::generate`] (each round waits for its slowest request); the engine keeps
+    /// one continuous batch instead, so nothing waits for a "level" to finish.
+    fn generate_flow(
+        &self,
+        initial: Vec<GenRequest>,
+        on_done: &mut dyn FnMut(usize, Result<Completion, EngineError>) -> Vec<GenRequest>,
+    ) {
+        let mut next = initial;
+        let mut base = 0;
+        while !next.is_empty() {
+            let n = next.len();
+            let mut out = self.generate(&next, &mut |_| {}).into_iter();
+            let mut follow = Vec::new();
+            for i in 0..n {
+                let r = out.next().unwrap_or_else(|| {
+                    Err(EngineError::Request(
+                        "the model returned no result for this call".into(),
+                    ))
+                });
+                follow.extend(on_done(base + i, r));
+            }
+            base += n;
+            next = follow;
+        }
+    }
+
     /// The total log-probability of each continuation after `prompt`, computed without
     /// generating (log-prob judging). Models that cannot score say so with an error.
     fn score(&self, prompt: &Prompt, continuations: &[String]) -> Result<Vec<f64>, EngineError> {
@@ -39,6 +68,14 @@ impl LanguageModel for Engine {
 
     fn describe(&self) -> String {
         self.path().display().to_string()
+    }
+
+    fn generate_flow(
+        &self,
+        initial: Vec<GenRequest>,
+        on_done: &mut dyn FnMut(usize, Result<Completion, EngineError>) -> Vec<GenRequest>,
+    ) {
+        Engine::generate_flow(self, initial, &mut |_| {}, on_done)
     }
 
     fn score(&self, prompt: &Prompt, continuations: &[String]) -> Result<Vec<f64>, EngineError> {

@@ -1,10 +1,11 @@
 //! Executing a MAS over many rollouts at once.
 //!
 //! Every rollout (a prompt set × an example, optionally re-running one agent and its
-//! descendants on top of a baseline trace) advances level by level in lockstep: all answer calls
-//! of one graph level, across all rollouts, go to the engine as one batch, then all summary calls
-//! of that level as another. So one engine batch serves every candidate and example, and shared
-//! prompt prefixes (an agent's template across examples) hit the engine's prefix cache.
+//! descendants on top of a baseline trace) is a small dataflow: an agent's answer call is
+//! submitted as soon as its predecessors' messages exist, its summary call as soon as its answer
+//! does. All rollouts share one continuous engine batch ([`LanguageModel::generate_flow`]), so
+//! one engine batch serves every candidate and example, no call waits for an unrelated slower
+//! one, and shared prompt prefixes (an agent's template across examples) hit the prefix cache.
 
 use super::error::MasError;
 use super::graph::{fill, AgentGraph, AgentKind};
@@ -100,6 +101,8 @@ pub enum RunEvent {
     },
     /// Some request produced text.
     Progress,
+    /// One call finished.
+    CallDone,
     /// A batch finished.
     BatchDone {
         /// Calls in the batch.
@@ -115,10 +118,41 @@ pub struct Runner<'a> {
     settings: &'a RunSettings,
 }
 
+/// One submitted call of a dataflow run.
 struct Call {
     rollout: usize,
     node: usize,
-    request: GenRequest,
+    /// Answer call (else the summary call).
+    answer: bool,
+    started: Instant,
+    done: bool,
+}
+
+/// The state of one dataflow run.
+struct Flow {
+    traces: Vec<Trace>,
+    /// Per rollout: which agents run (the rest are reused from the baseline).
+    fresh: Vec<Vec<bool>>,
+    /// Per rollout and agent: fresh predecessors not finished yet.
+    waiting_on: Vec<Vec<usize>>,
+    /// Every call, in submission order (the model's request numbering).
+    calls: Vec<Call>,
+}
+
+impl Flow {
+    /// Marks `node` finished; returns the successors that are now ready.
+    fn node_done(&mut self, g: &AgentGraph, ri: usize, node: usize) -> Vec<usize> {
+        let mut ready = Vec::new();
+        for &s in g.successors(node) {
+            if self.fresh[ri][s] {
+                self.waiting_on[ri][s] -= 1;
+                if self.waiting_on[ri][s] == 0 {
+                    ready.push(s);
+                }
+            }
+        }
+        ready
+    }
 }
 
 impl<'a> Runner<'a> {
@@ -140,6 +174,10 @@ impl<'a> Runner<'a> {
     /// Runs every rollout to the end; one trace per rollout, in order. Per-call failures are
     /// recorded in the node traces; nothing here fails the whole run.
     ///
+    /// All rollouts run as one dataflow through the model: every call is submitted as soon as
+    /// its inputs exist (an agent's answer when its predecessors' messages are in, its summary
+    /// when its answer is), so no call waits for unrelated slower ones.
+    ///
     /// Fails only when a partial re-run's baseline does not fit (wrong agent index, a trace of
     /// another graph or example).
     pub fn run(
@@ -149,76 +187,61 @@ impl<'a> Runner<'a> {
     ) -> Result<Vec<Trace>, MasError> {
         self.check(rollouts)?;
         let g = self.graph;
-        let mut traces: Vec<Trace> = rollouts.iter().map(|r| self.start(r)).collect();
-        let fresh: Vec<Vec<bool>> = rollouts
-            .iter()
-            .map(|r| match r.base {
-                None => vec![true; g.agents().len()],
-                Some((_, from)) => {
-                    let mut v = vec![false; g.agents().len()];
-                    v[from] = true;
-                    for d in g.descendants(from) {
-                        v[d] = true;
+        let n = g.agents().len();
+        let mut flow = Flow {
+            traces: rollouts.iter().map(|r| self.start(r)).collect(),
+            fresh: rollouts
+                .iter()
+                .map(|r| match r.base {
+                    None => vec![true; n],
+                    Some((_, from)) => {
+                        let mut v = vec![false; n];
+                        v[from] = true;
+                        for d in g.descendants(from) {
+                            v[d] = true;
+                        }
+                        v
                     }
-                    v
-                }
+                })
+                .collect(),
+            waiting_on: Vec::new(),
+            calls: Vec::new(),
+        };
+        flow.waiting_on = flow
+            .fresh
+            .iter()
+            .map(|f| {
+                (0..n)
+                    .map(|i| g.predecessors(i).iter().filter(|&&p| f[p]).count())
+                    .collect()
             })
             .collect();
-        for level in g.levels() {
-            let mut calls = Vec::new();
-            for (ri, r) in rollouts.iter().enumerate() {
-                for &node in level {
-                    if !fresh[ri][node] {
-                        continue;
-                    }
-                    let context = self.context(&traces[ri], node);
-                    let agent = g.agent(node);
-                    let nt = &mut traces[ri].nodes[node];
-                    *nt = NodeTrace {
-                        agent: agent.id.clone(),
-                        context: context.clone(),
-                        ..NodeTrace::default()
-                    };
-                    match agent.kind {
-                        AgentKind::Vote => self.vote(&mut traces[ri], node),
-                        AgentKind::Llm => {
-                            let template = r.prompts.get(&agent.id).unwrap_or(&agent.template);
-                            let input = fill(template, &r.example.question, &context);
-                            traces[ri].nodes[node].input = input.clone();
-                            calls.push(Call {
-                                rollout: ri,
-                                node,
-                                request: self.answer_request(node, &r.example.id, input),
-                            });
-                        }
-                    }
+        let mut initial = Vec::new();
+        for ri in 0..rollouts.len() {
+            for &node in g.order() {
+                if flow.fresh[ri][node] && flow.waiting_on[ri][node] == 0 {
+                    initial.extend(self.activate(rollouts, ri, node, &mut flow));
                 }
             }
-            let answers = self.batch(&calls, observe);
-            let mut summaries = Vec::new();
-            for (call, (result, secs)) in calls.iter().zip(answers) {
-                let nt = &mut traces[call.rollout].nodes[call.node];
-                record(nt, result, secs, true);
-                if call.node == g.terminal() {
-                    nt.short = self.extractor.extract(&nt.raw);
-                } else if self.settings.protocol == Protocol::Direct || nt.raw.is_empty() {
-                    nt.short = nt.raw.clone();
-                } else {
-                    summaries.push(Call {
-                        rollout: call.rollout,
-                        node: call.node,
-                        request: self.summary_request(&nt.raw),
-                    });
-                }
-            }
-            let shorts = self.batch(&summaries, observe);
-            for (call, (result, secs)) in summaries.iter().zip(shorts) {
-                record(
-                    &mut traces[call.rollout].nodes[call.node],
-                    result,
-                    secs,
-                    false,
-                );
+        }
+        if !initial.is_empty() {
+            observe(RunEvent::BatchStart {
+                calls: initial.len(),
+            });
+            self.lm.generate_flow(initial, &mut |i, result| {
+                observe(RunEvent::CallDone);
+                self.finished(rollouts, i, result, &mut flow)
+            });
+            observe(RunEvent::BatchDone {
+                calls: flow.calls.len(),
+            });
+        }
+        let mut traces = flow.traces;
+        // A model that returned too few results fails the missing calls, never drops them.
+        for c in &flow.calls {
+            if !c.done {
+                let nt = &mut traces[c.rollout].nodes[c.node];
+                nt.error = Some("the model returned no result for this call".into());
             }
         }
         for t in &mut traces {
@@ -230,6 +253,91 @@ impl<'a> Runner<'a> {
             };
         }
         Ok(traces)
+    }
+
+    /// Starts `node` of rollout `ri` (its inputs exist): returns its answer request, or runs a
+    /// vote at once and starts the successors it unblocks.
+    fn activate(
+        &self,
+        rollouts: &[Rollout<'_>],
+        ri: usize,
+        node: usize,
+        flow: &mut Flow,
+    ) -> Vec<GenRequest> {
+        let g = self.graph;
+        let mut out = Vec::new();
+        let mut work = vec![node];
+        while let Some(node) = work.pop() {
+            let r = &rollouts[ri];
+            let context = self.context(&flow.traces[ri], node);
+            let agent = g.agent(node);
+            flow.traces[ri].nodes[node] = NodeTrace {
+                agent: agent.id.clone(),
+                context: context.clone(),
+                ..NodeTrace::default()
+            };
+            match agent.kind {
+                AgentKind::Vote => {
+                    self.vote(&mut flow.traces[ri], node);
+                    work.extend(flow.node_done(g, ri, node));
+                }
+                AgentKind::Llm => {
+                    let template = r.prompts.get(&agent.id).unwrap_or(&agent.template);
+                    let input = fill(template, &r.example.question, &context);
+                    flow.traces[ri].nodes[node].input = input.clone();
+                    out.push(self.answer_request(node, &r.example.id, input));
+                    flow.calls.push(Call {
+                        rollout: ri,
+                        node,
+                        answer: true,
+                        started: Instant::now(),
+                        done: false,
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// Records a finished call; returns the calls it unblocks.
+    fn finished(
+        &self,
+        rollouts: &[Rollout<'_>],
+        i: usize,
+        result: Result<Completion, EngineError>,
+        flow: &mut Flow,
+    ) -> Vec<GenRequest> {
+        let g = self.graph;
+        let Some(call) = flow.calls.get_mut(i) else {
+            return Vec::new();
+        };
+        call.done = true;
+        let (ri, node, answer) = (call.rollout, call.node, call.answer);
+        let secs = call.started.elapsed().as_secs_f64();
+        let nt = &mut flow.traces[ri].nodes[node];
+        record(nt, result, secs, answer);
+        if answer {
+            if node == g.terminal() {
+                nt.short = self.extractor.extract(&nt.raw);
+            } else if self.settings.protocol == Protocol::Direct || nt.raw.is_empty() {
+                nt.short = nt.raw.clone();
+            } else {
+                let req = self.summary_request(&nt.raw);
+                flow.calls.push(Call {
+                    rollout: ri,
+                    node,
+                    answer: false,
+                    started: Instant::now(),
+                    done: false,
+                });
+                return vec![req];
+            }
+        }
+        let mut out = Vec::new();
+        for s in flow.node_done(g, ri, node) {
+            out.extend(self.activate(rollouts, ri, s, flow));
+        }
+        out
     }
 
     /// Partial re-runs must start from a trace of this graph and example.
@@ -336,31 +444,6 @@ impl<'a> Runner<'a> {
             vec![Message::user(summary_prompt(self.settings.kind, raw))],
             self.settings.summary_max_tokens,
         )
-    }
-
-    fn batch(
-        &self,
-        calls: &[Call],
-        observe: &mut dyn FnMut(RunEvent),
-    ) -> Vec<(Result<Completion, EngineError>, f64)> {
-        if calls.is_empty() {
-            return Vec::new();
-        }
-        observe(RunEvent::BatchStart { calls: calls.len() });
-        let requests: Vec<GenRequest> = calls.iter().map(|c| c.request.clone()).collect();
-        let t0 = Instant::now();
-        let out = self
-            .lm
-            .generate(&requests, &mut |_| observe(RunEvent::Progress));
-        let secs = t0.elapsed().as_secs_f64();
-        observe(RunEvent::BatchDone { calls: calls.len() });
-        let mut out: Vec<_> = out.into_iter().map(|r| (r, secs)).collect();
-        // A model that returns too few results fails the missing calls, never drops them.
-        while out.len() < calls.len() {
-            let e = EngineError::Request("the model returned no result for this call".into());
-            out.push((Err(e), secs));
-        }
-        out
     }
 }
 

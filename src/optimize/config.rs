@@ -370,8 +370,10 @@ mod tests {
 
     #[test]
     fn validation_names_the_key() {
-        let mut s = OptimizeSettings::default();
-        s.batch = 80;
+        let mut s = OptimizeSettings {
+            batch: 80,
+            ..OptimizeSettings::default()
+        };
         assert!(s.validate().unwrap_err().contains("batch (80)"));
         s.batch = 0;
         assert!(s.validate().unwrap_err().contains("batch must be"));

@@ -49,6 +49,15 @@ pub struct JudgeJob {
     pub reference_parse: bool,
 }
 
+/// A judge's answer to one job.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct JudgeVerdict {
+    /// The choice; `None` when the reply named neither.
+    pub choice: Option<Choice>,
+    /// ln p("A") − ln p("B") (log-prob judging only).
+    pub margin: Option<f64>,
+}
+
 /// Cost of one model role.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct RoleCost {
@@ -126,8 +135,8 @@ pub trait Evaluator {
     fn rollouts(&self, jobs: &[RolloutJob<'_>]) -> Result<Vec<Trace>, OptimizeError>;
     /// Mutator calls (batched): the reply text, or why the call failed.
     fn propose(&self, jobs: &[ProposeJob]) -> Vec<Result<String, String>>;
-    /// Judge calls (batched): the choice, `None` when the reply named neither.
-    fn judge(&self, jobs: &[JudgeJob]) -> Vec<Option<Choice>>;
+    /// Judge calls (batched).
+    fn judge(&self, jobs: &[JudgeJob]) -> Vec<JudgeVerdict>;
     /// Gold-answer correctness of final outputs (`labels`); `None` where no gold exists.
     fn grade(&self, items: &[(usize, &Trace)]) -> Vec<Option<bool>>;
     /// Cost since creation.
@@ -200,6 +209,36 @@ impl LanguageModel for Metered<'_> {
 
     fn describe(&self) -> String {
         self.lm.describe()
+    }
+
+    fn generate_flow(
+        &self,
+        initial: Vec<GenRequest>,
+        on_done: &mut dyn FnMut(usize, Result<Completion, EngineError>) -> Vec<GenRequest>,
+    ) {
+        let t0 = Instant::now();
+        let mut calls = 0u64;
+        if self.one_at_a_time {
+            let mut queue: std::collections::VecDeque<GenRequest> = initial.into();
+            while let Some(r) = queue.pop_front() {
+                let out = self.lm.generate(std::slice::from_ref(&r), &mut |_| {});
+                let r = out.into_iter().next().unwrap_or_else(|| {
+                    Err(EngineError::Request("the model returned no result".into()))
+                });
+                self.account(std::slice::from_ref(&r), 0.0, 1);
+                queue.extend(on_done(calls as usize, r));
+                calls += 1;
+            }
+        } else {
+            self.lm.generate_flow(initial, &mut |i, r| {
+                self.account(std::slice::from_ref(&r), 0.0, 0);
+                on_done(i, r)
+            });
+            let mut c = self.cost.lock().unwrap_or_else(|p| p.into_inner());
+            c.batches += 1;
+        }
+        let mut c = self.cost.lock().unwrap_or_else(|p| p.into_inner());
+        c.secs += t0.elapsed().as_secs_f64();
     }
 
     fn score(&self, prompt: &Prompt, continuations: &[String]) -> Result<Vec<f64>, EngineError> {
@@ -294,16 +333,28 @@ impl Evaluator for MasEvaluator<'_> {
             .collect()
     }
 
-    fn judge(&self, jobs: &[JudgeJob]) -> Vec<Option<Choice>> {
+    fn judge(&self, jobs: &[JudgeJob]) -> Vec<JudgeVerdict> {
         if self.logprob {
             return jobs
                 .iter()
                 .map(|j| {
                     let prompt = Prompt::Chat(vec![Message::user(j.prompt.clone())]);
                     match self.evaluator.score(&prompt, &["A".into(), "B".into()]) {
-                        Ok(lp) if lp.len() == 2 && lp[0] > lp[1] => Some(Choice::A),
-                        Ok(lp) if lp.len() == 2 && lp[1] > lp[0] => Some(Choice::B),
-                        _ => None,
+                        Ok(lp) if lp.len() == 2 => {
+                            let margin = lp[0] - lp[1];
+                            let choice = if margin > 0.0 {
+                                Some(Choice::A)
+                            } else if margin < 0.0 {
+                                Some(Choice::B)
+                            } else {
+                                None
+                            };
+                            JudgeVerdict {
+                                choice,
+                                margin: Some(margin),
+                            }
+                        }
+                        _ => JudgeVerdict::default(),
                     }
                 })
                 .collect();
@@ -316,9 +367,11 @@ impl Evaluator for MasEvaluator<'_> {
             .generate(&requests, &mut |_| {})
             .into_iter()
             .zip(jobs)
-            .map(|(r, j)| {
-                r.ok()
-                    .and_then(|c| parse_choice(&c.text, j.reference_parse))
+            .map(|(r, j)| JudgeVerdict {
+                choice: r
+                    .ok()
+                    .and_then(|c| parse_choice(&c.text, j.reference_parse)),
+                margin: None,
             })
             .collect()
     }

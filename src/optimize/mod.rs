@@ -173,3 +173,6 @@ pub fn optimize(
     dir.save_best(&state.prompts, ev.graph())?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

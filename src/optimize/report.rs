@@ -132,7 +132,7 @@ pub fn write(dir: &RunDir, state: &State, r: &ReportInputs<'_>) -> Result<(), Op
     if j.both_orders > 0 {
         let _ = writeln!(
             md,
-            "- Position bias: of {} comparisons judged in both orders, the same output won both times in {} ({}); the rest followed the position.",
+            "- Position bias: of {} comparisons judged in both orders, the same output won both times in {} ({}); the rest split by position or were unparsable (each counted as half a win).",
             j.both_orders,
             j.consistent,
             pct(j.consistent as f64 / j.both_orders as f64)

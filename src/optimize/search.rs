@@ -93,7 +93,7 @@ pub enum SearchEvent {
         jobs: usize,
     },
     /// A candidate was decided.
-    Candidate(CandidateRecord),
+    Candidate(Box<CandidateRecord>),
 }
 
 /// One line of `candidates.jsonl` (no wall-clock values: the file is compared for identity).
@@ -637,7 +637,7 @@ impl<'a> Search<'a> {
             cost: Default::default(),
         };
         for r in records {
-            observe(SearchEvent::Candidate(r));
+            observe(SearchEvent::Candidate(Box::new(r)));
         }
         Ok(record)
     }
@@ -727,7 +727,7 @@ impl<'a> Search<'a> {
                     rec.accepted = e.score > 0.0;
                 }
             }
-            observe(SearchEvent::Candidate(rec));
+            observe(SearchEvent::Candidate(Box::new(rec)));
         }
         new_beam.sort_by(|x, y| y.cum.total_cmp(&x.cum));
         if self.s.dedupe_beam {
@@ -946,8 +946,14 @@ impl<'a> Search<'a> {
                 continue;
             }
             let mut vals = Vec::new();
+            // Candidate preference in log-odds per order (log-prob judging).
+            let mut margins = Vec::new();
             for &(j, cand_first) in &p.jobs {
-                let v = verdicts.get(j).copied().flatten();
+                let verdict = verdicts.get(j).copied().unwrap_or_default();
+                let v = verdict.choice;
+                if let Some(m) = verdict.margin {
+                    margins.push(if cand_first { m } else { -m });
+                }
                 state.judge.verdicts += 1;
                 match v {
                     Some(Choice::A) => state.judge.chose_first += 1,
@@ -964,6 +970,20 @@ impl<'a> Search<'a> {
                 state.judge.both_orders += 1;
                 if vals[0] == vals[1] && vals[0] != 0.5 {
                     state.judge.consistent += 1;
+                }
+                if margins.len() == 2 {
+                    // Both orders by log-probability: a position bias adds the same log-odds
+                    // to "A" in both orders and cancels in the sum; the sign of what remains
+                    // is the judge's preference.
+                    let d = margins[0] + margins[1];
+                    win.push(if d > 0.0 {
+                        1.0
+                    } else if d < 0.0 {
+                        0.0
+                    } else {
+                        0.5
+                    });
+                    continue;
                 }
             }
             win.push(vals.iter().sum::<f64>() / vals.len().max(1) as f64);

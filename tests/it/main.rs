@@ -10,6 +10,7 @@ mod engine;
 mod eval_cli;
 mod golden;
 mod mas;
+mod optimize_cli;
 mod outputs;
 mod sandbox;
 mod tasks;

@@ -1,0 +1,413 @@
+//! The search's logic on a scripted evaluator: rollouts, proposals and verdicts are functions of
+//! the prompts, so every score, acceptance, mined case and beam is known in advance.
+
+use super::config::{JudgeOrder, OptimizeSettings, Schedule};
+use super::evaluator::{Cost, Evaluator, JudgeJob, JudgeVerdict, ProposeJob, RolloutJob};
+use super::meta::Choice;
+use super::search::{next_unit, parts, Search, SearchEvent, Unit};
+use super::state::State;
+use super::OptimizeError;
+use crate::mas::{build, AgentGraph, NodeTrace, PromptSet, Topology, TopologyOptions, Trace};
+use crate::tasks::{Example, Gold, TaskKind};
+use std::cell::RefCell;
+
+/// Outputs carry markers from the prompts: an agent whose prompt contains `GOOD` writes `good`,
+/// `LOCALONLY` writes `good` but poisons its successors (`bad` downstream).
+struct Scripted {
+    graph: AgentGraph,
+    pool: Vec<Example>,
+    /// Text the mutator appends to the current prompt.
+    proposal: RefCell<Vec<String>>,
+    judged: RefCell<usize>,
+    /// Report log-prob margins.
+    margins: bool,
+}
+
+impl Scripted {
+    fn new(proposals: &[&str]) -> Self {
+        let graph = build(
+            Topology::Reflect,
+            TaskKind::Math,
+            &TopologyOptions::default(),
+        )
+        .unwrap();
+        let pool = (0..12)
+            .map(|i| Example {
+                id: format!("q{i}"),
+                question: format!("question {i}"),
+                gold: Gold::Answer("1".into()),
+            })
+            .collect();
+        Self {
+            graph,
+            pool,
+            proposal: RefCell::new(proposals.iter().map(|s| s.to_string()).collect()),
+            judged: RefCell::new(0),
+            margins: false,
+        }
+    }
+}
+
+fn output(prompt: &str, upstream: &str) -> String {
+    if prompt.contains("LOCALONLY") {
+        "good-local".into()
+    } else if upstream.contains("good-local") {
+        "bad".into()
+    } else if prompt.contains("GOOD") || upstream == "good" {
+        "good".into()
+    } else {
+        "plain".into()
+    }
+}
+
+impl Evaluator for Scripted {
+    fn graph(&self) -> &AgentGraph {
+        &self.graph
+    }
+    fn kind(&self) -> TaskKind {
+        TaskKind::Math
+    }
+    fn pool(&self) -> &[Example] {
+        &self.pool
+    }
+    fn rollouts(&self, jobs: &[RolloutJob<'_>]) -> Result<Vec<Trace>, OptimizeError> {
+        Ok(jobs
+            .iter()
+            .map(|j| {
+                let mut nodes = vec![NodeTrace::default(); 2];
+                let p0 = j.prompts.get("predictor").unwrap();
+                let p1 = j.prompts.get("reflector").unwrap();
+                nodes[0].raw = match j.base {
+                    Some((b, 1)) => b.nodes[0].raw.clone(),
+                    _ => output(p0, ""),
+                };
+                nodes[1].context = nodes[0].raw.clone();
+                nodes[1].raw = output(p1, &nodes[0].raw);
+                Trace {
+                    example_id: self.pool[j.example].id.clone(),
+                    final_output: nodes[1].raw.clone(),
+                    final_answer: nodes[1].raw.clone(),
+                    nodes,
+                    ..Trace::default()
+                }
+            })
+            .collect())
+    }
+    fn propose(&self, jobs: &[ProposeJob]) -> Vec<Result<String, String>> {
+        jobs.iter()
+            .map(|j| {
+                let cur = j
+                    .prompt
+                    .split("<current_prompt>\n")
+                    .nth(1)
+                    .and_then(|s| s.split("\n</current_prompt>").next())
+                    .unwrap()
+                    .to_string();
+                let mut p = self.proposal.borrow_mut();
+                let add = if p.len() > 1 {
+                    p.remove(0)
+                } else {
+                    p[0].clone()
+                };
+                if add == "FAIL" {
+                    Ok("no tags".into())
+                } else {
+                    Ok(format!("<prompt>{cur} {add}</prompt>"))
+                }
+            })
+            .collect()
+    }
+    fn judge(&self, jobs: &[JudgeJob]) -> Vec<JudgeVerdict> {
+        *self.judged.borrow_mut() += jobs.len();
+        jobs.iter()
+            .map(|j| {
+                let a = section(&j.prompt, "A");
+                let b = section(&j.prompt, "B");
+                let rank = |s: &str| match s {
+                    "good" | "good-local" => 2,
+                    "plain" => 1,
+                    _ => 0,
+                };
+                let (ra, rb) = (rank(&a), rank(&b));
+                // A position-biased judge: ties (and only ties) go to "A"; margins carry a
+                // constant +1 bias towards "A".
+                JudgeVerdict {
+                    choice: Some(if ra >= rb { Choice::A } else { Choice::B }),
+                    margin: self.margins.then(|| f64::from(ra - rb) + 1.0),
+                }
+            })
+            .collect()
+    }
+    fn grade(&self, items: &[(usize, &Trace)]) -> Vec<Option<bool>> {
+        vec![None; items.len()]
+    }
+    fn cost(&self) -> Cost {
+        Cost::default()
+    }
+}
+
+/// The text under "## Output A" / "## Answer A" / "## Response A".
+fn section(prompt: &str, letter: &str) -> String {
+    for head in ["Output", "Answer", "Response"] {
+        let h = format!("## {head} {letter}\n");
+        if let Some(i) = prompt.find(&h) {
+            let rest = &prompt[i + h.len()..];
+            return rest.split("\n\n").next().unwrap_or("").trim().to_string();
+        }
+    }
+    panic!("no section {letter} in {prompt}")
+}
+
+fn settings() -> OptimizeSettings {
+    let mut s = OptimizeSettings::preset("default", "paper").unwrap();
+    s.pool = 12;
+    s.batch = 4;
+    s.steps_per_turn = 1;
+    s.sweeps = 2;
+    s.judge.order = JudgeOrder::CandidateFirst;
+    s
+}
+
+fn run_units(
+    ev: &Scripted,
+    s: &OptimizeSettings,
+    n: usize,
+) -> (State, Vec<super::search::CandidateRecord>) {
+    let search = Search::new(ev, s);
+    let mut state = State::new(&PromptSet::seeds(&ev.graph), &search.agent_ids());
+    let mut recs = Vec::new();
+    for _ in 0..n {
+        let Some(u) = next_unit(&mut state, s) else {
+            break;
+        };
+        let rec = search
+            .run_unit(u, &mut state, &mut |e| {
+                if let SearchEvent::Candidate(c) = e {
+                    recs.push(*c)
+                }
+            })
+            .unwrap();
+        state.history.push(rec);
+        state.units += 1;
+    }
+    (state, recs)
+}
+
+#[test]
+fn a_better_predictor_prompt_wins_every_term_and_is_committed() {
+    let ev = Scripted::new(&["GOOD"]);
+    let s = settings();
+    let (state, recs) = run_units(&ev, &s, 1);
+    // Two proposals, identical → one candidate, one duplicate.
+    assert_eq!(recs.len(), 2);
+    let c = &recs[0];
+    assert_eq!(
+        (c.status.as_str(), recs[1].status.as_str()),
+        ("evaluated", "duplicate")
+    );
+    assert_eq!(
+        (c.local, c.lookahead, c.global),
+        (Some(1.0), Some(1.0), Some(1.0))
+    );
+    assert!((c.score.unwrap() - 0.5).abs() < 1e-12 && c.accepted);
+    assert!(state.prompts.get("predictor").unwrap().ends_with("GOOD"));
+    let st = &state.agents[0];
+    assert!((st.best.cum - 0.5).abs() < 1e-12);
+    // Beam: the child, then the deduplicated parent is not re-added (both proposals succeeded).
+    assert_eq!(st.beam.len(), 1);
+    assert_eq!(st.misalignment, vec![Some(0.0)]);
+}
+
+#[test]
+fn local_win_with_downstream_loss_is_mined_scored_and_injected() {
+    let ev = Scripted::new(&["LOCALONLY"]);
+    let mut s = settings();
+    // Local weight only: the candidate is accepted although it hurts downstream.
+    s.weights = [1.0, 0.0, 0.0];
+    s.inject_cap = 2;
+    let (state, recs) = run_units(&ev, &s, 2);
+    let c = &recs[0];
+    assert_eq!(
+        (c.local, c.lookahead, c.global),
+        (Some(1.0), Some(0.0), Some(0.0))
+    );
+    assert!((c.score.unwrap() - 0.5).abs() < 1e-12);
+    assert_eq!(c.misalignment, Some(1.0));
+    // K_mis = 3 cases in priority order (both lost), from the candidate's batch.
+    let mined = &state.agents[0].misleading;
+    assert_eq!(mined.len(), 3);
+    assert!(mined.iter().all(|q| c.questions.contains(q)));
+    // The reflector's batch starts with at most `inject_cap` of them.
+    let r = recs.iter().find(|r| r.agent == "reflector").unwrap();
+    assert!(mined.contains(&r.questions[0]) && mined.contains(&r.questions[1]));
+    assert!(
+        !mined.contains(&r.questions[2])
+            || r.questions[2..]
+                .iter()
+                .filter(|q| mined.contains(q))
+                .count()
+                <= 1
+    );
+    assert_eq!(r.questions.len(), 4);
+    // With the paper's weights the same candidate is rejected: 0.4·1 + 0.4·0 + 0.2·0 − 0.5 < 0.
+    let ev = Scripted::new(&["LOCALONLY"]);
+    let (state, recs) = run_units(&ev, &settings(), 1);
+    assert!((recs[0].score.unwrap() - (0.4 - 0.5)).abs() < 1e-12 && !recs[0].accepted);
+    assert!(
+        state.agents[0].misleading.is_empty(),
+        "cases are kept only on improvement"
+    );
+    assert_eq!(state.prompts, PromptSet::seeds(&ev.graph));
+}
+
+#[test]
+fn the_terminal_agent_is_judged_role_aware_only() {
+    let ev = Scripted::new(&["GOOD"]);
+    let s = settings();
+    let (state, recs) = run_units(&ev, &s, 2);
+    let r = recs
+        .iter()
+        .find(|r| r.agent == "reflector" && r.status == "evaluated")
+        .unwrap();
+    assert_eq!((r.local, r.lookahead, r.global), (None, None, None));
+    // The predictor already writes "good", so the reflector's output is "good" either way:
+    // identical outputs tie without the judge → win 0.5, score 0, rejected.
+    assert_eq!(r.terminal, Some(0.5));
+    assert!(!r.accepted);
+    assert_eq!(state.agents[1].explored, 1);
+}
+
+#[test]
+fn format_failures_keep_the_parent_and_refresh_rescored_the_beam() {
+    let ev = Scripted::new(&["FAIL"]);
+    let s = settings();
+    let (state, recs) = run_units(&ev, &s, 2);
+    assert!(recs.iter().all(|r| r.status == "format_failure"));
+    assert_eq!(*ev.judged.borrow(), 0);
+    assert_eq!(state.agents[0].beam.len(), 1);
+    // Sweep 2 starts with a refresh of the predictor: the only beam member is the anchor.
+    let ev = Scripted::new(&["GOOD", "GOOD", "FAIL"]);
+    let (state, recs) = run_units(&ev, &s, 3);
+    let refresh: Vec<_> = recs.iter().filter(|r| r.kind == "refresh").collect();
+    assert_eq!(refresh.len(), 1);
+    assert_eq!(refresh[0].status, "anchor");
+    assert_eq!(
+        state.agents[0].beam[0].cum, 0.0,
+        "refresh resets the anchor's cumulative score"
+    );
+    assert_eq!(state.agents[0].kendall, vec![true]);
+}
+
+#[test]
+fn faithful_mode_keeps_duplicate_beam_nodes() {
+    // One proposal fails (the parent stands in) and one is rejected (score < 0, the parent is
+    // re-added): the reference keeps both copies of the parent in the beam.
+    let mut s = settings();
+    s.dedupe_beam = false;
+    let (state, recs) = run_units(&Scripted::new(&["FAIL", "LOCALONLY"]), &s, 1);
+    assert_eq!(recs[0].status, "format_failure");
+    assert!(!recs[1].accepted);
+    let beam = &state.agents[0].beam;
+    assert_eq!(beam.len(), 2);
+    assert_eq!(beam[0], beam[1]);
+    s.dedupe_beam = true;
+    let (state, _) = run_units(&Scripted::new(&["FAIL", "LOCALONLY"]), &s, 1);
+    assert_eq!(state.agents[0].beam.len(), 1);
+}
+
+#[test]
+fn schedules_visit_agents_as_specified() {
+    let ids = vec!["a".to_string(), "b".to_string()];
+    let seeds = PromptSet(
+        ids.iter()
+            .map(|i| (i.clone(), "{question}".to_string()))
+            .collect(),
+    );
+    let trace = |mut s: OptimizeSettings, improve: bool| {
+        let mut st = State::new(&seeds, &ids);
+        let mut out = Vec::new();
+        while let Some(u) = next_unit(&mut st, &s) {
+            match u {
+                Unit::Step(p) => {
+                    st.agents[p].explored += 1;
+                    st.agents[p].turn_fails = if improve {
+                        0
+                    } else {
+                        st.agents[p].turn_fails + 1
+                    };
+                    st.cursor.in_turn += 1;
+                    out.push(format!("{}{}", ids[p], st.agents[p].explored));
+                }
+                Unit::Refresh(p) => {
+                    st.cursor.refreshed = true;
+                    out.push(format!("R{}", ids[p]));
+                }
+            }
+            assert!(out.len() < 100);
+        }
+        s.seed = 0;
+        out.join(" ")
+    };
+    let mut s = settings();
+    s.steps_per_turn = 2;
+    s.sweeps = 2;
+    assert_eq!(trace(s.clone(), true), "a1 a2 b1 b2 Ra a3 a4 Rb b3 b4");
+    s.beam_refresh = false;
+    assert_eq!(trace(s.clone(), true), "a1 a2 b1 b2 a3 a4 b3 b4");
+    s.schedule = Schedule::SingleCycle;
+    assert_eq!(trace(s.clone(), true), "a1 a2 a3 a4 b1 b2 b3 b4");
+    s.schedule = Schedule::RoundRobin;
+    s.patience = 1;
+    // Patience 1 without improvement: one step per turn until each agent used its depth (4).
+    assert_eq!(trace(s.clone(), false), "a1 b1 a2 b2 a3 b3 a4 b4");
+    assert_eq!(trace(s, true), "a1 a2 a3 a4 b1 b2 b3 b4");
+}
+
+#[test]
+fn batch_parts_split_evenly() {
+    assert_eq!(parts(10, 2), vec![0..5, 5..10]);
+    assert_eq!(parts(5, 2), vec![0..3, 3..5]);
+    assert_eq!(parts(1, 2), vec![0..1]);
+}
+
+#[test]
+fn both_orders_cancel_a_position_biased_judge() {
+    // The scripted judge prefers "A" on ties. Judged once with the candidate first, a
+    // candidate that changes nothing downstream-visible would win every tie; in both orders
+    // ties split to ½ and a real improvement still wins both.
+    let mut s = settings();
+    s.judge.order = JudgeOrder::Both;
+    s.judge.identical_is_tie = false;
+    let (_, recs) = run_units(&Scripted::new(&["GOOD"]), &s, 1);
+    assert_eq!(recs[0].local, Some(1.0));
+    // The reflector's candidate changes nothing (its input is already good): ties → ½ each.
+    let (_, recs) = run_units(&Scripted::new(&["GOOD"]), &s, 2);
+    let r = recs
+        .iter()
+        .find(|r| r.agent == "reflector" && r.status == "evaluated")
+        .unwrap();
+    assert_eq!(r.terminal, Some(0.5));
+    s.judge.order = JudgeOrder::CandidateFirst;
+    let (_, recs) = run_units(&Scripted::new(&["GOOD"]), &s, 2);
+    let r = recs
+        .iter()
+        .find(|r| r.agent == "reflector" && r.status == "evaluated")
+        .unwrap();
+    assert_eq!(
+        r.terminal,
+        Some(1.0),
+        "the reference's single order rewards position bias"
+    );
+    // Log-prob margins with a constant bias towards "A": summed over both orders it cancels.
+    s.judge.order = JudgeOrder::Both;
+    let mut ev = Scripted::new(&["GOOD"]);
+    ev.margins = true;
+    let (state, recs) = run_units(&ev, &s, 2);
+    assert_eq!(recs[0].local, Some(1.0));
+    let r = recs
+        .iter()
+        .find(|r| r.agent == "reflector" && r.status == "evaluated")
+        .unwrap();
+    assert_eq!(r.terminal, Some(0.5));
+    assert!(state.judge.both_orders > 0);
+}

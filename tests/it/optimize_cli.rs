@@ -1,0 +1,277 @@
+//! `maspo optimize` end to end on the real SmolLM2 with a tiny budget: the run directory,
+//! same-seed determinism, kill-at-any-moment-and-resume equivalence, and bad input.
+
+use crate::common::{heavy, maspo_bin, model_path, repo_root, QWEN, SMOLLM2};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const TINY: &str = r#"
+[optimize]
+budget = "light"
+pool = 6
+batch = 2
+sweeps = 2
+steps_per_turn = 1
+agent_max_tokens = 40
+mutator_max_tokens = 320
+test_limit = 3
+[optimize.judge]
+max_tokens = 24
+"#;
+
+fn setup(dir: &Path) -> PathBuf {
+    model_path(SMOLLM2);
+    model_path(QWEN);
+    let cfg = dir.join("tiny.toml");
+    std::fs::write(&cfg, TINY).unwrap();
+    cfg
+}
+
+fn cmd(cfg: &Path, run_dir: &Path) -> Command {
+    let mut c = Command::new(maspo_bin());
+    c.current_dir(repo_root())
+        .env("MASPO_THREADS", "2")
+        .args(["--quiet", "--config"])
+        .arg(cfg)
+        // SmolLM2 agents and evaluator; Qwen proposes (SmolLM2 rarely writes the <prompt> block),
+        // so candidates reach the judge.
+        .args([
+            "optimize",
+            "--task",
+            "gen:arithmetic",
+            "-m",
+            SMOLLM2,
+            "--mutator-model",
+            QWEN,
+        ])
+        .arg("--run-dir")
+        .arg(run_dir);
+    c
+}
+
+fn read(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+#[test]
+fn optimize_end_to_end_is_deterministic_and_resumes_after_sigkill() {
+    let _g = heavy();
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = setup(tmp.path());
+    let a = tmp.path().join("a");
+    let out = cmd(&cfg, &a).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("| seed |") && stdout.contains("| optimized |"),
+        "{stdout}"
+    );
+    for f in [
+        "config.json",
+        "checkpoint.json",
+        "events.jsonl",
+        "candidates.jsonl",
+        "best_prompts.json",
+        "report.md",
+        "heldout.json",
+        "score.svg",
+        "beam.svg",
+        "misalignment.svg",
+        "cost.svg",
+    ] {
+        assert!(a.join(f).exists(), "{f} missing");
+    }
+    let ckpt: serde_json::Value = serde_json::from_str(&read(&a.join("checkpoint.json"))).unwrap();
+    assert_eq!(ckpt["finished"], true);
+    assert_eq!(ckpt["units"], 6, "4 steps + 2 refreshes");
+    let cands = read(&a.join("candidates.jsonl"));
+    assert_eq!(
+        cands.lines().count() as u64,
+        ckpt["candidate_lines"].as_u64().unwrap()
+    );
+    for l in cands.lines() {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        for k in [
+            "id", "agent", "sweep", "step", "parent", "prompt", "status", "score", "accepted",
+        ] {
+            assert!(v.get(k).is_some(), "{k} missing in {l}");
+        }
+    }
+    // best_prompts.json loads in `maspo eval --prompts`.
+    let dry = Command::new(maspo_bin())
+        .current_dir(repo_root())
+        .args(["eval", "--task", "gen:arithmetic", "--dry-run", "--prompts"])
+        .arg(a.join("best_prompts.json"))
+        .output()
+        .unwrap();
+    assert!(
+        dry.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dry.stderr)
+    );
+    let report = read(&a.join("report.md"));
+    assert!(
+        report.contains("Before / after")
+            && report.contains("Cost by role")
+            && report.contains("Position bias")
+    );
+    assert!(read(&a.join("score.svg")).starts_with("<svg"));
+    assert!(
+        ckpt["proposals"]["evaluated"].as_u64().unwrap() > 0,
+        "no candidate reached the judge"
+    );
+    assert!(ckpt["judge"]["verdicts"].as_u64().unwrap() > 0);
+    let config: serde_json::Value = serde_json::from_str(&read(&a.join("config.json"))).unwrap();
+    assert_eq!(config["models"]["mutator"], QWEN);
+    assert_eq!(config["models"]["evaluator"], SMOLLM2);
+
+    // Log-prob judging through the real engine's scoring: verdicts without generation.
+    let lp = tmp.path().join("logprob");
+    let one_sweep = tmp.path().join("one-sweep.toml");
+    std::fs::write(
+        &one_sweep,
+        TINY.replace("sweeps = 2", "sweeps = 1")
+            .replace("test_limit = 3", "test_limit = 0"),
+    )
+    .unwrap();
+    let out = cmd(&one_sweep, &lp)
+        .args(["--judge-mode", "logprob"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ck: serde_json::Value = serde_json::from_str(&read(&lp.join("checkpoint.json"))).unwrap();
+    assert!(ck["judge"]["verdicts"].as_u64().unwrap() > 0);
+    assert_eq!(ck["cost"]["evaluator"]["generated_tokens"], 0);
+
+    // Same config and seed, a fresh directory (own cache): the same bytes.
+    let b = tmp.path().join("b");
+    let out = cmd(&cfg, &b).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for f in ["best_prompts.json", "candidates.jsonl"] {
+        assert_eq!(
+            read(&a.join(f)),
+            read(&b.join(f)),
+            "{f} differs between same-seed runs"
+        );
+    }
+
+    // Killed with SIGKILL at several moments (inside units: after the n-th engine phase), then
+    // resumed: the same bytes as the uninterrupted run.
+    for (k, phases) in [(0, 1usize), (1, 9)] {
+        let d = tmp.path().join(format!("kill{k}"));
+        let mut child = cmd(&cfg, &d)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let t0 = Instant::now();
+        loop {
+            let n = std::fs::read_to_string(d.join("events.jsonl"))
+                .map(|t| t.matches("\"event\":\"phase\"").count())
+                .unwrap_or(0);
+            if n >= phases || t0.elapsed() > Duration::from_secs(300) {
+                break;
+            }
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        let resume = Command::new(maspo_bin())
+            .current_dir(repo_root())
+            .env("MASPO_THREADS", "2")
+            .args(["--quiet", "optimize", "--resume"])
+            .arg(&d)
+            .output()
+            .unwrap();
+        assert!(
+            resume.status.success(),
+            "{}",
+            String::from_utf8_lossy(&resume.stderr)
+        );
+        for f in ["best_prompts.json", "candidates.jsonl"] {
+            assert_eq!(
+                read(&a.join(f)),
+                read(&d.join(f)),
+                "{f} differs after kill point {k}"
+            );
+        }
+    }
+}
+
+#[test]
+fn bad_input_gets_clear_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |args: &[&str], config: Option<&str>| {
+        let mut c = Command::new(maspo_bin());
+        c.current_dir(repo_root()).arg("--quiet");
+        if let Some(text) = config {
+            let p = tmp.path().join("c.toml");
+            std::fs::write(&p, text).unwrap();
+            c.arg("--config").arg(p);
+        }
+        let out = c.arg("optimize").args(args).output().unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    let prompts = tmp.path().join("p.json");
+    std::fs::write(&prompts, r#"{"critic": "Check {question}"}"#).unwrap();
+    let e = run(
+        &[
+            "--task",
+            "gen:arithmetic",
+            "--dry-run",
+            "--prompts",
+            prompts.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(e.contains("critic") && e.contains("predictor"), "{e}");
+    let e = run(
+        &["--task", "gen:arithmetic", "--dry-run"],
+        Some("[optimize]\nbatch_size = 3\n"),
+    );
+    assert!(e.contains("batch_size"), "{e}");
+    let e = run(
+        &["--task", "gen:arithmetic", "--dry-run"],
+        Some("[optimize]\nbatch = 90\n"),
+    );
+    assert!(e.contains("batch (90)"), "{e}");
+    let e = run(
+        &["--task", "gen:arithmetic", "--dry-run", "--preset", "fast"],
+        None,
+    );
+    assert!(e.contains("default, faithful"), "{e}");
+    let d = tmp.path().join("r");
+    let e = run(
+        &[
+            "--task",
+            "gen:arithmetic",
+            "--budget",
+            "light",
+            "--max-calls",
+            "3",
+            "--run-dir",
+            d.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(e.contains("cannot finish one step"), "{e}");
+    let e = run(&["--resume", tmp.path().to_str().unwrap()], None);
+    assert!(e.contains("not a maspo optimize run directory"), "{e}");
+}
