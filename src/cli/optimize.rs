@@ -27,7 +27,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -205,10 +205,11 @@ pub fn run(global: &GlobalArgs, args: OptimizeArgs) -> anyhow::Result<ExitCode> 
     let mut choice = args.engine.resolve(global)?;
     let (resolved, dir) = match &args.resume {
         Some(d) => {
-            let dir = RunDir::open(d)?;
+            let mut dir = RunDir::open(d)?;
             let r: Resolved = dir.read_json("config.json").with_context(|| {
                 format!("{} is not a maspo optimize run directory", d.display())
             })?;
+            dir.set_compressed(resolve_plan(&r.eval)?.task.protected);
             (r, dir)
         }
         None => {
@@ -294,7 +295,8 @@ pub fn run(global: &GlobalArgs, args: OptimizeArgs) -> anyhow::Result<ExitCode> 
                 println!("{}", serde_json::to_string_pretty(&out)?);
                 return Ok(ExitCode::SUCCESS);
             }
-            let dir = RunDir::open(&root)?;
+            let mut dir = RunDir::open(&root)?;
+            dir.set_compressed(plan.task.protected);
             // The initial checkpoint first: once config.json exists, --resume always works.
             dir.truncate_candidates(0)?;
             dir.checkpoint(&initial_state(&plan))?;
@@ -493,7 +495,7 @@ fn execute(
         heldout = Some(h);
     }
     write_report(&state, heldout.as_ref())?;
-    print_final(&state, heldout.as_ref(), dir.root());
+    print_final(&state, heldout.as_ref(), &dir);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -557,7 +559,7 @@ fn print_projection(p: &Projection, peak: f64) {
     }
 }
 
-fn print_final(state: &State, h: Option<&HeldOut>, dir: &Path) {
+fn print_final(state: &State, h: Option<&HeldOut>, dir: &RunDir) {
     if let Some(reason) = &state.stopped {
         println!("stopped early: {reason}");
     }
@@ -587,8 +589,8 @@ fn print_final(state: &State, h: Option<&HeldOut>, dir: &Path) {
         "{} calls, {:.0} s; best prompts: {}; report: {}",
         state.cost.calls(),
         state.elapsed_secs,
-        dir.join("best_prompts.json").display(),
-        dir.join("report.md").display()
+        dir.path("best_prompts.json").display(),
+        dir.path("report.md").display()
     );
 }
 

@@ -68,13 +68,147 @@ impl Engine {
                 ctx: self.context_len(),
             });
         }
-        let (mut cache, first_row) = self.prefill_for_scoring(&ids)?;
+        let (cache, first_row) = self.prefill_for_scoring(&ids)?;
+        self.continuations(ids.len(), cache, &first_row, conts)
+    }
+
+    /// Scores many (prompt, continuations) pairs: every prompt is prefilled in one packed forward
+    /// per step (under the step-token budget, prefix cache reused), then each pair's
+    /// continuations are scored as in [`Engine::score`]. Continuations of one token (an A/B
+    /// judgement) need nothing beyond the prefill. One result per item, each with its own error.
+    pub fn score_batch(&self, items: &[(Prompt, Vec<String>)]) -> Vec<Result<Vec<Scored>>> {
+        let model = self.model.transformer();
+        let row = model.cfg.n_kv_head * model.cfg.head_dim;
+        let vocab = model.cfg.vocab;
+        // Validation and tokenization, per item.
+        struct Item {
+            ids: Vec<u32>,
+            conts: Vec<Vec<u32>>,
+            cache: KvCache,
+            fed: usize,
+            first_row: Vec<f32>,
+        }
+        let mut prepared: Vec<Result<Item>> = items
+            .iter()
+            .map(|(prompt, conts)| {
+                let ids = self.prompt_ids(prompt)?;
+                if ids.is_empty() {
+                    return Err(EngineError::Request("the prompt is empty".into()));
+                }
+                let conts = conts
+                    .iter()
+                    .map(|c| self.tokenizer.encode_plain(c))
+                    .collect::<Result<Vec<_>>>()?;
+                if let Some(bad) = conts.iter().flatten().find(|&&t| t as usize >= vocab) {
+                    return Err(EngineError::Request(format!(
+                        "token id {bad} is outside the vocabulary of {vocab}"
+                    )));
+                }
+                let longest = conts.iter().map(Vec::len).max().unwrap_or(0);
+                if ids.len() + longest > self.context_len() {
+                    return Err(EngineError::ContextOverflow {
+                        prompt: ids.len(),
+                        max_new: longest,
+                        ctx: self.context_len(),
+                    });
+                }
+                Ok(Item {
+                    ids,
+                    conts,
+                    cache: model.new_cache(),
+                    fed: 0,
+                    first_row: Vec::new(),
+                })
+            })
+            .collect();
+        // Batched prefill.
+        {
+            let mut prefix = self.prefix_cache.lock().unwrap_or_else(|p| p.into_inner());
+            for it in prepared.iter_mut().flatten() {
+                // A lookup reuses fewer positions than the prompt has: its last token is always
+                // computed, so its logits exist.
+                if let Some((seg, n)) = prefix.lookup(&it.ids) {
+                    it.cache = KvCache::from_prefix(seg, n, row);
+                    it.fed = n;
+                }
+            }
+            loop {
+                let mut left = self.settings.step_tokens.max(1);
+                let mut steps = Vec::new();
+                let mut owners = Vec::new();
+                for (i, it) in prepared.iter_mut().enumerate() {
+                    let Ok(it) = it else { continue };
+                    if it.fed == it.ids.len() || (left == 0 && !steps.is_empty()) {
+                        continue;
+                    }
+                    let n = (it.ids.len() - it.fed).min(left.max(1));
+                    left = left.saturating_sub(n);
+                    let last = it.fed + n == it.ids.len();
+                    steps.push(SeqStep {
+                        tokens: &it.ids[it.fed..it.fed + n],
+                        cache: &mut it.cache,
+                        logits: if last {
+                            LogitRows::Last
+                        } else {
+                            LogitRows::None
+                        },
+                    });
+                    owners.push((i, n));
+                }
+                if steps.is_empty() {
+                    break;
+                }
+                let rows = match model.forward(&mut steps) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        drop(steps);
+                        let msg = e.to_string();
+                        for (i, _) in owners {
+                            prepared[i] =
+                                Err(EngineError::Request(format!("scoring failed: {msg}")));
+                        }
+                        continue;
+                    }
+                };
+                drop(steps);
+                for ((i, n), r) in owners.into_iter().zip(rows) {
+                    if let Ok(it) = &mut prepared[i] {
+                        it.fed += n;
+                        if it.fed == it.ids.len() {
+                            it.first_row = r;
+                            if let Some(seg) = it.cache.freeze() {
+                                prefix.insert(seg);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        prepared
+            .into_iter()
+            .map(|it| {
+                let it = it?;
+                self.continuations(it.ids.len(), it.cache, &it.first_row, &it.conts)
+            })
+            .collect()
+    }
+
+    /// Log-probabilities of continuations after a prefilled prompt (`cache`, `first_row`).
+    fn continuations(
+        &self,
+        prompt_len: usize,
+        mut cache: KvCache,
+        first_row: &[f32],
+        conts: &[Vec<u32>],
+    ) -> Result<Vec<Scored>> {
+        let model = self.model.transformer();
+        let vocab = model.cfg.vocab;
         let base = cache.freeze();
         let row = model.cfg.n_kv_head * model.cfg.head_dim;
         let mut caches: Vec<KvCache> = conts
             .iter()
             .map(|_| match &base {
-                Some(seg) => KvCache::from_prefix(seg.clone(), ids.len(), row),
+                Some(seg) => KvCache::from_prefix(seg.clone(), prompt_len, row),
                 None => model.new_cache(),
             })
             .collect();
@@ -103,7 +237,7 @@ impl Engine {
                 token_ids: c.clone(),
                 token_logprobs: c
                     .first()
-                    .map(|&t| vec![log_softmax_at(&first_row, t)])
+                    .map(|&t| vec![log_softmax_at(first_row, t)])
                     .unwrap_or_default(),
             })
             .collect();

@@ -17,6 +17,12 @@ pub trait LanguageModel: Sync {
     /// A short description (model file), for reports.
     fn describe(&self) -> String;
 
+    /// [`LanguageModel::score`] for many prompts at once (the engine prefills them in one
+    /// batch). One result per item.
+    fn score_batch(&self, items: &[(Prompt, Vec<String>)]) -> Vec<Result<Vec<f64>, EngineError>> {
+        items.iter().map(|(p, c)| self.score(p, c)).collect()
+    }
+
     /// Dataflow generation: runs `initial`; whenever request `i` finishes, `on_done(i, result)`
     /// returns the requests that depend on it, which run next (numbered after all earlier ones).
     /// Every request gets exactly one `on_done` call. The default runs rounds of
@@ -76,6 +82,13 @@ impl LanguageModel for Engine {
         on_done: &mut dyn FnMut(usize, Result<Completion, EngineError>) -> Vec<GenRequest>,
     ) {
         Engine::generate_flow(self, initial, &mut |_| {}, on_done)
+    }
+
+    fn score_batch(&self, items: &[(Prompt, Vec<String>)]) -> Vec<Result<Vec<f64>, EngineError>> {
+        Engine::score_batch(self, items)
+            .into_iter()
+            .map(|r| r.map(|v| v.iter().map(crate::engine::Scored::total).collect()))
+            .collect()
     }
 
     fn score(&self, prompt: &Prompt, continuations: &[String]) -> Result<Vec<f64>, EngineError> {

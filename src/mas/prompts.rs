@@ -70,10 +70,23 @@ impl PromptSet {
     /// Reads a prompts file (reference shape). Keys are agent ids or the reference's integer
     /// ids; agents the file does not mention keep their seed prompt.
     pub fn load(path: &Path, graph: &AgentGraph) -> Result<Self, MasError> {
-        let text = std::fs::read_to_string(path).map_err(|source| MasError::Io {
+        let io = |source| MasError::Io {
             path: path.to_path_buf(),
             source,
-        })?;
+        };
+        // `.gz` files (best prompts of a run on a protected dataset) are read decompressed.
+        let text = if path.extension().is_some_and(|e| e == "gz") {
+            let bytes = std::fs::read(path).map_err(io)?;
+            let mut t = String::new();
+            std::io::Read::read_to_string(
+                &mut flate2::read::MultiGzDecoder::new(&bytes[..]),
+                &mut t,
+            )
+            .map_err(io)?;
+            t
+        } else {
+            std::fs::read_to_string(path).map_err(io)?
+        };
         let map: BTreeMap<String, String> =
             serde_json::from_str(&text).map_err(|e| MasError::Parse {
                 path: path.to_path_buf(),

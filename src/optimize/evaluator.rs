@@ -241,6 +241,24 @@ impl LanguageModel for Metered<'_> {
         c.secs += t0.elapsed().as_secs_f64();
     }
 
+    fn score_batch(&self, items: &[(Prompt, Vec<String>)]) -> Vec<Result<Vec<f64>, EngineError>> {
+        let t0 = Instant::now();
+        let out = if self.one_at_a_time {
+            items.iter().map(|(p, c)| self.lm.score(p, c)).collect()
+        } else {
+            self.lm.score_batch(items)
+        };
+        let mut c = self.cost.lock().unwrap_or_else(|p| p.into_inner());
+        c.calls += items.len() as u64;
+        c.batches += if self.one_at_a_time {
+            items.len() as u64
+        } else {
+            1
+        };
+        c.secs += t0.elapsed().as_secs_f64();
+        out
+    }
+
     fn score(&self, prompt: &Prompt, continuations: &[String]) -> Result<Vec<f64>, EngineError> {
         let t0 = Instant::now();
         let out = self.lm.score(prompt, continuations);
@@ -335,27 +353,33 @@ impl Evaluator for MasEvaluator<'_> {
 
     fn judge(&self, jobs: &[JudgeJob]) -> Vec<JudgeVerdict> {
         if self.logprob {
-            return jobs
+            let items: Vec<(Prompt, Vec<String>)> = jobs
                 .iter()
                 .map(|j| {
                     let prompt = Prompt::Chat(vec![Message::user(j.prompt.clone())]);
-                    match self.evaluator.score(&prompt, &["A".into(), "B".into()]) {
-                        Ok(lp) if lp.len() == 2 => {
-                            let margin = lp[0] - lp[1];
-                            let choice = if margin > 0.0 {
-                                Some(Choice::A)
-                            } else if margin < 0.0 {
-                                Some(Choice::B)
-                            } else {
-                                None
-                            };
-                            JudgeVerdict {
-                                choice,
-                                margin: Some(margin),
-                            }
+                    (prompt, vec!["A".to_string(), "B".to_string()])
+                })
+                .collect();
+            return self
+                .evaluator
+                .score_batch(&items)
+                .into_iter()
+                .map(|r| match r {
+                    Ok(lp) if lp.len() == 2 => {
+                        let margin = lp[0] - lp[1];
+                        let choice = if margin > 0.0 {
+                            Some(Choice::A)
+                        } else if margin < 0.0 {
+                            Some(Choice::B)
+                        } else {
+                            None
+                        };
+                        JudgeVerdict {
+                            choice,
+                            margin: Some(margin),
                         }
-                        _ => JudgeVerdict::default(),
                     }
+                    _ => JudgeVerdict::default(),
                 })
                 .collect();
         }

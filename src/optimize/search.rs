@@ -137,6 +137,32 @@ pub struct CandidateRecord {
     pub misalignment: Option<f64>,
 }
 
+impl CandidateRecord {
+    /// A record with no scores yet (status `evaluated`).
+    fn new(id: u64, kind: &'static str, agent: &str, at: (usize, usize), parent: u64) -> Self {
+        Self {
+            id,
+            kind,
+            agent: agent.to_string(),
+            sweep: at.0,
+            step: at.1,
+            parent,
+            part: 0,
+            prompt: String::new(),
+            status: "evaluated".into(),
+            reason: None,
+            local: None,
+            lookahead: None,
+            global: None,
+            terminal: None,
+            score: None,
+            accepted: false,
+            questions: Vec::new(),
+            misalignment: None,
+        }
+    }
+}
+
 /// Result of evaluating one candidate against its baseline.
 #[derive(Debug, Clone, Default)]
 struct Eval {
@@ -440,29 +466,13 @@ impl<'a> Search<'a> {
             let node = &nodes[i];
             let id = state.next_id;
             state.next_id += 1;
-            let mut rec = CandidateRecord {
-                id,
-                kind: "proposal",
-                agent: agent.id.clone(),
-                sweep,
-                step: explored,
-                parent: node.id,
-                part,
-                prompt: String::new(),
-                status: "evaluated".into(),
-                reason: None,
-                local: None,
-                lookahead: None,
-                global: None,
-                terminal: None,
-                score: None,
-                accepted: false,
-                questions: batches[i]
-                    .iter()
-                    .map(|&q| self.ev.pool()[q].id.clone())
-                    .collect(),
-                misalignment: None,
-            };
+            let mut rec =
+                CandidateRecord::new(id, "proposal", &agent.id, (sweep, explored), node.id);
+            rec.part = part;
+            rec.questions = batches[i]
+                .iter()
+                .map(|&q| self.ev.pool()[q].id.clone())
+                .collect();
             let parsed = match reply {
                 Err(e) => Err(("format_failure", format!("mutator call failed: {e}"))),
                 Ok(text) => match meta::parse_proposal(&text) {
@@ -691,29 +701,14 @@ impl<'a> Search<'a> {
         )?;
         let mut new_beam = beam.clone();
         for (k, node) in new_beam.iter_mut().enumerate() {
-            let mut rec = CandidateRecord {
-                id: node.id,
-                kind: "refresh",
-                agent: agent.id.clone(),
-                sweep,
-                step: explored,
-                parent: node.id,
-                part: 0,
-                prompt: node.prompt.clone(),
-                status: "anchor".into(),
-                reason: None,
-                local: None,
-                lookahead: None,
-                global: None,
-                terminal: None,
-                score: None,
-                accepted: false,
-                questions: batch
-                    .iter()
-                    .map(|&q| self.ev.pool()[q].id.clone())
-                    .collect(),
-                misalignment: None,
-            };
+            let mut rec =
+                CandidateRecord::new(node.id, "refresh", &agent.id, (sweep, explored), node.id);
+            rec.prompt = node.prompt.clone();
+            rec.status = "anchor".into();
+            rec.questions = batch
+                .iter()
+                .map(|&q| self.ev.pool()[q].id.clone())
+                .collect();
             match others.iter().position(|&o| o == k) {
                 None => node.cum = 0.0,
                 Some(j) => {

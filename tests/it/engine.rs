@@ -248,4 +248,33 @@ fn scoring_agrees_with_generation_and_is_batch_invariant() {
         .unwrap();
     assert_eq!(text_scores[1].token_logprobs.len(), 0);
     assert!(!text_scores[0].token_logprobs.is_empty());
+
+    // Batched scoring of several prompts (one packed prefill, ragged lengths, one prompt over
+    // the context) gives each item exactly what scoring it alone gives.
+    let other = Prompt::Chat(vec![Message::user(
+        "Pick A or B. Which letter comes first?",
+    )]);
+    let huge = Prompt::Text("word ".repeat(e.context_len() + 10));
+    let ab = vec!["A".to_string(), "B".to_string()];
+    let items = vec![
+        (
+            prompt.clone(),
+            vec!["Paris".to_string(), "Lyon is".to_string()],
+        ),
+        (huge, ab.clone()),
+        (other.clone(), ab.clone()),
+    ];
+    let batched = e.score_batch(&items);
+    assert!(
+        batched[1].is_err(),
+        "a prompt over the context is its own error"
+    );
+    for i in [0, 2] {
+        let alone = e.score(&items[i].0, &items[i].1).unwrap();
+        assert_eq!(
+            batched[i].as_ref().unwrap(),
+            &alone,
+            "item {i} depends on the batch"
+        );
+    }
 }

@@ -275,3 +275,71 @@ fn bad_input_gets_clear_errors() {
     let e = run(&["--resume", tmp.path().to_str().unwrap()], None);
     assert!(e.contains("not a maspo optimize run directory"), "{e}");
 }
+
+#[test]
+fn a_protected_dataset_leaves_no_plain_text_in_the_run_directory() {
+    use std::io::Write;
+    let _g = heavy();
+    model_path(SMOLLM2);
+    // A stand-in for GPQA (made-up questions, same file name and shape), gzip-compressed.
+    let data = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(data.path().join("gpqa")).unwrap();
+    let rows = "{\"question\": \"Which letter comes first?\\n\\nA. A\\nB. B\\nC. C\\nD. D\", \"answer\": \"A\"}\n{\"question\": \"Which letter comes last?\\n\\nA. A\\nB. B\\nC. C\\nD. D\", \"answer\": \"D\"}\n";
+    let file = std::fs::File::create(data.path().join("gpqa/gpqa_diamond.jsonl.gz")).unwrap();
+    let mut gz = flate2::write::GzEncoder::new(file, flate2::Compression::default());
+    gz.write_all(rows.as_bytes()).unwrap();
+    gz.finish().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        "[eval]\nsplit_mode = \"paper\"\n[optimize]\npool = 2\nbatch = 2\npool_split = \"paper\"\nsweeps = 1\nsteps_per_turn = 1\nagent_max_tokens = 24\nmutator_max_tokens = 48\ntest_limit = 0\n",
+    )
+    .unwrap();
+    let run = tmp.path().join("run");
+    let out = Command::new(maspo_bin())
+        .current_dir(repo_root())
+        .args(["--quiet", "--config"])
+        .arg(&cfg)
+        .args(["optimize", "--task", "gpqa", "-m", SMOLLM2, "--data-dir"])
+        .arg(data.path())
+        .arg("--run-dir")
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for f in [
+        "candidates.jsonl.gz",
+        "checkpoint.json.gz",
+        "best_prompts.json.gz",
+        "report.md.gz",
+    ] {
+        assert!(run.join(f).exists(), "{f} missing");
+    }
+    assert!(!run.join("completion-cache").exists());
+    for entry in std::fs::read_dir(&run).unwrap() {
+        let p = entry.unwrap().path();
+        let text = String::from_utf8_lossy(&std::fs::read(&p).unwrap()).to_string();
+        assert!(
+            !text.contains("Which letter"),
+            "{} holds question text",
+            p.display()
+        );
+    }
+    // The compressed best prompts load in `maspo eval --prompts`.
+    let dry = Command::new(maspo_bin())
+        .current_dir(repo_root())
+        .args(["eval", "--task", "gen:arithmetic", "--dry-run", "--prompts"])
+        .arg(run.join("best_prompts.json.gz"))
+        .output()
+        .unwrap();
+    assert!(
+        dry.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dry.stderr)
+    );
+}
