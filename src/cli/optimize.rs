@@ -490,7 +490,22 @@ fn execute(
             run: &run,
             seed: s.seed,
         };
-        let (h, _, _) = compare(&inputs, &state.prompts, &test, "test")?;
+        let (h, before, after) = compare(&inputs, &state.prompts, &test, "test")?;
+        if !plan.task.protected {
+            // Both evaluations as `maspo eval` run directories: items, traces, prompts.
+            for (name, (report, traces), prompts) in [
+                ("heldout-seed", before, &state.seeds),
+                ("heldout-optimized", after, &state.prompts),
+            ] {
+                let title = format!("{name}: {} on {} (test)", plan.graph.name(), plan.task.name);
+                let out = crate::eval::output::EvalOutput {
+                    dir: &dir.root().join(name),
+                    config: plan.record.clone(),
+                    compress_traces: false,
+                };
+                out.write(&report, &traces, &plan.graph, prompts, &title)?;
+            }
+        }
         dir.write_json("heldout.json", &h)?;
         heldout = Some(h);
     }

@@ -126,6 +126,9 @@ pub struct OptimizeSettings {
     /// Fix: the mutator sees the successors' recent failures (the reference builds this block and
     /// never sends it).
     pub feedback: bool,
+    /// Fix: proposals with fewer words than this besides their placeholders are rejected as
+    /// stubs (0 = off, the reference).
+    pub min_prompt_words: usize,
     /// Pool from the `opt` split (`heldout`) or, as the reference, from the file that is tested
     /// (`paper`).
     pub pool_split: String,
@@ -180,6 +183,7 @@ impl OptimizeSettings {
             dedupe_beam: true,
             literal_braces: true,
             feedback: true,
+            min_prompt_words: 8,
             pool_split: "heldout".into(),
             mutator_temperature: 0.7,
             mutator_max_tokens: 1024,
@@ -197,6 +201,7 @@ impl OptimizeSettings {
                 s.dedupe_beam = false;
                 s.literal_braces = false;
                 s.feedback = false;
+                s.min_prompt_words = 0;
                 s.pool_split = "paper".into();
                 s.judge.order = JudgeOrder::CandidateFirst;
                 s.judge.unparsed_is_a = true;

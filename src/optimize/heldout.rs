@@ -3,7 +3,7 @@
 
 use crate::eval::stats::{paired_bootstrap_diff, Interval};
 use crate::eval::{evaluate, EvalInputs, EvalReport};
-use crate::mas::{MasError, PromptSet};
+use crate::mas::{MasError, PromptSet, Trace};
 use crate::tasks::Example;
 use serde::{Deserialize, Serialize};
 
@@ -34,19 +34,22 @@ pub struct HeldOut {
     pub items: Vec<(String, bool, bool)>,
 }
 
+/// One side of the comparison: its evaluation report and traces.
+pub type Side = (EvalReport, Vec<Trace>);
+
 /// Evaluates `before` (the inputs' prompts) and `after` on `examples`.
 pub fn compare(
     inputs: &EvalInputs<'_>,
     after: &PromptSet,
     examples: &[Example],
     split: &str,
-) -> Result<(HeldOut, EvalReport, EvalReport), MasError> {
-    let (rb, _) = evaluate(inputs, examples, &mut |_| {})?;
+) -> Result<(HeldOut, Side, Side), MasError> {
+    let (rb, tb) = evaluate(inputs, examples, &mut |_| {})?;
     let ia = EvalInputs {
         prompts: after,
         ..*inputs
     };
-    let (ra, _) = evaluate(&ia, examples, &mut |_| {})?;
+    let (ra, ta) = evaluate(&ia, examples, &mut |_| {})?;
     let b: Vec<f64> = rb
         .items
         .iter()
@@ -76,5 +79,5 @@ pub fn compare(
         secs: rb.cost.rollout_secs + rb.cost.judge_secs + ra.cost.rollout_secs + ra.cost.judge_secs,
         items,
     };
-    Ok((h, rb, ra))
+    Ok((h, (rb, tb), (ra, ta)))
 }

@@ -97,7 +97,7 @@ pub fn proposal_prompt(p: &ProposalInput<'_>) -> String {
          ## Requirements\n{requirements}\n\n\
          ## Current prompt\n<current_prompt>\n{prompt}\n</current_prompt>\n\n\
          ## Your task\n{advice} The prompt must keep the placeholder {{question}} exactly once{ctx}; they are replaced by the problem and by the other agents' messages.\n\n\
-         Reply in this format:\n<analyse>what went wrong and why</analyse>\n<modification>one sentence saying what you change</modification>\n<prompt>the complete new prompt</prompt>",
+         Reply in this format:\n<analyse>(what went wrong and why)</analyse>\n<modification>(one sentence: what you change)</modification>\n<prompt>(the whole rewritten prompt, word for word)</prompt>",
         role = p.role,
         description = p.description,
         prompt = p.prompt,

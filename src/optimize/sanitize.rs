@@ -6,6 +6,23 @@
 //! rejects every other brace group, so literal braces such as `{1,2}` or JSON make it fall back
 //! to the parent; maspo allows them unless `literal_braces` is off (the `faithful` preset).
 
+/// Rejects a proposal with fewer than `min_words` words besides its placeholders: small
+/// mutators often return a stub (a copied format hint, a bare "Question: {question}").
+pub fn check_substance(prompt: &str, min_words: usize) -> Result<(), String> {
+    let words = prompt
+        .replace("{question}", " ")
+        .replace("{context}", " ")
+        .split_whitespace()
+        .filter(|w| w.chars().any(char::is_alphanumeric))
+        .count();
+    if words < min_words {
+        return Err(format!(
+            "the proposal has {words} words besides its placeholders (fewer than {min_words}): a stub, not a prompt"
+        ));
+    }
+    Ok(())
+}
+
 /// Sanitizes `new` (a proposal derived from `old`); `Err` says why it was rejected (the caller
 /// keeps `old`).
 pub fn sanitize(new: &str, old: &str, literal_braces: bool) -> Result<String, String> {
@@ -113,6 +130,18 @@ mod tests {
         assert!(sanitize("{question}", "{question}", true).unwrap() == "{question}");
         assert!(sanitize("{question}{context}{context}", "{question}", true).is_err());
         assert!(sanitize("   ", OLD, true).is_err());
+    }
+
+    #[test]
+    fn stubs_are_rejected() {
+        assert!(check_substance("the complete new prompt\n\nQuestion: {question}", 8).is_err());
+        assert!(check_substance("Question: {question}\nContext: {context}", 3).is_err());
+        assert!(check_substance(
+            "Solve the problem step by step and give the answer in tags. {question}",
+            8
+        )
+        .is_ok());
+        assert!(check_substance("x {question}", 0).is_ok());
     }
 
     #[test]

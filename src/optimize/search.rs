@@ -10,7 +10,7 @@
 use super::config::{JudgeOrder, OptimizeSettings, Schedule};
 use super::evaluator::{Evaluator, JudgeJob, ProposeJob, RolloutJob};
 use super::meta::{self, Choice, Comparison, JudgeInput, ProposalInput, Sample};
-use super::sanitize::sanitize;
+use super::sanitize::{check_substance, sanitize};
 use super::state::{BadCase, BeamNode, State, StepRecord};
 use super::OptimizeError;
 use crate::mas::seeds::role_description;
@@ -478,9 +478,13 @@ impl<'a> Search<'a> {
                 Ok(text) => match meta::parse_proposal(&text) {
                     None => Err((
                         "format_failure",
-                        "no <prompt>…</prompt> block in the reply".to_string(),
+                        format!(
+                            "no <prompt>…</prompt> block in the reply: {}",
+                            snippet(&text, 300)
+                        ),
                     )),
                     Some(p) => sanitize(&p, &node.prompt, self.s.literal_braces)
+                        .and_then(|p| check_substance(&p, self.s.min_prompt_words).map(|_| p))
                         .map_err(|why| ("rejected", why)),
                 },
             };
@@ -1071,19 +1075,13 @@ impl<'a> Search<'a> {
                     if is_random && (next_lost || glob_lost) {
                         mis += 1;
                     }
-                    let pri = match (next_lost, glob_lost) {
-                        (true, true) => 0,
-                        (true, false) => 1,
-                        (false, true) => 2,
-                        _ => continue,
-                    };
-                    cases.push((pri, q));
+                    if let Some(pri) = priority(next_lost, glob_lost) {
+                        cases.push((pri, q));
+                    }
                 }
-                cases.sort_by_key(|c| c.0);
-                e.misleading = cases
+                e.misleading = keep_cases(cases, self.s.k_mis)
                     .into_iter()
-                    .take(self.s.k_mis)
-                    .map(|(_, q)| self.ev.pool()[q].id.clone())
+                    .map(|q| self.ev.pool()[q].id.clone())
                     .collect();
                 e.misalignment = (denom > 0).then(|| mis as f64 / denom as f64);
             }
@@ -1107,6 +1105,23 @@ impl<'a> Search<'a> {
             _ => None,
         }
     }
+}
+
+/// Priority of a local win as a misalignment case: 0 when both lookahead and global were lost,
+/// 1 lookahead only, 2 global only; `None` when neither was lost (no misalignment).
+pub fn priority(lookahead_lost: bool, global_lost: bool) -> Option<u8> {
+    match (lookahead_lost, global_lost) {
+        (true, true) => Some(0),
+        (true, false) => Some(1),
+        (false, true) => Some(2),
+        (false, false) => None,
+    }
+}
+
+/// The `k` most severe cases (lowest priority number; batch order among equals).
+pub fn keep_cases(mut cases: Vec<(u8, usize)>, k: usize) -> Vec<usize> {
+    cases.sort_by_key(|c| c.0);
+    cases.into_iter().take(k).map(|(_, q)| q).collect()
 }
 
 /// `n` items split into `k` contiguous parts (the first parts one larger when uneven).

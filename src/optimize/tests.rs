@@ -4,7 +4,7 @@
 use super::config::{JudgeOrder, OptimizeSettings, Schedule};
 use super::evaluator::{Cost, Evaluator, JudgeJob, JudgeVerdict, ProposeJob, RolloutJob};
 use super::meta::Choice;
-use super::search::{next_unit, parts, Search, SearchEvent, Unit};
+use super::search::{keep_cases, next_unit, parts, priority, Search, SearchEvent, Unit};
 use super::state::State;
 use super::OptimizeError;
 use crate::mas::{build, AgentGraph, NodeTrace, PromptSet, Topology, TopologyOptions, Trace};
@@ -410,4 +410,17 @@ fn both_orders_cancel_a_position_biased_judge() {
         .unwrap();
     assert_eq!(r.terminal, Some(0.5));
     assert!(state.judge.both_orders > 0);
+}
+
+#[test]
+fn misalignment_cases_are_kept_by_priority() {
+    assert_eq!(priority(true, true), Some(0));
+    assert_eq!(priority(true, false), Some(1));
+    assert_eq!(priority(false, true), Some(2));
+    assert_eq!(priority(false, false), None);
+    // Questions 7 (global only), 3 (both), 5 (lookahead only), 9 (both), 1 (global only):
+    // both-lost first in batch order, then lookahead-only, then global-only; K_mis = 3.
+    let cases = vec![(2, 7), (0, 3), (1, 5), (0, 9), (2, 1)];
+    assert_eq!(keep_cases(cases.clone(), 3), vec![3, 9, 5]);
+    assert_eq!(keep_cases(cases, 10), vec![3, 9, 5, 7, 1]);
 }
