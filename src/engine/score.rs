@@ -49,25 +49,8 @@ impl Engine {
 
     /// Scores continuations given as token ids.
     pub fn score_tokens(&self, prompt: &Prompt, conts: &[Vec<u32>]) -> Result<Vec<Scored>> {
-        let model = self.model.transformer();
-        let vocab = model.cfg.vocab;
         let ids = self.prompt_ids(prompt)?;
-        if ids.is_empty() {
-            return Err(EngineError::Request("the prompt is empty".into()));
-        }
-        if let Some(bad) = conts.iter().flatten().find(|&&t| t as usize >= vocab) {
-            return Err(EngineError::Request(format!(
-                "token id {bad} is outside the vocabulary of {vocab}"
-            )));
-        }
-        let longest = conts.iter().map(Vec::len).max().unwrap_or(0);
-        if ids.len() + longest > self.context_len() {
-            return Err(EngineError::ContextOverflow {
-                prompt: ids.len(),
-                max_new: longest,
-                ctx: self.context_len(),
-            });
-        }
+        self.check_scoring(&ids, conts)?;
         let (cache, first_row) = self.prefill_for_scoring(&ids)?;
         self.continuations(ids.len(), cache, &first_row, conts)
     }
@@ -79,7 +62,6 @@ impl Engine {
     pub fn score_batch(&self, items: &[(Prompt, Vec<String>)]) -> Vec<Result<Vec<Scored>>> {
         let model = self.model.transformer();
         let row = model.cfg.n_kv_head * model.cfg.head_dim;
-        let vocab = model.cfg.vocab;
         // Validation and tokenization, per item.
         struct Item {
             ids: Vec<u32>,
@@ -92,26 +74,11 @@ impl Engine {
             .iter()
             .map(|(prompt, conts)| {
                 let ids = self.prompt_ids(prompt)?;
-                if ids.is_empty() {
-                    return Err(EngineError::Request("the prompt is empty".into()));
-                }
                 let conts = conts
                     .iter()
                     .map(|c| self.tokenizer.encode_plain(c))
                     .collect::<Result<Vec<_>>>()?;
-                if let Some(bad) = conts.iter().flatten().find(|&&t| t as usize >= vocab) {
-                    return Err(EngineError::Request(format!(
-                        "token id {bad} is outside the vocabulary of {vocab}"
-                    )));
-                }
-                let longest = conts.iter().map(Vec::len).max().unwrap_or(0);
-                if ids.len() + longest > self.context_len() {
-                    return Err(EngineError::ContextOverflow {
-                        prompt: ids.len(),
-                        max_new: longest,
-                        ctx: self.context_len(),
-                    });
-                }
+                self.check_scoring(&ids, &conts)?;
                 Ok(Item {
                     ids,
                     conts,
@@ -191,6 +158,28 @@ impl Engine {
                 self.continuations(it.ids.len(), it.cache, &it.first_row, &it.conts)
             })
             .collect()
+    }
+
+    /// A scoring request must have a prompt, known token ids and fit the context.
+    fn check_scoring(&self, ids: &[u32], conts: &[Vec<u32>]) -> Result<()> {
+        let vocab = self.model.transformer().cfg.vocab;
+        if ids.is_empty() {
+            return Err(EngineError::Request("the prompt is empty".into()));
+        }
+        if let Some(bad) = conts.iter().flatten().find(|&&t| t as usize >= vocab) {
+            return Err(EngineError::Request(format!(
+                "token id {bad} is outside the vocabulary of {vocab}"
+            )));
+        }
+        let longest = conts.iter().map(Vec::len).max().unwrap_or(0);
+        if ids.len() + longest > self.context_len() {
+            return Err(EngineError::ContextOverflow {
+                prompt: ids.len(),
+                max_new: longest,
+                ctx: self.context_len(),
+            });
+        }
+        Ok(())
     }
 
     /// Log-probabilities of continuations after a prefilled prompt (`cache`, `first_row`).

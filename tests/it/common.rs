@@ -52,3 +52,17 @@ pub fn engine(id: &str) -> &'static Engine {
 pub fn maspo_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_maspo"))
 }
+
+/// A stand-in for GPQA (made-up questions, same file name and shape, gzip-compressed) in a new
+/// data directory; its questions all contain "Which letter".
+pub fn gpqa_standin() -> tempfile::TempDir {
+    use std::io::Write;
+    let data = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(data.path().join("gpqa")).unwrap();
+    let rows = "{\"question\": \"Which letter comes first?\\n\\nA. A\\nB. B\\nC. C\\nD. D\", \"answer\": \"A\"}\n{\"question\": \"Which letter comes last?\\n\\nA. A\\nB. B\\nC. C\\nD. D\", \"answer\": \"D\"}\n";
+    let file = std::fs::File::create(data.path().join("gpqa/gpqa_diamond.jsonl.gz")).unwrap();
+    let mut gz = flate2::write::GzEncoder::new(file, flate2::Compression::default());
+    gz.write_all(rows.as_bytes()).unwrap();
+    gz.finish().unwrap();
+    data
+}

@@ -358,17 +358,9 @@ fn dry_run_prints_the_resolved_evaluation_without_a_model() {
 
 #[test]
 fn a_protected_dataset_leaves_no_plain_text_traces_or_cache() {
-    use std::io::Write;
     let _g = heavy();
     model_path(SMOLLM2);
-    // A stand-in for GPQA (made-up questions, same file name and shape), gzip-compressed.
-    let data = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(data.path().join("gpqa")).unwrap();
-    let rows = "{\"question\": \"Which letter comes first?\\n\\nA. A\\nB. B\\nC. C\\nD. D\", \"answer\": \"A\"}\n{\"question\": \"Which letter comes last?\\n\\nA. A\\nB. B\\nC. C\\nD. D\", \"answer\": \"D\"}\n";
-    let file = std::fs::File::create(data.path().join("gpqa/gpqa_diamond.jsonl.gz")).unwrap();
-    let mut gz = flate2::write::GzEncoder::new(file, flate2::Compression::default());
-    gz.write_all(rows.as_bytes()).unwrap();
-    gz.finish().unwrap();
+    let data = crate::common::gpqa_standin();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
     let summary = json_out(&maspo(&[

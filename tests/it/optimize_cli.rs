@@ -278,17 +278,9 @@ fn bad_input_gets_clear_errors() {
 
 #[test]
 fn a_protected_dataset_leaves_no_plain_text_in_the_run_directory() {
-    use std::io::Write;
     let _g = heavy();
     model_path(SMOLLM2);
-    // A stand-in for GPQA (made-up questions, same file name and shape), gzip-compressed.
-    let data = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(data.path().join("gpqa")).unwrap();
-    let rows = "{\"question\": \"Which letter comes first?\\n\\nA. A\\nB. B\\nC. C\\nD. D\", \"answer\": \"A\"}\n{\"question\": \"Which letter comes last?\\n\\nA. A\\nB. B\\nC. C\\nD. D\", \"answer\": \"D\"}\n";
-    let file = std::fs::File::create(data.path().join("gpqa/gpqa_diamond.jsonl.gz")).unwrap();
-    let mut gz = flate2::write::GzEncoder::new(file, flate2::Compression::default());
-    gz.write_all(rows.as_bytes()).unwrap();
-    gz.finish().unwrap();
+    let data = crate::common::gpqa_standin();
     let tmp = tempfile::tempdir().unwrap();
     let cfg = tmp.path().join("c.toml");
     std::fs::write(
