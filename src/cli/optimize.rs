@@ -125,6 +125,16 @@ struct Resolved {
     maspo_version: String,
 }
 
+impl Resolved {
+    /// Whether `other` describes the same optimization (engine settings may differ).
+    fn same_run(&self, other: &Resolved) -> bool {
+        let key = |r: &Resolved| {
+            serde_json::json!([r.eval, r.settings, r.models, r.pool_ids, r.test_ids])
+        };
+        key(self) == key(other)
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Models {
     agents: String,
@@ -263,12 +273,6 @@ pub fn run(global: &GlobalArgs, args: OptimizeArgs) -> anyhow::Result<ExitCode> 
                     let task = plan.task.name.replace(['/', ':'], "_");
                     PathBuf::from(format!("runs/opt-{task}-{}", plan.graph.name()))
                 });
-            if root.join("config.json").exists() && !args.dry_run {
-                bail!(
-                    "{} already holds a run: continue it with --resume {0} or choose another --run-dir",
-                    root.display()
-                );
-            }
             if !args.no_cache
                 && !plan.task.protected
                 && choice.settings.completion_cache_dir.is_none()
@@ -288,6 +292,24 @@ pub fn run(global: &GlobalArgs, args: OptimizeArgs) -> anyhow::Result<ExitCode> 
                 plan: plan.record.clone(),
                 maspo_version: env!("CARGO_PKG_VERSION").into(),
             };
+            if root.join("config.json").exists() && !args.dry_run {
+                // The same command again continues (or re-reports) the same run; anything else
+                // must not mix into it.
+                let mut dir = RunDir::open(&root)?;
+                dir.set_compressed(plan.task.protected);
+                let old: Option<Resolved> = dir.read_json("config.json").ok();
+                if old.as_ref().is_some_and(|o| o.same_run(&r)) {
+                    let old = old.unwrap_or(r);
+                    if !global.quiet {
+                        eprintln!("{} holds this run: continuing it", root.display());
+                    }
+                    return execute(global, &args, old, dir);
+                }
+                bail!(
+                    "{} already holds a different run: continue it with --resume {0} or choose another --run-dir",
+                    root.display()
+                );
+            }
             if args.dry_run {
                 let proj = project(&plan.graph, &plan.run, &r.settings, None);
                 let out = serde_json::json!({"run_dir": root, "resolved": r, "projection": proj,
@@ -394,20 +416,8 @@ fn execute(
         logprob: s.judge.mode == JudgeMode::Logprob,
         gold: s.judge.labels.then_some(gold),
     };
-    let mut state = if args.resume.is_some() {
-        dir.resume()?
-    } else {
-        dir.truncate_candidates(0)?;
-        State::new(
-            &plan.prompts,
-            &plan
-                .graph
-                .optimizable()
-                .iter()
-                .map(|&i| plan.graph.agent(i).id.clone())
-                .collect::<Vec<_>>(),
-        )
-    };
+    // The initial checkpoint is written with config.json, so this also starts a new run.
+    let mut state = dir.resume()?;
     let title = format!(
         "{} on {} — agents {}, mutator {}, evaluator {}",
         plan.graph.name(),

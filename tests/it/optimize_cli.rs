@@ -152,6 +152,25 @@ fn optimize_end_to_end_is_deterministic_and_resumes_after_sigkill() {
     assert!(ck["judge"]["verdicts"].as_u64().unwrap() > 0);
     assert_eq!(ck["cost"]["evaluator"]["generated_tokens"], 0);
 
+    // The same command again continues the finished run (nothing recomputed); another setting
+    // into the same directory is refused.
+    let starts = read(&a.join("events.jsonl")).matches("unit_start").count();
+    let cands_before = read(&a.join("candidates.jsonl"));
+    let again = cmd(&cfg, &a).output().unwrap();
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert_eq!(
+        read(&a.join("events.jsonl")).matches("unit_start").count(),
+        starts
+    );
+    assert_eq!(read(&a.join("candidates.jsonl")), cands_before);
+    let other = cmd(&cfg, &a).args(["--seed", "9"]).output().unwrap();
+    assert!(!other.status.success());
+    assert!(String::from_utf8_lossy(&other.stderr).contains("different run"));
+
     // Same config and seed, a fresh directory (own cache): the same bytes.
     let b = tmp.path().join("b");
     let out = cmd(&cfg, &b).output().unwrap();
