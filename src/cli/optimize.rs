@@ -589,26 +589,7 @@ fn print_final(state: &State, h: Option<&HeldOut>, dir: &RunDir) {
         println!("stopped early: {reason}");
     }
     if let Some(h) = h {
-        println!("| prompts | accuracy on {} held-out items | 95% CI |", h.n);
-        println!("|---|---|---|");
-        println!(
-            "| seed | {:.1}% | {:.1}–{:.1}% |",
-            100.0 * h.before.mean,
-            100.0 * h.before.low,
-            100.0 * h.before.high
-        );
-        println!(
-            "| optimized | {:.1}% | {:.1}–{:.1}% |",
-            100.0 * h.after.mean,
-            100.0 * h.after.low,
-            100.0 * h.after.high
-        );
-        println!(
-            "| difference | {:+.1} pts | {:+.1} – {:+.1} (paired bootstrap) |",
-            100.0 * h.diff.mean,
-            100.0 * h.diff.low,
-            100.0 * h.diff.high
-        );
+        print!("{}", report::heldout_table(h));
     }
     println!(
         "{} calls, {:.0} s; best prompts: {}; report: {}",

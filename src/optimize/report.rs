@@ -55,28 +55,8 @@ pub fn write(dir: &RunDir, state: &State, r: &ReportInputs<'_>) -> Result<(), Op
             "## Before / after (held-out `{}` split, {} items)\n",
             h.split, h.n
         );
-        let _ = writeln!(md, "| prompts | accuracy | 95% CI |\n|---|---|---|");
-        let _ = writeln!(
-            md,
-            "| seed | {} | {} – {} |",
-            pct(h.before.mean),
-            pct(h.before.low),
-            pct(h.before.high)
-        );
-        let _ = writeln!(
-            md,
-            "| optimized | {} | {} – {} |",
-            pct(h.after.mean),
-            pct(h.after.low),
-            pct(h.after.high)
-        );
-        let _ = writeln!(
-            md,
-            "| difference (paired) | {:+.1} pts | {:+.1} – {:+.1} |\n",
-            100.0 * h.diff.mean,
-            100.0 * h.diff.low,
-            100.0 * h.diff.high
-        );
+        md.push_str(&heldout_table(h));
+        md.push('\n');
         let _ = writeln!(
             md,
             "Items gained: {}, lost: {}; rollouts with a failed call: {} (seed), {} (optimized); {} calls, {:.0} s.\n",
@@ -198,6 +178,27 @@ pub fn write(dir: &RunDir, state: &State, r: &ReportInputs<'_>) -> Result<(), Op
     md.push_str("\n## Plots\n\n![score per step](score.svg)\n![beam](beam.svg)\n![misalignment](misalignment.svg)\n![cost](cost.svg)\n");
     plots(dir, state)?;
     dir.write("report.md", md.as_bytes())
+}
+
+/// The before/after table (markdown): seed, optimized and the paired difference, with CIs.
+pub fn heldout_table(h: &HeldOut) -> String {
+    let row = |name: &str, i: &crate::eval::stats::Interval| {
+        format!(
+            "| {name} | {} | {} – {} |\n",
+            pct(i.mean),
+            pct(i.low),
+            pct(i.high)
+        )
+    };
+    format!(
+        "| prompts | accuracy on {} held-out items | 95% CI |\n|---|---|---|\n{}{}| difference (paired bootstrap) | {:+.1} pts | {:+.1} – {:+.1} |\n",
+        h.n,
+        row("seed", &h.before),
+        row("optimized", &h.after),
+        100.0 * h.diff.mean,
+        100.0 * h.diff.low,
+        100.0 * h.diff.high
+    )
 }
 
 type Series = Vec<(String, Vec<(f64, f64)>)>;
