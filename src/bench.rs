@@ -145,6 +145,7 @@ fn bench_req(prompt: Vec<u32>, max_new: usize) -> GenRequest {
     GenRequest {
         prompt: Prompt::Tokens(prompt),
         ignore_eos: true,
+        logprobs: None,
         ..GenRequest::chat(vec![], max_new)
     }
 }

@@ -26,6 +26,7 @@ pub mod eval;
 pub mod fsutil;
 pub mod judge;
 pub mod mas;
+pub mod openai;
 pub mod optimize;
 pub mod rng;
 pub mod tasks;

@@ -33,7 +33,7 @@ log() { echo "[peer] $*" >&2; }
 
 build_llamacpp() {
   local bin="$PEER/build/bin"
-  if [ -x "$bin/llama-bench" ] && [ -x "$bin/llama-batched-bench" ]; then return; fi
+  if [ -x "$bin/llama-bench" ] && [ -x "$bin/llama-batched-bench" ] && [ -x "$bin/llama-server" ]; then return; fi
   mkdir -p "$PEER"
   if [ ! -d "$PEER/venv" ]; then
     python3 -m venv "$PEER/venv"
@@ -46,11 +46,11 @@ build_llamacpp() {
     mkdir -p "$PEER/src"
     tar -xzf "$PEER"/sdist/llama_cpp_python-*.tar.gz -C "$PEER/src" --strip-components=1
   fi
-  log "building llama-bench and llama-batched-bench (about 9 minutes on 2 cores, cached afterwards)"
+  log "building llama-bench, llama-batched-bench and llama-server (about 12 minutes on 2 cores, cached afterwards)"
   PATH="$PEER/venv/bin:$PATH" cmake -S "$PEER/src/vendor/llama.cpp" -B "$PEER/build" -G Ninja \
     -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DLLAMA_OPENSSL=OFF -DLLAMA_CURL=OFF \
-    -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DBUILD_SHARED_LIBS=OFF >&2
-  PATH="$PEER/venv/bin:$PATH" cmake --build "$PEER/build" -j2 --target llama-bench llama-batched-bench >&2
+    -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_SERVER=ON -DBUILD_SHARED_LIBS=OFF >&2
+  PATH="$PEER/venv/bin:$PATH" cmake --build "$PEER/build" -j2 --target llama-bench llama-batched-bench llama-server >&2
 }
 
 build_llamacpp

@@ -8,6 +8,7 @@ mod generate;
 mod models;
 mod optimize;
 mod progress;
+mod serve;
 
 use crate::catalog::Catalog;
 use anyhow::Context;
@@ -62,6 +63,9 @@ enum Command {
     /// Jointly optimize the agents' prompts (MASPO) into a resumable run directory, then compare
     /// seed vs optimized prompts on held-out items.
     Optimize(Box<optimize::OptimizeArgs>),
+    /// Serve the engine over the OpenAI-compatible HTTP API (chat and text completions,
+    /// streaming, log-probabilities), batching concurrent requests; stops on Ctrl-C/SIGTERM.
+    Serve(Box<serve::ServeArgs>),
     /// Benchmarks (numbers are reported, never asserted).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -78,6 +82,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Bench(cmd) => bench::run(&cli.global, cmd),
         Command::Eval(args) => eval::run(&cli.global, *args),
         Command::Optimize(args) => optimize::run(&cli.global, *args),
+        Command::Serve(args) => serve::run(&cli.global, *args),
     }
 }
 

@@ -84,7 +84,7 @@ impl CompletionCache {
         if s.is_greedy() {
             s = super::sampling::SamplingParams::greedy();
         }
-        let canonical = serde_json::json!({
+        let mut canonical = serde_json::json!({
             "format": FORMAT_VERSION,
             "kernels": format!("{KERNEL_VERSION}-{}", crate::engine::cpu::dot::kernel_isa()),
             "model": model_fp,
@@ -93,6 +93,25 @@ impl CompletionCache {
             "max_new_tokens": req.max_new_tokens,
             "stop": req.stop,
             "ignore_eos": req.ignore_eos,
+        });
+        if let Some(n) = req.logprobs {
+            // Only then: keys of requests without log-probabilities stay as they were.
+            canonical["logprobs"] = n.into();
+        }
+        hex::encode(Sha256::digest(canonical.to_string().as_bytes()))
+    }
+
+    /// The key of a request sent to a remote server that names its model `model_id`. The
+    /// prompt is keyed as sent (the server tokenizes it); the seed counts unless greedy.
+    pub fn remote_key(model_id: &str, req: &GenRequest) -> String {
+        let mut r = req.clone();
+        if r.sampling.is_greedy() {
+            r.sampling = super::sampling::SamplingParams::greedy();
+        }
+        let canonical = serde_json::json!({
+            "format": FORMAT_VERSION,
+            "remote_model": model_id,
+            "request": r,
         });
         hex::encode(Sha256::digest(canonical.to_string().as_bytes()))
     }
@@ -161,6 +180,8 @@ mod tests {
             stop_reason: StopReason::MaxTokens,
             reused_prompt_tokens: 0,
             from_cache: false,
+            logprobs: None,
+            remote_tokens: None,
         }
     }
 

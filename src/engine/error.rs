@@ -74,6 +74,17 @@ pub enum EngineError {
     /// A request was malformed (empty prompt, bad sampling parameters...).
     #[error("invalid request: {0}")]
     Request(String),
+    /// The caller withdrew the request before it finished (a client went away).
+    #[error("request cancelled")]
+    Cancelled,
+    /// A remote OpenAI-compatible endpoint failed (after retries where they apply).
+    #[error("{endpoint}: {reason}")]
+    Remote {
+        /// The endpoint URL and model.
+        endpoint: String,
+        /// What went wrong, and what to check.
+        reason: String,
+    },
     /// An error from candle's tensor library.
     #[error("tensor op failed: {0}")]
     Candle(#[from] candle_core::Error),

@@ -13,7 +13,7 @@ use super::error::{EngineError, Result};
 use super::kv::KvCache;
 use super::model::{LogitRows, SeqStep};
 use super::prefix_cache::PrefixCache;
-use super::request::{Completion, GenRequest, StopReason};
+use super::request::{Completion, GenRequest, StopReason, TokenLogprob};
 use super::sampling::Sampler;
 use super::stop::{StopCheck, StopMatcher};
 use super::{Engine, StreamDelta};
@@ -38,6 +38,9 @@ struct Seq {
     reused: usize,
     /// Completion-cache key, when the cache is on.
     key: Option<String>,
+    /// Alternatives to record per token, when log-probabilities were asked for.
+    top_logprobs: Option<usize>,
+    logprobs: Vec<TokenLogprob>,
 }
 
 impl Seq {
@@ -74,16 +77,73 @@ pub(super) fn run_flow(
     on_delta: &mut dyn FnMut(StreamDelta<'_>),
     on_done: &mut dyn FnMut(usize, Result<Completion>) -> Vec<GenRequest>,
 ) {
+    let mut first = Some(initial);
+    run_intake(
+        engine,
+        &mut |_| Intake {
+            requests: first.take().unwrap_or_default(),
+            cancel: Vec::new(),
+            closed: true,
+        },
+        on_delta,
+        on_done,
+    )
+}
+
+/// What an open-ended caller (a server) hands the generation loop between steps.
+#[derive(Debug, Default)]
+pub struct Intake {
+    /// New requests, numbered after every earlier one.
+    pub requests: Vec<GenRequest>,
+    /// Requests to withdraw (their `on_done` gets [`EngineError::Cancelled`]).
+    pub cancel: Vec<usize>,
+    /// No more requests will come: the loop returns once everything submitted is done.
+    pub closed: bool,
+}
+
+/// The continuous-batching loop with an open intake: before every step `poll(idle)` hands in
+/// new requests and cancellations; `idle` says nothing is in flight, so the poller may block
+/// until work arrives. Returns once the intake is closed and every request is done.
+pub(super) fn run_intake(
+    engine: &Engine,
+    poll: &mut dyn FnMut(bool) -> Intake,
+    on_delta: &mut dyn FnMut(StreamDelta<'_>),
+    on_done: &mut dyn FnMut(usize, Result<Completion>) -> Vec<GenRequest>,
+) {
     let ctx = engine.context_len();
-    let mut incoming: VecDeque<GenRequest> = initial.into();
+    let mut incoming: VecDeque<GenRequest> = VecDeque::new();
     let mut next_index = 0usize;
-    let mut waiting = VecDeque::new();
-    let mut prefix = engine
-        .prefix_cache
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
+    let mut waiting: VecDeque<Box<Seq>> = VecDeque::new();
     let mut running: Vec<Seq> = Vec::new();
+    let mut closed = false;
     loop {
+        if !closed {
+            let idle = incoming.is_empty() && waiting.is_empty() && running.is_empty();
+            // Called without the prefix-cache lock: the poller may block.
+            let intake = poll(idle);
+            closed = intake.closed;
+            incoming.extend(intake.requests);
+            for c in intake.cancel {
+                let gone = waiting
+                    .iter()
+                    .position(|s| s.request == c)
+                    .map(|i| waiting.remove(i).map(|s| s.request))
+                    .or_else(|| {
+                        running
+                            .iter()
+                            .position(|s| s.request == c)
+                            .map(|i| Some(running.remove(i).request))
+                    })
+                    .flatten();
+                if let Some(r) = gone {
+                    incoming.extend(on_done(r, Err(EngineError::Cancelled)));
+                }
+            }
+        }
+        let mut prefix = engine
+            .prefix_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         while let Some(req) = incoming.pop_front() {
             let i = next_index;
             next_index += 1;
@@ -97,7 +157,10 @@ pub(super) fn run_flow(
             }
         }
         if waiting.is_empty() && running.is_empty() {
-            break;
+            if closed {
+                break;
+            }
+            continue;
         }
         admit(engine, &mut prefix, &mut waiting, &mut running);
         if let Err(e) = step(engine, &mut prefix, &mut running) {
@@ -177,6 +240,8 @@ fn prepare(engine: &Engine, index: usize, req: &GenRequest, ctx: usize) -> Resul
         text: String::new(),
         reused: 0,
         key,
+        top_logprobs: req.logprobs,
+        logprobs: Vec::new(),
     })))
 }
 
@@ -299,6 +364,9 @@ fn step(engine: &Engine, prefix: &mut PrefixCache, running: &mut [Seq]) -> Resul
             };
             let tok = s.sampler.sample(&row, banned);
             s.generated.push(tok);
+            if let Some(n) = s.top_logprobs {
+                s.logprobs.push(token_logprob(&row, tok, n));
+            }
         }
     }
     let secs = t0.elapsed().as_secs_f64();
@@ -368,7 +436,45 @@ fn finish_if_done(
         stop_reason: reason,
         reused_prompt_tokens: s.reused,
         from_cache: false,
+        logprobs: s.top_logprobs.map(|_| std::mem::take(&mut s.logprobs)),
+        remote_tokens: None,
     })
+}
+
+/// The log-softmax of `row` at `chosen`, with the `n` most likely tokens (ties: lower id first).
+fn token_logprob(row: &[f32], chosen: u32, n: usize) -> TokenLogprob {
+    let max = row
+        .iter()
+        .copied()
+        .filter(|v| v.is_finite())
+        .fold(f32::NEG_INFINITY, f32::max) as f64;
+    let lse = max
+        + row
+            .iter()
+            .filter(|v| v.is_finite())
+            .map(|&v| (v as f64 - max).exp())
+            .sum::<f64>()
+            .ln();
+    let lp = |v: f32| (v as f64 - lse) as f32;
+    let mut top: Vec<(u32, f32)> = Vec::new();
+    if n > 0 {
+        let mut idx: Vec<u32> = (0..row.len() as u32).collect();
+        let k = n.min(idx.len());
+        let by = |a: &u32, b: &u32| row[*b as usize].total_cmp(&row[*a as usize]).then(a.cmp(b));
+        if k < idx.len() {
+            idx.select_nth_unstable_by(k, by);
+            idx.truncate(k);
+        }
+        idx.sort_by(by);
+        top = idx.into_iter().map(|i| (i, lp(row[i as usize]))).collect();
+    }
+    TokenLogprob {
+        id: chosen,
+        logprob: row
+            .get(chosen as usize)
+            .map_or(f32::NEG_INFINITY, |&v| lp(v)),
+        top,
+    }
 }
 
 fn emit(on_delta: &mut dyn FnMut(StreamDelta<'_>), request: usize, text: &str) {

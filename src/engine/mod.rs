@@ -23,10 +23,11 @@ pub mod tokenizer;
 use chat_template::{ChatTemplate, Message, CHATML_TEMPLATE};
 use completion_cache::{CompletionCache, CompletionStats};
 pub use error::{EngineError, Result};
+pub use generate::Intake;
 use gguf::GgufFile;
 use model::Model;
 use prefix_cache::{PrefixCache, PrefixStats};
-pub use request::{Completion, GenRequest, Prompt, StopReason};
+pub use request::{Completion, GenRequest, Prompt, StopReason, TokenLogprob};
 pub use score::Scored;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -320,5 +321,22 @@ impl Engine {
         on_done: &mut dyn FnMut(usize, Result<Completion>) -> Vec<GenRequest>,
     ) {
         generate::run_flow(self, initial, on_delta, on_done)
+    }
+
+    /// The continuous-batching loop with an open intake (a server's scheduler): before every
+    /// step `poll(idle)` hands in new requests (numbered in arrival order) and cancellations;
+    /// when `idle` is true nothing is in flight and the poller may block until work arrives.
+    /// Every request gets exactly one `on_done` call. Returns once the intake is closed and
+    /// everything submitted has finished.
+    pub fn serve_loop(
+        &self,
+        poll: &mut dyn FnMut(bool) -> Intake,
+        on_delta: &mut dyn FnMut(StreamDelta<'_>),
+        on_done: &mut dyn FnMut(usize, Result<Completion>),
+    ) {
+        generate::run_intake(self, poll, on_delta, &mut |i, r| {
+            on_done(i, r);
+            Vec::new()
+        })
     }
 }

@@ -33,6 +33,11 @@ pub struct GenRequest {
     /// Keep generating through end-of-turn tokens until `max_new_tokens` (benchmarks).
     #[serde(default)]
     pub ignore_eos: bool,
+    /// Record each generated token's log-probability and this many most likely alternatives
+    /// (`Some(0)`: the chosen token's only). Log-probabilities are the model's, before
+    /// temperature.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logprobs: Option<usize>,
 }
 
 impl GenRequest {
@@ -44,6 +49,7 @@ impl GenRequest {
             sampling: SamplingParams::greedy(),
             stop: Vec::new(),
             ignore_eos: false,
+            logprobs: None,
         }
     }
 }
@@ -79,4 +85,29 @@ pub struct Completion {
     /// Answered from the persistent completion cache (nothing computed).
     #[serde(default)]
     pub from_cache: bool,
+    /// Per generated token, when the request asked for log-probabilities.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logprobs: Option<Vec<TokenLogprob>>,
+    /// Generated tokens as a remote server counted them (it sends no token ids back).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_tokens: Option<usize>,
+}
+
+impl Completion {
+    /// Tokens generated: the ids' count, or a remote server's count.
+    pub fn generated_tokens(&self) -> usize {
+        self.remote_tokens.unwrap_or(self.token_ids.len())
+    }
+}
+
+/// The log-probability of one generated token and its most likely alternatives.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenLogprob {
+    /// The token chosen.
+    pub id: u32,
+    /// Its natural-log probability.
+    pub logprob: f32,
+    /// The most likely tokens at this position, most likely first: `(id, logprob)`.
+    #[serde(default)]
+    pub top: Vec<(u32, f32)>,
 }

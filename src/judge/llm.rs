@@ -125,6 +125,8 @@ mod tests {
                         stop_reason: StopReason::EndOfTurn,
                         reused_prompt_tokens: 0,
                         from_cache: false,
+                        logprobs: None,
+                        remote_tokens: None,
                     })
                 })
                 .collect()

@@ -454,13 +454,13 @@ fn record(nt: &mut NodeTrace, result: Result<Completion, EngineError>, secs: f64
             nt.calls += 1;
             nt.cached_calls += usize::from(c.from_cache);
             if answer {
+                nt.completion_tokens = c.generated_tokens();
                 nt.raw = c.text;
                 nt.prompt_tokens = c.prompt_tokens;
-                nt.completion_tokens = c.token_ids.len();
                 nt.stop_reason = Some(c.stop_reason);
             } else {
                 nt.short = c.text.trim().to_string();
-                nt.summary_tokens = c.prompt_tokens + c.token_ids.len();
+                nt.summary_tokens = c.prompt_tokens + c.generated_tokens();
             }
         }
         Err(e) => {
@@ -512,6 +512,8 @@ mod tests {
                         stop_reason: StopReason::EndOfTurn,
                         reused_prompt_tokens: 0,
                         from_cache: false,
+                        logprobs: None,
+                        remote_tokens: None,
                     })
                 })
                 .collect()

@@ -174,7 +174,7 @@ impl<'a> Metered<'a> {
         for r in out.iter().flatten() {
             c.cached += u64::from(r.from_cache);
             c.prompt_tokens += r.prompt_tokens as u64;
-            c.generated_tokens += r.token_ids.len() as u64;
+            c.generated_tokens += r.generated_tokens() as u64;
         }
     }
 }
