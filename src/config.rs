@@ -49,8 +49,8 @@ pub struct EngineFile {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigFile {
-    /// Model id or path.
-    pub model: Option<String>,
+    /// The agents' model: catalog id, path, endpoint URL, or `{ url, model, api_key_env }`.
+    pub model: Option<crate::openai::ModelSpec>,
     /// `[engine]` table.
     #[serde(default)]
     pub engine: EngineFile,
@@ -70,10 +70,10 @@ pub struct OptimizeFile {
     pub preset: Option<String>,
     /// `light`, `medium` or `paper`.
     pub budget: Option<String>,
-    /// Mutator model (catalog id or path); default: the agents' model.
-    pub mutator_model: Option<String>,
+    /// Mutator model (catalog id, path, endpoint URL or table); default: the agents' model.
+    pub mutator_model: Option<crate::openai::ModelSpec>,
     /// Evaluator model; default: the agents' model.
-    pub evaluator_model: Option<String>,
+    pub evaluator_model: Option<crate::openai::ModelSpec>,
     /// Run directory.
     pub run_dir: Option<PathBuf>,
     /// Settings over the preset (keys of `OptimizeSettings`).
@@ -174,7 +174,10 @@ mod tests {
         let cfg = ConfigFile::load(&path).unwrap();
         let s = cfg.engine.apply(EngineSettings::default());
         assert_eq!(s.max_running, 64);
-        assert_eq!(cfg.model.as_deref(), Some("smollm2-135m-instruct"));
+        assert_eq!(
+            cfg.model.as_ref().and_then(|m| m.local()),
+            Some("smollm2-135m-instruct")
+        );
     }
 
     #[test]

@@ -17,6 +17,7 @@
 //! * [`cli`] is the only place that prints or uses `anyhow`.
 #![warn(missing_docs)]
 
+pub mod backend;
 pub mod bench;
 pub mod catalog;
 pub mod cli;

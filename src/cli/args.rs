@@ -5,13 +5,14 @@ use super::GlobalArgs;
 use crate::catalog::DEFAULT_MODEL;
 use crate::config::{ConfigFile, EngineFile};
 use crate::engine::EngineSettings;
+use crate::openai::ModelSpec;
 use clap::Args;
 use std::path::PathBuf;
 
 /// Engine options.
 #[derive(Debug, Args, Clone)]
 pub struct EngineArgs {
-    /// Catalog id or path to a .gguf file [default: the config's model, else smollm2-135m-instruct].
+    /// Catalog id, path to a .gguf file, or an OpenAI-compatible endpoint `http(s)://host:port/v1[#model]` where a command allows one [default: the config's model, else smollm2-135m-instruct].
     #[arg(long, short)]
     pub model: Option<String>,
     /// Most sequences decoded together [default: 64].
@@ -30,8 +31,8 @@ pub struct EngineArgs {
 
 /// Resolved engine choice: which model, with which settings.
 pub struct EngineChoice {
-    /// Catalog id or path.
-    pub model: String,
+    /// Catalog id, path or endpoint.
+    pub model: ModelSpec,
     /// Settings.
     pub settings: EngineSettings,
 }
@@ -54,9 +55,22 @@ impl EngineArgs {
         let s = cli.apply(file.engine.apply(EngineSettings::default()));
         let model = self
             .model
-            .clone()
+            .as_deref()
+            .map(ModelSpec::parse)
             .or(file.model)
-            .unwrap_or_else(|| DEFAULT_MODEL.to_string());
+            .unwrap_or_else(|| ModelSpec::parse(DEFAULT_MODEL));
         Ok(EngineChoice { model, settings: s })
+    }
+}
+
+impl EngineChoice {
+    /// The catalog id or path, for commands that run the model in-process only.
+    pub fn local(&self, command: &str) -> anyhow::Result<&str> {
+        self.model.local().ok_or_else(|| {
+            anyhow::anyhow!(
+                "`maspo {command}` runs its model in-process: give a catalog id or a .gguf path, not the endpoint {}",
+                self.model.label()
+            )
+        })
     }
 }

@@ -11,6 +11,56 @@ use std::process::ExitCode;
 pub enum BenchCommand {
     /// Prefill, decode (batch 1..64), prefix cache warm vs cold, MASPO-shaped workload.
     Engine(EngineBenchArgs),
+    /// Load on an OpenAI-compatible server (`maspo serve`, llama-server, vLLM): concurrent
+    /// clients sending MASPO-shaped chat requests; throughput and latency percentiles.
+    Serve(ServeBenchArgs),
+}
+
+/// Arguments of `maspo bench serve`.
+#[derive(Debug, Args)]
+pub struct ServeBenchArgs {
+    /// Base URL of the API.
+    #[arg(long, default_value = "http://127.0.0.1:8080/v1")]
+    url: String,
+    /// Model id to request [default: the first of GET /models].
+    #[arg(long)]
+    model_id: Option<String>,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 32)]
+    clients: usize,
+    /// Requests in all.
+    #[arg(long, default_value_t = 128)]
+    requests: usize,
+    /// Tokens generated per request (exactly: end-of-turn is ignored).
+    #[arg(long, default_value_t = 64)]
+    max_tokens: usize,
+    /// Seed of the generated questions.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn bench_serve(args: ServeBenchArgs) -> anyhow::Result<ExitCode> {
+    use crate::openai::{load, RemoteModel, RemoteSpec};
+    let spec = RemoteSpec::new(&args.url, args.model_id.clone());
+    let remote = RemoteModel::connect(spec, None)?;
+    let reqs = load::maspo_requests(args.requests, args.max_tokens, args.seed);
+    let r = load::run(remote.base_url(), remote.model_id(), &reqs, args.clients);
+    if args.json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        println!(
+            "{}: {} requests, {} clients, {} errors; {:.1} generated tok/s, {:.2} req/s; latency ms p50 {:.0} p90 {:.0} p99 {:.0} max {:.0}",
+            r.url, r.requests, r.clients, r.errors, r.tokens_per_s, r.requests_per_s,
+            r.latency_ms.p50, r.latency_ms.p90, r.latency_ms.p99, r.latency_ms.max
+        );
+    }
+    if let Some(e) = &r.first_error {
+        eprintln!("first error: {e}");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Arguments of `maspo bench engine`.
@@ -39,9 +89,13 @@ pub struct EngineBenchArgs {
 }
 
 pub fn run(global: &GlobalArgs, cmd: BenchCommand) -> anyhow::Result<ExitCode> {
-    let BenchCommand::Engine(args) = cmd;
+    let args = match cmd {
+        BenchCommand::Engine(a) => a,
+        BenchCommand::Serve(a) => return bench_serve(a),
+    };
     let choice = args.engine.resolve(global)?;
-    let path = catalog(global)?.resolve(&choice.model, &mut FetchBar::new(global.quiet))?;
+    let path =
+        catalog(global)?.resolve(choice.local("bench")?, &mut FetchBar::new(global.quiet))?;
     let engine = Engine::load(&path, choice.settings)?;
     let mut opts = if args.quick {
         BenchOptions::quick()

@@ -2,8 +2,8 @@
 //! task split; a table (or JSON) on stdout, the run directory on disk.
 
 use super::{args::EngineArgs, catalog, progress::EvalBar, progress::FetchBar, GlobalArgs};
+use crate::backend::Backends;
 use crate::config::{ConfigFile, EvalFile};
-use crate::engine::Engine;
 use crate::eval::output::{markdown, EvalOutput};
 use crate::eval::plan::resolve_plan;
 use crate::eval::{evaluate, EvalInputs};
@@ -166,15 +166,21 @@ pub fn run(global: &GlobalArgs, args: EvalArgs) -> anyhow::Result<ExitCode> {
                 "example_ids".into(),
                 plan.examples.iter().map(|e| e.id.clone()).collect(),
             );
-            o.insert("model".into(), choice.model.clone().into());
+            o.insert("model".into(), choice.model.label().into());
             o.insert("engine".into(), serde_json::to_value(&choice.settings)?);
             o.insert("out".into(), serde_json::json!(out));
         }
         println!("{}", serde_json::to_string_pretty(&record)?);
         return Ok(ExitCode::SUCCESS);
     }
-    let model_path = catalog(global)?.resolve(&choice.model, &mut FetchBar::new(global.quiet))?;
-    let engine = Engine::load(&model_path, choice.settings.clone())?;
+    let backends = Backends::load(
+        &[("agents", &choice.model)],
+        &catalog(global)?,
+        &mut FetchBar::new(global.quiet),
+        &choice.settings,
+        choice.settings.completion_cache_dir.as_deref(),
+    )?;
+    let lm = backends.role(0).lm();
     let extractor = TaskExtractor::new(&plan.task, plan.answer_mode);
     let answer_judge = AnswerJudge::for_task(&plan.task, plan.answer_mode);
     let code_judge;
@@ -187,7 +193,7 @@ pub fn run(global: &GlobalArgs, args: EvalArgs) -> anyhow::Result<ExitCode> {
         ("auto" | "exact", _) => &answer_judge,
         ("llm", TaskKind::Code) => bail!("--judge llm needs reference answers; code tasks are judged by running their tests (use --judge auto)"),
         ("llm", _) => {
-            llm_judge = LlmJudge::new(&engine, plan.task.kind);
+            llm_judge = LlmJudge::new(lm, plan.task.kind);
             &llm_judge
         }
         (other, _) => bail!("judge = `{other}` is not one of: auto, exact, llm"),
@@ -195,7 +201,7 @@ pub fn run(global: &GlobalArgs, args: EvalArgs) -> anyhow::Result<ExitCode> {
     let inputs = EvalInputs {
         graph: &plan.graph,
         prompts: &plan.prompts,
-        lm: &engine,
+        lm,
         extractor: &extractor,
         judge,
         run: &plan.run,
@@ -209,8 +215,10 @@ pub fn run(global: &GlobalArgs, args: EvalArgs) -> anyhow::Result<ExitCode> {
     let mut config = plan.record.clone();
     if let Some(o) = config.as_object_mut() {
         o.insert("judge".into(), judge.name().into());
-        o.insert("model".into(), choice.model.clone().into());
-        o.insert("model_file".into(), serde_json::json!(model_path));
+        o.insert("model".into(), choice.model.label().into());
+        if let Some(e) = backends.role(0).engine() {
+            o.insert("model_file".into(), serde_json::json!(e.path()));
+        }
         o.insert("engine".into(), serde_json::to_value(&choice.settings)?);
         o.insert("wall_secs".into(), wall.into());
     }

@@ -57,7 +57,7 @@ pub fn run(global: &GlobalArgs, args: GenerateArgs) -> anyhow::Result<ExitCode> 
     };
     let choice = args.engine.resolve(global)?;
     let cat = catalog(global)?;
-    let path = cat.resolve(&choice.model, &mut FetchBar::new(global.quiet))?;
+    let path = cat.resolve(choice.local("generate")?, &mut FetchBar::new(global.quiet))?;
     let t_load = Instant::now();
     let engine = Engine::load(&path, choice.settings)?;
     let load_s = t_load.elapsed().as_secs_f64();

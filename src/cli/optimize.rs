@@ -2,6 +2,7 @@
 //! into a run directory (resumable); evaluate seed vs optimized prompts on held-out items.
 
 use super::{args::EngineArgs, catalog, progress::FetchBar, GlobalArgs};
+use crate::backend::Backends;
 use crate::config::{ConfigFile, EvalFile, OptimizeFile};
 use crate::engine::{Engine, EngineSettings, GenRequest};
 use crate::eval::plan::{resolve_plan, select_split, Plan};
@@ -11,6 +12,7 @@ use crate::judge::answer_extractor::TaskExtractor;
 use crate::judge::code::CodeJudge;
 use crate::judge::Judge;
 use crate::mas::{LanguageModel, Topology};
+use crate::openai::ModelSpec;
 use crate::optimize::budget::{project, Projection};
 use crate::optimize::heldout::{compare, HeldOut};
 use crate::optimize::report::{self, ReportInputs};
@@ -137,9 +139,9 @@ impl Resolved {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Models {
-    agents: String,
-    mutator: String,
-    evaluator: String,
+    agents: ModelSpec,
+    mutator: ModelSpec,
+    evaluator: ModelSpec,
 }
 
 fn settings(args: &OptimizeArgs, file: &OptimizeFile) -> anyhow::Result<OptimizeSettings> {
@@ -255,12 +257,14 @@ pub fn run(global: &GlobalArgs, args: OptimizeArgs) -> anyhow::Result<ExitCode> 
             let models = Models {
                 mutator: args
                     .mutator_model
-                    .clone()
+                    .as_deref()
+                    .map(ModelSpec::parse)
                     .or(file.optimize.mutator_model.clone())
                     .unwrap_or_else(|| agents.clone()),
                 evaluator: args
                     .evaluator_model
-                    .clone()
+                    .as_deref()
+                    .map(ModelSpec::parse)
                     .or(file.optimize.evaluator_model.clone())
                     .unwrap_or_else(|| agents.clone()),
                 agents,
@@ -369,25 +373,21 @@ fn execute(
             );
         }
     }
-    // Engines: roles naming the same model share one.
-    let cat = catalog(global)?;
-    let mut engines: Vec<(PathBuf, Engine)> = Vec::new();
-    let mut role_engine = Vec::new();
-    for m in [&r.models.agents, &r.models.mutator, &r.models.evaluator] {
-        let path = cat.resolve(m, &mut FetchBar::new(global.quiet))?;
-        let idx = match engines.iter().position(|(p, _)| *p == path) {
-            Some(i) => i,
-            None => {
-                let e = Engine::load(&path, r.engine.clone())
-                    .with_context(|| format!("loading {}", path.display()))?;
-                engines.push((path, e));
-                engines.len() - 1
-            }
-        };
-        role_engine.push(idx);
-    }
-    let peak = measure_speed(&engines[role_engine[0]].1);
-    let proj: Projection = project(&plan.graph, &plan.run, s, Some(peak));
+    // Models: roles naming the same model share one; remote roles share the run's cache.
+    let backends = Backends::load(
+        &[
+            ("agents", &r.models.agents),
+            ("mutator", &r.models.mutator),
+            ("evaluator", &r.models.evaluator),
+        ],
+        &catalog(global)?,
+        &mut FetchBar::new(global.quiet),
+        &r.engine,
+        r.engine.completion_cache_dir.as_deref(),
+    )?;
+    // The time projection needs the agents' speed: measured for an in-process engine only.
+    let peak = backends.role(0).engine().map(measure_speed);
+    let proj: Projection = project(&plan.graph, &plan.run, s, peak);
     if !global.quiet {
         print_projection(&proj, peak);
     }
@@ -400,7 +400,7 @@ fn execute(
     } else {
         &answer_judge
     };
-    let lm = |i: usize| -> &dyn LanguageModel { &engines[role_engine[i]].1 };
+    let lm = |i: usize| -> &dyn LanguageModel { backends.role(i).lm() };
     let mut run = plan.run.clone();
     run.max_tokens = s.agent_max_tokens;
     let ev = MasEvaluator {
@@ -436,7 +436,10 @@ fn execute(
             "judge: order {:?}, mode {:?}, labels {}; weights {:?}, lookahead {}, misalignment sampling {}, refresh {}",
             s.judge.order, s.judge.mode, s.judge.labels, s.weights, s.lookahead, s.misalignment_sampling, s.beam_refresh
         ),
-        format!("projection (upper bound): {} calls, {} generated tokens, {:.0} min at {peak:.0} tokens/s", proj.calls, proj.max_generated_tokens, proj.max_minutes.unwrap_or(0.0)),
+        match peak {
+            Some(peak) => format!("projection (upper bound): {} calls, {} generated tokens, {:.0} min at {peak:.0} tokens/s", proj.calls, proj.max_generated_tokens, proj.max_minutes.unwrap_or(0.0)),
+            None => format!("projection (upper bound): {} calls, {} generated tokens (remote agents: no time projection)", proj.calls, proj.max_generated_tokens),
+        },
     ];
     let mut heldout: Option<HeldOut> = dir.read_json("heldout.json").ok();
     let mut bar = UnitBar::new(global.quiet, proj.units, state.units);
@@ -450,7 +453,7 @@ fn execute(
                 settings: &lines,
                 planned_units: proj.units,
                 heldout: h,
-                peak_tokens_per_sec: Some(peak),
+                peak_tokens_per_sec: peak,
             },
         )
     };
@@ -471,7 +474,7 @@ fn execute(
                 }
                 OptimizeEvent::UnitDone { state } => Some(serde_json::json!({
                     "t": t0.elapsed().as_secs_f64(), "event": "unit_done", "record": state.history.last(),
-                    "engine": engines.iter().map(|(_, e)| e.stats().decode_tokens).sum::<u64>()})),
+                    "engine": backends.engines().map(|e| e.stats().decode_tokens).sum::<u64>()})),
                 OptimizeEvent::Stopped { reason } => Some(serde_json::json!({
                     "t": t0.elapsed().as_secs_f64(), "event": "stopped", "reason": reason})),
                 _ => None,
@@ -565,16 +568,17 @@ fn measure_speed(engine: &Engine) -> f64 {
     }
 }
 
-fn print_projection(p: &Projection, peak: f64) {
+fn print_projection(p: &Projection, peak: Option<f64>) {
+    let time = match peak {
+        Some(peak) => format!(
+            " ≈ {:.0} min at {peak:.0} generated tokens/s",
+            p.max_minutes.unwrap_or(0.0)
+        ),
+        None => String::new(),
+    };
     eprintln!(
-        "projection: {} units ({} steps, {} refreshes); at most {} calls, {} generated tokens ≈ {:.0} min at {:.0} generated tokens/s (upper bound; the progress bar's ETA follows the real pace)",
-        p.units,
-        p.steps,
-        p.refreshes,
-        p.calls,
-        p.max_generated_tokens,
-        p.max_minutes.unwrap_or(0.0),
-        peak
+        "projection: {} units ({} steps, {} refreshes); at most {} calls, {} generated tokens{time} (upper bound; the progress bar's ETA follows the real pace)",
+        p.units, p.steps, p.refreshes, p.calls, p.max_generated_tokens,
     );
     for ph in &p.phases {
         eprintln!(

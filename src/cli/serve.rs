@@ -42,13 +42,13 @@ extern "C" fn on_signal(_: libc::c_int) {
 pub fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<ExitCode> {
     let choice = args.engine.resolve(global)?;
     let cat = catalog(global)?;
-    let path = cat.resolve(&choice.model, &mut FetchBar::new(global.quiet))?;
+    let path = cat.resolve(choice.local("serve")?, &mut FetchBar::new(global.quiet))?;
     let engine = Engine::load(&path, choice.settings)
         .with_context(|| format!("loading {}", path.display()))?;
     let model_id = args
         .model_id
         .clone()
-        .unwrap_or_else(|| choice.model.clone());
+        .unwrap_or_else(|| choice.model.label());
     let mut settings = ServeSettings::new(model_id);
     settings.max_queue = args.max_queue.max(1);
     settings.max_tokens_limit = args.max_tokens_limit.min(engine.context_len());

@@ -83,7 +83,7 @@ impl RemoteModel {
             })?),
             None => None,
         };
-        if spec.concurrency == 0 || !(spec.timeout_s > 0.0) {
+        if spec.concurrency == 0 || spec.timeout_s.is_nan() || spec.timeout_s <= 0.0 {
             return Err(EngineError::Remote {
                 endpoint: base,
                 reason: "concurrency and timeout_s must be above 0".into(),
@@ -110,14 +110,18 @@ impl RemoteModel {
         };
         let list: ModelList = m.with_retries(0, |m| m.get_json("/models"))?;
         if m.model.is_empty() {
-            m.model = list.data.first().map(|e| e.id.clone()).ok_or_else(|| {
-                EngineError::Remote {
+            m.model =
+                list.data
+                    .first()
+                    .map(|e| e.id.clone())
+                    .ok_or_else(|| {
+                        EngineError::Remote {
                     endpoint: m.base.clone(),
                     reason:
                         "GET /models lists no model (name one with `model = ...` or `URL#model`)"
                             .into(),
                 }
-            })?;
+                    })?;
         }
         Ok(m)
     }
@@ -265,7 +269,7 @@ impl RemoteModel {
         let to_value = |v: Result<serde_json::Value, serde_json::Error>| {
             v.map_err(|e| EngineError::Request(format!("encoding the request: {e}")))
         };
-        let (path, mut value) = match &req.prompt {
+        let (path, value) = match &req.prompt {
             Prompt::Chat(messages) => {
                 let r = ChatRequest {
                     model: self.model.clone(),
@@ -287,6 +291,7 @@ impl RemoteModel {
                     stop,
                     logprobs: req.logprobs.map(|_| true),
                     top_logprobs: req.logprobs.filter(|n| *n > 0),
+                    ignore_eos: req.ignore_eos.then_some(true),
                     ..Default::default()
                 };
                 ("/chat/completions", to_value(serde_json::to_value(r))?)
@@ -309,13 +314,11 @@ impl RemoteModel {
                     stream: None,
                     logprobs: req.logprobs,
                     n: None,
+                    ignore_eos: req.ignore_eos.then_some(true),
                 };
                 ("/completions", to_value(serde_json::to_value(r))?)
             }
         };
-        if req.ignore_eos {
-            value["ignore_eos"] = true.into();
-        }
         Ok((path, value))
     }
 

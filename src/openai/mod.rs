@@ -3,6 +3,8 @@
 //! [`serve`] puts maspo's own engine behind the same API.
 
 pub mod client;
+mod http;
+pub mod load;
 pub mod serve;
 pub mod spec;
 pub mod wire;

@@ -9,13 +9,14 @@
 //! for a batch to drain. A client that goes away mid-stream has its request withdrawn.
 //! Shutdown (the `stop` flag): stop accepting, finish what is in flight, return.
 
+use super::http;
 use super::wire::*;
 use crate::engine::chat_template::{Message, Role};
 use crate::engine::sampling::SamplingParams;
 use crate::engine::{Completion, Engine, EngineError, GenRequest, Intake, Prompt};
 use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::net::SocketAddr;
+use std::io::BufReader;
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Mutex};
 use std::time::Duration;
@@ -76,22 +77,20 @@ pub enum ServeError {
 
 /// A bound, not yet running server.
 pub struct Listener {
-    http: tiny_http::Server,
+    tcp: TcpListener,
     addr: SocketAddr,
 }
 
 impl Listener {
     /// Binds `addr` (`host:port`; port 0 picks a free one).
     pub fn bind(addr: &str) -> Result<Self, ServeError> {
-        let http = tiny_http::Server::http(addr).map_err(|e| ServeError::Bind {
+        let err = |e: std::io::Error| ServeError::Bind {
             addr: addr.to_string(),
             reason: e.to_string(),
-        })?;
-        let addr = http.server_addr().to_ip().ok_or_else(|| ServeError::Bind {
-            addr: addr.to_string(),
-            reason: "not an IP address".into(),
-        })?;
-        Ok(Self { http, addr })
+        };
+        let tcp = TcpListener::bind(addr).map_err(err)?;
+        let addr = tcp.local_addr().map_err(err)?;
+        Ok(Self { tcp, addr })
     }
 
     /// The bound address.
@@ -113,7 +112,9 @@ struct Job {
 struct Shared<'a> {
     engine: &'a Engine,
     settings: &'a ServeSettings,
+    stop: &'a AtomicBool,
     jobs: Mutex<mpsc::Sender<Job>>,
+    connections: AtomicUsize,
     in_flight: AtomicUsize,
     next_id: AtomicU64,
     admitted: AtomicU64,
@@ -133,7 +134,9 @@ pub fn run(
     let shared = Shared {
         engine,
         settings,
+        stop,
         jobs: Mutex::new(job_tx),
+        connections: AtomicUsize::new(0),
         in_flight: AtomicUsize::new(0),
         next_id: AtomicU64::new(0),
         admitted: AtomicU64::new(0),
@@ -141,75 +144,184 @@ pub fn run(
         bad_requests: AtomicU64::new(0),
         cancelled: AtomicU64::new(0),
     };
-    let accepting_done = AtomicBool::new(false);
+    let closing = AtomicBool::new(false);
+    if let Err(e) = listener.tcp.set_nonblocking(true) {
+        tracing::warn!("cannot poll the listener: {e}");
+    }
     std::thread::scope(|scope| {
         let sh = &shared;
-        let done_flag = &accepting_done;
-        scope.spawn(move || schedule(sh.engine, job_rx, done_flag, sh));
-        // The acceptor.
+        let closing = &closing;
+        scope.spawn(move || schedule(sh.engine, job_rx, closing, sh));
+        // The acceptor: one thread per connection, at most max_queue + 64 connections.
         while !stop.load(Ordering::Relaxed) {
-            let req = match listener.http.recv_timeout(Duration::from_millis(100)) {
-                Ok(Some(r)) => r,
-                Ok(None) => continue,
+            let mut stream = match listener.tcp.accept() {
+                Ok((s, _)) => s,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                }
                 Err(e) => {
-                    tracing::warn!("accepting a request failed: {e}");
+                    tracing::warn!("accepting a connection failed: {e}");
+                    std::thread::sleep(Duration::from_millis(5));
                     continue;
                 }
             };
-            let path = req.url().split('?').next().unwrap_or("").to_string();
-            let path = path.strip_prefix("/v1").unwrap_or(&path).to_string();
-            match (req.method(), path.as_str()) {
-                (tiny_http::Method::Get, "/models") => {
-                    let list = ModelList {
-                        object: "list".into(),
-                        data: vec![ModelEntry {
-                            id: settings.model_id.clone(),
-                            object: "model".into(),
-                            created: now(),
-                            owned_by: "maspo".into(),
-                        }],
-                    };
-                    respond_json(req, 200, &list);
-                }
-                (tiny_http::Method::Get, "/health" | "/") => {
-                    respond_json(req, 200, &serde_json::json!({"status": "ok"}));
-                }
-                (tiny_http::Method::Post, "/chat/completions" | "/completions") => {
-                    if sh.in_flight.load(Ordering::SeqCst) >= settings.max_queue {
-                        sh.rejected_full.fetch_add(1, Ordering::Relaxed);
-                        respond_error(
-                            req,
-                            503,
-                            "overloaded",
-                            "the server's queue is full; retry later",
-                        );
-                        continue;
-                    }
-                    sh.in_flight.fetch_add(1, Ordering::SeqCst);
-                    let chat = path == "/chat/completions";
-                    scope.spawn(move || {
-                        handle(sh, req, chat);
-                        sh.in_flight.fetch_sub(1, Ordering::SeqCst);
-                    });
-                }
-                (method, _) => {
-                    let method = method.to_string();
-                    respond_error(req, 404, "invalid_request_error", &format!("no route {} {path} (maspo serves /v1/chat/completions, /v1/completions, /v1/models)", method));
-                }
+            let _ = stream.set_nonblocking(false);
+            let _ = stream.set_nodelay(true);
+            if sh.connections.load(Ordering::SeqCst) >= settings.max_queue + 64 {
+                sh.rejected_full.fetch_add(1, Ordering::Relaxed);
+                let body = error_body(503, "overloaded", "too many connections; retry later");
+                let _ = http::write_response(&mut stream, 503, JSON, &body, false);
+                continue;
             }
+            sh.connections.fetch_add(1, Ordering::SeqCst);
+            scope.spawn(move || {
+                connection(sh, stream);
+                sh.connections.fetch_sub(1, Ordering::SeqCst);
+            });
         }
-        // Stop accepting; in-flight handlers finish, then the scheduler drains and returns.
+        // Stop accepting; connections finish their request and close, then the scheduler
+        // drains and returns.
         drop(listener);
-        while shared.in_flight.load(Ordering::SeqCst) > 0 {
+        while shared.connections.load(Ordering::SeqCst) > 0 {
             std::thread::sleep(Duration::from_millis(20));
         }
-        accepting_done.store(true, Ordering::SeqCst);
+        closing.store(true, Ordering::SeqCst);
     });
     ServeStats {
         admitted: shared.admitted.load(Ordering::Relaxed),
         rejected_full: shared.rejected_full.load(Ordering::Relaxed),
         bad_requests: shared.bad_requests.load(Ordering::Relaxed),
         cancelled: shared.cancelled.load(Ordering::Relaxed),
+    }
+}
+
+const JSON: &str = "application/json";
+
+/// Waits until the client sends something (true) or the connection ends or the server stops
+/// (false), so idle keep-alive connections never hold up shutdown.
+fn wait_readable(stream: &TcpStream, stop: &AtomicBool) -> bool {
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+    let mut idle = Duration::ZERO;
+    let mut b = [0u8; 1];
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return false;
+        }
+        match stream.peek(&mut b) {
+            Ok(0) => return false,
+            Ok(_) => {
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
+                return true;
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                idle += Duration::from_millis(200);
+                if idle > Duration::from_secs(300) {
+                    return false;
+                }
+            }
+            Err(_) => return false,
+        }
+    }
+}
+
+/// One connection: requests in order until the client closes or the server stops.
+fn connection(sh: &Shared<'_>, stream: TcpStream) {
+    let Ok(read_half) = stream.try_clone() else {
+        return;
+    };
+    let mut w = stream;
+    let mut r = BufReader::new(read_half);
+    loop {
+        if r.buffer().is_empty() && !wait_readable(&w, sh.stop) {
+            return;
+        }
+        let req = match http::read_request(&mut r, sh.settings.max_body_bytes) {
+            Ok(q) => q,
+            Err(http::ReadError::Closed) => return,
+            Err(http::ReadError::Bad(msg)) => {
+                sh.bad_requests.fetch_add(1, Ordering::Relaxed);
+                let _ = http::write_response(
+                    &mut w,
+                    400,
+                    JSON,
+                    &error_body(400, "invalid_request_error", &msg),
+                    false,
+                );
+                return;
+            }
+            Err(http::ReadError::TooLarge(n)) => {
+                sh.bad_requests.fetch_add(1, Ordering::Relaxed);
+                let msg = format!(
+                    "the body has {n} bytes; this server takes at most {} (--max-body-mb)",
+                    sh.settings.max_body_bytes
+                );
+                let _ = http::write_response(
+                    &mut w,
+                    413,
+                    JSON,
+                    &error_body(413, "invalid_request_error", &msg),
+                    false,
+                );
+                return;
+            }
+        };
+        let keep = req.keep_alive && route(sh, &req, &mut w);
+        if !keep {
+            return;
+        }
+    }
+}
+
+/// Answers one request; false when the connection should close.
+fn route(sh: &Shared<'_>, req: &http::HttpRequest, w: &mut TcpStream) -> bool {
+    let path = req.path.strip_prefix("/v1").unwrap_or(&req.path);
+    let keep = req.keep_alive;
+    let reply = |w: &mut TcpStream, code: u16, body: &[u8]| {
+        http::write_response(w, code, JSON, body, keep).is_ok()
+    };
+    match (req.method.as_str(), path) {
+        ("GET", "/models") => {
+            let list = ModelList {
+                object: "list".into(),
+                data: vec![ModelEntry {
+                    id: sh.settings.model_id.clone(),
+                    object: "model".into(),
+                    created: now(),
+                    owned_by: "maspo".into(),
+                }],
+            };
+            reply(w, 200, &serde_json::to_vec(&list).unwrap_or_default())
+        }
+        ("GET", "/health" | "/") => reply(w, 200, br#"{"status":"ok"}"#),
+        ("POST", "/chat/completions" | "/completions") => {
+            let admitted = sh
+                .in_flight
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                    (n < sh.settings.max_queue).then_some(n + 1)
+                })
+                .is_ok();
+            if !admitted {
+                sh.rejected_full.fetch_add(1, Ordering::Relaxed);
+                return reply(
+                    w,
+                    503,
+                    &error_body(503, "overloaded", "the server's queue is full; retry later"),
+                );
+            }
+            let ok = handle(sh, &req.body, path == "/chat/completions", w, keep);
+            sh.in_flight.fetch_sub(1, Ordering::SeqCst);
+            ok
+        }
+        (method, _) => {
+            let msg = format!("no route {method} {} (maspo serves /v1/chat/completions, /v1/completions, /v1/models)", req.path);
+            reply(w, 404, &error_body(404, "invalid_request_error", &msg))
+        }
     }
 }
 
@@ -332,7 +444,7 @@ fn parse(sh: &Shared<'_>, body: &[u8], chat: bool) -> Result<Parsed, String> {
                 max_new_tokens: limit(r.max_completion_tokens.or(r.max_tokens))?,
                 sampling: sampling(r.temperature, r.top_p, r.top_k, r.seed),
                 stop: r.stop.map(|s| s.list()).unwrap_or_default(),
-                ignore_eos: false,
+                ignore_eos: r.ignore_eos.unwrap_or(false),
                 logprobs: top,
             },
             stream: r.stream.unwrap_or(false),
@@ -360,7 +472,7 @@ fn parse(sh: &Shared<'_>, body: &[u8], chat: bool) -> Result<Parsed, String> {
                 max_new_tokens: limit(r.max_tokens.or(Some(16)))?,
                 sampling: sampling(r.temperature, r.top_p, r.top_k, r.seed),
                 stop: r.stop.map(|s| s.list()).unwrap_or_default(),
-                ignore_eos: false,
+                ignore_eos: r.ignore_eos.unwrap_or(false),
                 logprobs: r.logprobs,
             },
             stream: r.stream.unwrap_or(false),
@@ -370,34 +482,16 @@ fn parse(sh: &Shared<'_>, body: &[u8], chat: bool) -> Result<Parsed, String> {
     }
 }
 
-fn handle(sh: &Shared<'_>, mut req: tiny_http::Request, chat: bool) {
-    let mut body = Vec::new();
-    let read = req
-        .as_reader()
-        .take(sh.settings.max_body_bytes as u64 + 1)
-        .read_to_end(&mut body);
-    if let Err(e) = read {
-        sh.bad_requests.fetch_add(1, Ordering::Relaxed);
-        respond_error(
-            req,
-            400,
-            "invalid_request_error",
-            &format!("reading the body: {e}"),
-        );
-        return;
-    }
-    if body.len() > sh.settings.max_body_bytes {
-        sh.bad_requests.fetch_add(1, Ordering::Relaxed);
-        let msg = format!("the body exceeds {} bytes", sh.settings.max_body_bytes);
-        respond_error(req, 413, "invalid_request_error", &msg);
-        return;
-    }
-    let p = match parse(sh, &body, chat) {
+/// Runs one generation request and writes its answer; false when the connection is broken.
+fn handle(sh: &Shared<'_>, body: &[u8], chat: bool, w: &mut TcpStream, keep: bool) -> bool {
+    let reply = |w: &mut TcpStream, code: u16, body: &[u8]| {
+        http::write_response(w, code, JSON, body, keep).is_ok()
+    };
+    let p = match parse(sh, body, chat) {
         Ok(p) => p,
         Err(msg) => {
             sh.bad_requests.fetch_add(1, Ordering::Relaxed);
-            respond_error(req, 400, "invalid_request_error", &msg);
-            return;
+            return reply(w, 400, &error_body(400, "invalid_request_error", &msg));
         }
     };
     let id = sh.next_id.fetch_add(1, Ordering::Relaxed);
@@ -407,18 +501,20 @@ fn handle(sh: &Shared<'_>, mut req: tiny_http::Request, chat: bool) {
         format!("cmpl-{id}")
     };
     let (tx, rx) = mpsc::channel();
-    let sent = sh.jobs.lock().unwrap_or_else(|e| e.into_inner()).send(Job {
+    let sent = lock(&sh.jobs).send(Job {
         req: p.req.clone(),
         tx,
     });
     if sent.is_err() {
-        respond_error(req, 503, "overloaded", "the server is shutting down");
-        return;
+        return reply(
+            w,
+            503,
+            &error_body(503, "overloaded", "the server is shutting down"),
+        );
     }
     sh.admitted.fetch_add(1, Ordering::Relaxed);
     if p.stream {
-        stream(sh, req, &p, &id, rx);
-        return;
+        return stream(sh, w, keep, &p, &id, rx);
     }
     let done = loop {
         match rx.recv() {
@@ -430,18 +526,18 @@ fn handle(sh: &Shared<'_>, mut req: tiny_http::Request, chat: bool) {
     match done {
         Ok(c) => {
             let body = if p.chat {
-                serde_json::to_value(chat_response(sh, &id, &c, p.top_logprobs))
+                serde_json::to_vec(&chat_response(sh, &id, &c, p.top_logprobs))
             } else {
-                serde_json::to_value(text_response(sh, &id, &c, p.top_logprobs))
+                serde_json::to_vec(&text_response(sh, &id, &c, p.top_logprobs))
             };
             match body {
-                Ok(v) => respond_json(req, 200, &v),
-                Err(e) => respond_error(req, 500, "server_error", &e.to_string()),
+                Ok(b) => reply(w, 200, &b),
+                Err(e) => reply(w, 500, &error_body(500, "server_error", &e.to_string())),
             }
         }
         Err(e) => {
             let (code, kind) = status_of(&e);
-            respond_error(req, code, kind, &e.to_string());
+            reply(w, code, &error_body(code, kind, &e.to_string()))
         }
     }
 }
@@ -530,7 +626,7 @@ fn chat_response(sh: &Shared<'_>, id: &str, c: &Completion, top: Option<usize>) 
 }
 
 fn text_response(sh: &Shared<'_>, id: &str, c: &Completion, top: Option<usize>) -> TextResponse {
-    let logprobs = top.and_then(|_| c.logprobs.as_ref()).map(|lps| {
+    let logprobs = top.and(c.logprobs.as_ref()).map(|lps| {
         let mut out = TextLogprobs::default();
         let mut offset = 0;
         for t in lps.iter().take(visible_tokens(sh.engine, c)) {
@@ -563,14 +659,16 @@ fn text_response(sh: &Shared<'_>, id: &str, c: &Completion, top: Option<usize>) 
     }
 }
 
-/// Writes the answer as server-sent events, one chunk per piece of final text.
+/// Writes the answer as server-sent events, one chunk per piece of final text; false when
+/// the connection is broken.
 fn stream(
     sh: &Shared<'_>,
-    req: tiny_http::Request,
+    w: &mut TcpStream,
+    keep: bool,
     p: &Parsed,
     id: &str,
     rx: mpsc::Receiver<Event>,
-) {
+) -> bool {
     let created = now();
     let model = sh.settings.model_id.clone();
     let chunk = |delta: serde_json::Value,
@@ -588,16 +686,9 @@ fn stream(
         }
         format!("data: {v}\n\n")
     };
-    let mut raw = req.into_writer();
-    let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n\r\n";
-    if raw
-        .write_all(head.as_bytes())
-        .and_then(|_| raw.flush())
-        .is_err()
-    {
-        return; // The client is gone; dropping `rx` withdraws the request.
-    }
-    let mut w = Chunked(raw);
+    let Ok(mut w) = http::Chunked::start(w, keep) else {
+        return false; // The client is gone; dropping `rx` withdraws the request.
+    };
     let text_delta = |t: &str| {
         if p.chat {
             serde_json::json!({"content": t})
@@ -616,12 +707,12 @@ fn stream(
         )
         .is_err()
     {
-        return;
+        return false;
     }
     loop {
         let ev = match rx.recv() {
             Ok(e) => e,
-            Err(_) => return,
+            Err(_) => return false,
         };
         let out = match ev {
             Event::Delta(t) => chunk(text_delta(&t), None, None),
@@ -637,39 +728,21 @@ fn stream(
                     Some(finish_reason(&c.stop_reason)),
                     Some(("usage", u)),
                 );
-                let _ = w.send(last.as_bytes());
-                let _ = w.send(b"data: [DONE]\n\n");
-                w.finish();
-                return;
+                return w.send(last.as_bytes()).is_ok()
+                    && w.send(b"data: [DONE]\n\n").is_ok()
+                    && w.finish().is_ok();
             }
             Event::Done(Err(e)) => {
                 let (code, kind) = status_of(&e);
                 let err = serde_json::json!({"error": {"message": e.to_string(), "type": kind, "code": code}});
-                let _ = w.send(format!("data: {err}\n\n").as_bytes());
-                let _ = w.send(b"data: [DONE]\n\n");
-                w.finish();
-                return;
+                return w.send(format!("data: {err}\n\n").as_bytes()).is_ok()
+                    && w.send(b"data: [DONE]\n\n").is_ok()
+                    && w.finish().is_ok();
             }
         };
         if w.send(out.as_bytes()).is_err() {
-            return; // Dropping `rx` makes the scheduler withdraw the request.
+            return false; // Dropping `rx` makes the scheduler withdraw the request.
         }
-    }
-}
-
-/// An HTTP/1.1 chunked body written and flushed one event at a time.
-struct Chunked(Box<dyn Write + Send>);
-
-impl Chunked {
-    fn send(&mut self, data: &[u8]) -> std::io::Result<()> {
-        write!(self.0, "{:x}\r\n", data.len())?;
-        self.0.write_all(data)?;
-        self.0.write_all(b"\r\n")?;
-        self.0.flush()
-    }
-
-    fn finish(mut self) {
-        let _ = self.0.write_all(b"0\r\n\r\n").and_then(|_| self.0.flush());
     }
 }
 
@@ -684,19 +757,7 @@ fn now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-fn respond_json<T: serde::Serialize>(req: tiny_http::Request, code: u16, body: &T) {
-    let text = serde_json::to_string(body).unwrap_or_else(|_| "{}".into());
-    let header = tiny_http::Header::from_bytes("Content-Type", "application/json")
-        .expect("static header is valid");
-    let resp = tiny_http::Response::from_string(text)
-        .with_status_code(code)
-        .with_header(header);
-    if let Err(e) = req.respond(resp) {
-        tracing::debug!("writing a response failed: {e}");
-    }
-}
-
-fn respond_error(req: tiny_http::Request, code: u16, kind: &str, message: &str) {
+fn error_body(code: u16, kind: &str, message: &str) -> Vec<u8> {
     let body = ErrorBody {
         error: ErrorDetail {
             message: message.to_string(),
@@ -704,5 +765,5 @@ fn respond_error(req: tiny_http::Request, code: u16, kind: &str, message: &str) 
             code: Some(code.into()),
         },
     };
-    respond_json(req, code, &body);
+    serde_json::to_vec(&body).unwrap_or_default()
 }

@@ -118,6 +118,10 @@ pub struct ChatRequest {
     /// Choices per request (maspo serves 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub n: Option<usize>,
+    /// Generate through end-of-turn tokens (extension of vLLM and llama.cpp's server;
+    /// benchmarks use it so every server generates the same number of tokens).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ignore_eos: Option<bool>,
 }
 
 /// A text-completion prompt: a string, strings (one only), or token ids.
@@ -167,6 +171,9 @@ pub struct CompletionRequest {
     /// Choices per prompt (maspo serves 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub n: Option<usize>,
+    /// Generate through end-of-turn tokens (extension).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ignore_eos: Option<bool>,
 }
 
 /// Token counts.
