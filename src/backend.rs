@@ -89,7 +89,9 @@ impl Backends {
                         let s = settings.clone();
                         (
                             format!("file:{}", path.display()),
-                            Box::new(move || Engine::load(&path, s).map(|e| Backend::Local(Box::new(e)))),
+                            Box::new(move || {
+                                Engine::load(&path, s).map(|e| Backend::Local(Box::new(e)))
+                            }),
                         )
                     }
                     (None, Some(r)) => {
@@ -100,7 +102,9 @@ impl Backends {
                                 r.base_url(),
                                 r.model.clone().unwrap_or_default()
                             ),
-                            Box::new(move || RemoteModel::connect(r, cache).map(|m| Backend::Remote(Box::new(m)))),
+                            Box::new(move || {
+                                RemoteModel::connect(r, cache).map(|m| Backend::Remote(Box::new(m)))
+                            }),
                         )
                     }
                     (None, None) => unreachable!("a model spec is local or remote"),

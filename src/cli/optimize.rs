@@ -523,6 +523,25 @@ fn execute(
         heldout = Some(h);
     }
     write_report(&state, heldout.as_ref())?;
+    for m in backends.remotes() {
+        // Retries and failures of remote roles, for the record (never the API key).
+        let st = m.stats();
+        let _ = dir.event(
+            &serde_json::json!({"t": t0.elapsed().as_secs_f64(), "event": "remote",
+            "endpoint": m.base_url(), "model": m.model_id(), "stats": st}),
+        );
+        if !global.quiet {
+            eprintln!(
+                "remote {} @ {}: {} HTTP requests, {} retries, {} failed calls, {} cache hits",
+                m.model_id(),
+                m.base_url(),
+                st.http_requests,
+                st.retries,
+                st.failed,
+                st.cache_hits
+            );
+        }
+    }
     print_final(&state, heldout.as_ref(), &dir);
     Ok(ExitCode::SUCCESS)
 }

@@ -112,6 +112,11 @@ pub fn read_request(
         }
     }
     if length > max_body {
+        // Read (and drop) a body of reasonable size first, so the client sees the 413 rather
+        // than a connection reset.
+        if length <= 64 << 20 {
+            let _ = std::io::copy(&mut r.by_ref().take(length as u64), &mut std::io::sink());
+        }
         return Err(ReadError::TooLarge(length));
     }
     let mut body = vec![0u8; length];

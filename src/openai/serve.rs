@@ -271,8 +271,8 @@ fn connection(sh: &Shared<'_>, stream: TcpStream) {
                 return;
             }
         };
-        let keep = req.keep_alive && route(sh, &req, &mut w);
-        if !keep {
+        let answered = route(sh, &req, &mut w);
+        if !(answered && req.keep_alive) {
             return;
         }
     }

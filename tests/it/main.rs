@@ -12,6 +12,8 @@ mod golden;
 mod mas;
 mod optimize_cli;
 mod outputs;
+mod remote;
 mod sandbox;
+mod serve;
 mod tasks;
 mod tiny;

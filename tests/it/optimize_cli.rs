@@ -354,3 +354,103 @@ fn a_protected_dataset_leaves_no_plain_text_in_the_run_directory() {
         String::from_utf8_lossy(&dry.stderr)
     );
 }
+
+/// `maspo serve` on a free port, SmolLM2, one thread; waits until it answers.
+fn serve_smollm2(port: u16) -> std::process::Child {
+    let mut child = Command::new(maspo_bin())
+        .current_dir(repo_root())
+        .env("MASPO_THREADS", "1")
+        .args(["--quiet", "serve", "-m", SMOLLM2, "--port"])
+        .arg(port.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    use std::io::BufRead;
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.contains(&format!(":{port}/v1")), "{line}");
+    child
+}
+
+#[test]
+fn an_optimization_with_its_evaluator_on_maspo_serve_survives_a_server_restart() {
+    let _g = heavy();
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = setup(tmp.path());
+    // Reference: every role in-process, log-prob judging.
+    let local = tmp.path().join("local");
+    let out = cmd(&cfg, &local)
+        .args(["--judge-mode", "logprob", "--no-cache"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The evaluator on `maspo serve`; the server is killed during the first judge phase and
+    // started again on the same port.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut server = serve_smollm2(port);
+    let remote = tmp.path().join("remote");
+    let mut run = cmd(&cfg, &remote)
+        .env("MASPO_THREADS", "1")
+        .args(["--judge-mode", "logprob", "--no-cache", "--evaluator-model"])
+        .arg(format!("http://127.0.0.1:{port}/v1"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while !std::fs::read_to_string(remote.join("events.jsonl"))
+        .unwrap_or_default()
+        .contains("\"phase\":\"judge\"")
+    {
+        assert!(t0.elapsed() < Duration::from_secs(900), "no judge phase");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    server.kill().unwrap();
+    server.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let mut server = serve_smollm2(port);
+    let mut err = String::new();
+    use std::io::Read;
+    run.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    let status = run.wait().unwrap();
+    server.kill().unwrap();
+    server.wait().unwrap();
+    assert!(status.success(), "{err}");
+    // Nothing lost: the same candidates, scores and decisions as in-process judging.
+    let fields = |dir: &Path| -> Vec<serde_json::Value> {
+        read(&dir.join("candidates.jsonl"))
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                serde_json::json!([
+                    v["id"],
+                    v["agent"],
+                    v["prompt"],
+                    v["status"],
+                    v["accepted"],
+                    v["score"]
+                ])
+            })
+            .collect()
+    };
+    assert_eq!(fields(&local), fields(&remote));
+    let events = read(&remote.join("events.jsonl"));
+    let rec: serde_json::Value = events
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["event"] == "remote")
+        .expect("a remote event");
+    assert_eq!(rec["stats"]["failed"], 0, "{rec}");
+    assert!(rec["stats"]["http_requests"].as_u64().unwrap() > 1, "{rec}");
+}
