@@ -380,10 +380,11 @@ fn an_optimization_with_its_evaluator_on_maspo_serve_survives_a_server_restart()
     let _g = heavy();
     let tmp = tempfile::tempdir().unwrap();
     let cfg = setup(tmp.path());
-    // Reference: every role in-process, log-prob judging.
+    // Reference: every role in-process. Generate judging: the server's greedy answers equal the
+    // engine's (remote log-prob scoring sees only the top 20 first tokens, see RemoteModel).
     let local = tmp.path().join("local");
     let out = cmd(&cfg, &local)
-        .args(["--judge-mode", "logprob", "--no-cache"])
+        .args(["--judge-mode", "generate", "--no-cache"])
         .output()
         .unwrap();
     assert!(
@@ -402,7 +403,12 @@ fn an_optimization_with_its_evaluator_on_maspo_serve_survives_a_server_restart()
     let remote = tmp.path().join("remote");
     let mut run = cmd(&cfg, &remote)
         .env("MASPO_THREADS", "1")
-        .args(["--judge-mode", "logprob", "--no-cache", "--evaluator-model"])
+        .args([
+            "--judge-mode",
+            "generate",
+            "--no-cache",
+            "--evaluator-model",
+        ])
         .arg(format!("http://127.0.0.1:{port}/v1"))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
