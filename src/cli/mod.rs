@@ -9,6 +9,7 @@ mod models;
 mod optimize;
 mod progress;
 mod serve;
+mod signals;
 
 use crate::catalog::Catalog;
 use anyhow::Context;

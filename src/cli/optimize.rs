@@ -457,7 +457,10 @@ fn execute(
             },
         )
     };
-    optimize(
+    // Ctrl-C: finish the current unit (its checkpoint), then stop with a resume hint.
+    let stop = super::signals::install();
+    let interrupted = || stop.load(std::sync::atomic::Ordering::SeqCst);
+    let completed = optimize(
         &ev,
         s,
         &dir,
@@ -484,8 +487,18 @@ fn execute(
             }
         },
         &mut |st| write_report(st, heldout.as_ref()),
+        &interrupted,
     )?;
     bar.finish();
+    if !completed || (heldout.is_none() && interrupted()) {
+        write_report(&state, heldout.as_ref())?;
+        eprintln!(
+            "interrupted after {} units; the checkpoint is written. Continue with: maspo optimize --resume {}",
+            state.units,
+            dir.root().display()
+        );
+        return Ok(ExitCode::from(130));
+    }
     if heldout.is_none() && !test.is_empty() {
         if !global.quiet {
             eprintln!(

@@ -6,7 +6,6 @@ use crate::openai::serve::{run as serve, Listener, ServeSettings};
 use anyhow::Context;
 use clap::Args;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Arguments of `maspo serve`.
 #[derive(Debug, Args)]
@@ -33,12 +32,6 @@ pub struct ServeArgs {
     engine: EngineArgs,
 }
 
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    STOP.store(true, Ordering::SeqCst);
-}
-
 pub fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<ExitCode> {
     let choice = args.engine.resolve(global)?;
     let cat = catalog(global)?;
@@ -55,17 +48,7 @@ pub fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<ExitCode> {
     settings.default_max_tokens = settings.default_max_tokens.min(settings.max_tokens_limit);
     settings.max_body_bytes = args.max_body_mb.max(1) << 20;
     let listener = Listener::bind(&format!("{}:{}", args.host, args.port))?;
-    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-    unsafe {
-        libc::signal(
-            libc::SIGINT,
-            on_signal as extern "C" fn(libc::c_int) as *const () as libc::sighandler_t,
-        );
-        libc::signal(
-            libc::SIGTERM,
-            on_signal as extern "C" fn(libc::c_int) as *const () as libc::sighandler_t,
-        );
-    }
+    let stop = super::signals::install();
     // The one line scripts wait for (stdout, flushed).
     println!(
         "maspo serve: {} on http://{}/v1 (model id `{}`)",
@@ -75,7 +58,7 @@ pub fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<ExitCode> {
     );
     use std::io::Write;
     std::io::stdout().flush()?;
-    let stats = serve(&engine, listener, &settings, &STOP);
+    let stats = serve(&engine, listener, &settings, stop);
     eprintln!(
         "maspo serve: stopped after {} requests ({} refused as full, {} malformed, {} withdrawn by their clients)",
         stats.admitted, stats.rejected_full, stats.bad_requests, stats.cancelled

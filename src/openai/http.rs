@@ -2,7 +2,7 @@
 //! body (size-limited), keep-alive, JSON responses and chunked server-sent events. One thread
 //! per connection; nothing here knows about models.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, Read, Write};
 use std::net::TcpStream;
 
 /// One parsed request.
@@ -32,26 +32,22 @@ pub enum ReadError {
 const MAX_HEAD: usize = 64 << 10;
 
 /// Reads the next request from a connection.
-pub fn read_request(
-    r: &mut BufReader<TcpStream>,
-    max_body: usize,
-) -> Result<HttpRequest, ReadError> {
+pub fn read_request<R: BufRead>(r: &mut R, max_body: usize) -> Result<HttpRequest, ReadError> {
     let mut head_bytes = 0usize;
     let mut line = String::new();
-    let mut read_line =
-        |r: &mut BufReader<TcpStream>, line: &mut String| -> Result<usize, ReadError> {
-            line.clear();
-            let n = r
-                .by_ref()
-                .take((MAX_HEAD - head_bytes.min(MAX_HEAD)) as u64 + 1)
-                .read_line(line)
-                .map_err(|_| ReadError::Closed)?;
-            head_bytes += n;
-            if head_bytes > MAX_HEAD {
-                return Err(ReadError::Bad("request head over 64 KiB".into()));
-            }
-            Ok(n)
-        };
+    let mut read_line = |r: &mut R, line: &mut String| -> Result<usize, ReadError> {
+        line.clear();
+        let n = r
+            .by_ref()
+            .take((MAX_HEAD - head_bytes.min(MAX_HEAD)) as u64 + 1)
+            .read_line(line)
+            .map_err(|_| ReadError::Closed)?;
+        head_bytes += n;
+        if head_bytes > MAX_HEAD {
+            return Err(ReadError::Bad("request head over 64 KiB".into()));
+        }
+        Ok(n)
+    };
     // Skip blank lines between keep-alive requests (RFC 9112 §2.2).
     loop {
         if read_line(r, &mut line)? == 0 {
@@ -190,5 +186,60 @@ impl<'a> Chunked<'a> {
     pub fn finish(self) -> std::io::Result<()> {
         self.0.write_all(b"0\r\n\r\n")?;
         self.0.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn read(bytes: &[u8]) -> Result<HttpRequest, ReadError> {
+        read_request(&mut std::io::Cursor::new(bytes.to_vec()), 1 << 10)
+    }
+
+    #[test]
+    fn requests_parse_with_their_body_and_connection_mode() {
+        let r = read(
+            b"\r\nPOST /v1/x?y=1 HTTP/1.1\r\ncontent-length: 2\r\nConnection: close\r\n\r\nhi",
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                r.method.as_str(),
+                r.path.as_str(),
+                &r.body[..],
+                r.keep_alive
+            ),
+            ("POST", "/v1/x", &b"hi"[..], false)
+        );
+        assert!(read(b"GET / HTTP/1.0\r\n\r\n").is_ok_and(|r| !r.keep_alive));
+        assert!(matches!(
+            read(b"POST / HTTP/1.1\r\nContent-Length: 5000\r\n\r\n"),
+            Err(ReadError::TooLarge(5000))
+        ));
+        assert!(matches!(
+            read(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            Err(ReadError::Bad(_))
+        ));
+        assert!(matches!(read(b"nonsense\r\n\r\n"), Err(ReadError::Bad(_))));
+        assert!(matches!(read(b""), Err(ReadError::Closed)));
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
+            let _ = read(&bytes);
+        }
+
+        #[test]
+        fn mangled_requests_never_panic(
+            head in "(GET|POST|X) /[a-z/?=]{0,12} HTTP/1\\.[01]\r\n([A-Za-z-]{1,14}: [ -~]{0,20}\r\n){0,4}\r\n",
+            body in prop::collection::vec(any::<u8>(), 0..40),
+        ) {
+            let mut b = head.into_bytes();
+            b.extend(body);
+            let _ = read(&b);
+        }
     }
 }

@@ -382,8 +382,7 @@ struct Parsed {
     top_logprobs: Option<usize>,
 }
 
-fn parse(sh: &Shared<'_>, body: &[u8], chat: bool) -> Result<Parsed, String> {
-    let s = sh.settings;
+fn parse(s: &ServeSettings, body: &[u8], chat: bool) -> Result<Parsed, String> {
     let sampling =
         |temperature: Option<f32>, top_p: Option<f32>, top_k: Option<usize>, seed: Option<u64>| {
             SamplingParams {
@@ -487,7 +486,7 @@ fn handle(sh: &Shared<'_>, body: &[u8], chat: bool, w: &mut TcpStream, keep: boo
     let reply = |w: &mut TcpStream, code: u16, body: &[u8]| {
         http::write_response(w, code, JSON, body, keep).is_ok()
     };
-    let p = match parse(sh, body, chat) {
+    let p = match parse(sh.settings, body, chat) {
         Ok(p) => p,
         Err(msg) => {
             sh.bad_requests.fetch_add(1, Ordering::Relaxed);
@@ -766,4 +765,63 @@ fn error_body(code: u16, kind: &str, message: &str) -> Vec<u8> {
         },
     };
     serde_json::to_vec(&body).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn body() -> impl Strategy<Value = String> {
+        let v = prop::sample::select(vec![
+            "null",
+            "0",
+            "-1",
+            "1e300",
+            "\"x\"",
+            "[]",
+            "{}",
+            "true",
+            "[1,2]",
+            "99999999999999999999",
+            "[{\"role\":\"user\",\"content\":\"hi\"}]",
+            "[{\"role\":\"x\"}]",
+            "[{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"a\"}]}]",
+        ]);
+        let k = prop::sample::select(vec![
+            "messages",
+            "prompt",
+            "max_tokens",
+            "max_completion_tokens",
+            "temperature",
+            "top_p",
+            "top_k",
+            "seed",
+            "stop",
+            "stream",
+            "logprobs",
+            "top_logprobs",
+            "n",
+            "ignore_eos",
+        ]);
+        prop::collection::vec((k, v), 0..8).prop_map(|kv| {
+            let fields: Vec<String> = kv.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
+            format!("{{{}}}", fields.join(","))
+        })
+    }
+
+    proptest! {
+        /// Any body is a request or a 400 message, never a panic; admitted requests respect
+        /// the limits.
+        #[test]
+        fn request_bodies_parse_or_are_refused(b in body(), chat in any::<bool>(), junk in any::<Vec<u8>>()) {
+            let s = ServeSettings::new("m");
+            for bytes in [b.as_bytes(), &junk[..]] {
+                if let Ok(p) = parse(&s, bytes, chat) {
+                    prop_assert!(p.req.max_new_tokens <= s.max_tokens_limit);
+                    prop_assert!(p.top_logprobs.is_none_or(|t| t <= 20));
+                }
+            }
+        }
+    }
 }

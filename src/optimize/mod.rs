@@ -114,6 +114,8 @@ pub fn over_budget(s: &OptimizeSettings, state: &State) -> Option<String> {
 /// Runs (or continues) the optimization: units until the schedule ends or the budget is spent.
 /// After every unit: its candidates are appended to `candidates.jsonl`, the checkpoint,
 /// `best_prompts.json` and the events are written, and `after_unit` runs (the report).
+/// `interrupted` is asked before each unit: when it says so the run stops there, its checkpoint
+/// intact and not finished, and `Ok(false)` says a resume will continue it.
 pub fn optimize(
     ev: &dyn Evaluator,
     s: &OptimizeSettings,
@@ -121,7 +123,8 @@ pub fn optimize(
     state: &mut State,
     observe: &mut dyn FnMut(OptimizeEvent<'_>),
     after_unit: &mut dyn FnMut(&State) -> Result<(), OptimizeError>,
-) -> Result<(), OptimizeError> {
+    interrupted: &dyn Fn() -> bool,
+) -> Result<bool, OptimizeError> {
     let search = Search::new(ev, s);
     let base_cost = state.cost;
     let base_secs = state.elapsed_secs;
@@ -130,6 +133,10 @@ pub fn optimize(
     loop {
         if state.finished {
             break;
+        }
+        if interrupted() {
+            dir.save_best(&state.prompts, ev.graph())?;
+            return Ok(false);
         }
         if let Some(reason) = over_budget(s, state) {
             state.stopped = Some(reason.clone());
@@ -171,7 +178,7 @@ pub fn optimize(
         observe(OptimizeEvent::UnitDone { state });
     }
     dir.save_best(&state.prompts, ev.graph())?;
-    Ok(())
+    Ok(true)
 }
 
 #[cfg(test)]

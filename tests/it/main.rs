@@ -12,6 +12,7 @@ mod golden;
 mod mas;
 mod optimize_cli;
 mod outputs;
+mod props;
 mod remote;
 mod sandbox;
 mod serve;

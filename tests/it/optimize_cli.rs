@@ -187,13 +187,14 @@ fn optimize_end_to_end_is_deterministic_and_resumes_after_sigkill() {
         );
     }
 
-    // Killed with SIGKILL at several moments (inside units: after the n-th engine phase), then
+    // Killed with SIGKILL at several moments (inside units: after the n-th engine phase), or
+    // interrupted with Ctrl-C (SIGINT: the unit finishes, exit 130 with a resume hint), then
     // resumed: the same bytes as the uninterrupted run.
-    for (k, phases) in [(0, 1usize), (1, 9)] {
+    for (k, phases, ctrl_c) in [(0, 1usize, false), (1, 9, false), (2, 5, true)] {
         let d = tmp.path().join(format!("kill{k}"));
         let mut child = cmd(&cfg, &d)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
         let t0 = Instant::now();
@@ -209,8 +210,21 @@ fn optimize_end_to_end_is_deterministic_and_resumes_after_sigkill() {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        let _ = child.kill();
-        let _ = child.wait();
+        if ctrl_c {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+            let out = child.wait_with_output().unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(130), "{err}");
+            assert!(err.contains("maspo optimize --resume"), "{err}");
+            let ckpt: serde_json::Value =
+                serde_json::from_str(&read(&d.join("checkpoint.json"))).unwrap();
+            assert_eq!(ckpt["finished"], false);
+            assert!(ckpt["units"].as_u64().unwrap() >= 1, "{ckpt}");
+        } else {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
         let resume = Command::new(maspo_bin())
             .current_dir(repo_root())
             .env("MASPO_THREADS", "2")

@@ -1,0 +1,160 @@
+//! Property tests of every parser that sees outside data: no input may panic, and what is
+//! parsed keeps its invariants. Case counts follow `PROPTEST_CASES` (default 256 per property);
+//! a longer campaign: `PROPTEST_CASES=20000 cargo test --release --test it props:: -- --test-threads=1`.
+
+use crate::common::{engine, SMOLLM2};
+use maspo::config::ConfigFile;
+use maspo::engine::chat_template::Message;
+use maspo::engine::{Engine, EngineSettings, Prompt};
+use maspo::optimize::meta::{parse_choice, parse_proposal};
+use maspo::optimize::sanitize::{check_substance, sanitize};
+use maspo::tasks::extract::{
+    extract_answer, extract_choice, extract_code, html_unescape, normalize_answer, parse_numeric,
+};
+use maspo::tasks::{load_jsonl, AnswerMode, FieldMap};
+use proptest::prelude::*;
+
+/// Text with the characters model output and hostile input are made of: markup, braces,
+/// backslashes, special-token text, entities, digits, non-ASCII.
+fn texty() -> impl Strategy<Value = String> {
+    let atoms = prop::sample::select(vec![
+        "<answer>",
+        "</answer>",
+        "\\boxed{",
+        "}",
+        "{",
+        "{question}",
+        "{context}",
+        "```python\n",
+        "```",
+        "\n",
+        " ",
+        "A",
+        "B",
+        "(C)",
+        "Answer: ",
+        "the answer is ",
+        "&amp;",
+        "&#x41;",
+        "&#99999999;",
+        "<|im_end|>",
+        "<|im_start|>",
+        "<prompt>",
+        "</prompt>",
+        "3/4",
+        "-1.5e3",
+        "\\frac{1}{2}",
+        "é",
+        "😀",
+        "\u{0}",
+        "\r\n",
+        "def f(x):\n    return x\n",
+        "assert f(1) == 1",
+        "...",
+    ]);
+    prop_oneof![
+        any::<String>(),
+        prop::collection::vec(atoms, 0..40).prop_map(|v| v.concat()),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn judge_and_mutator_replies_never_panic(reply in texty(), reference in any::<bool>()) {
+        let _ = parse_choice(&reply, reference);
+        if let Some(p) = parse_proposal(&reply) {
+            prop_assert!(!p.trim().is_empty());
+        }
+    }
+
+    #[test]
+    fn the_sanitizer_keeps_every_placeholder_or_refuses(new in texty(), braces in any::<bool>()) {
+        let old = "Solve this.\n\nThe problem:\n{question}\n\nThe other agent's solution:\n{context}";
+        if let Ok(s) = sanitize(&new, old, braces) {
+            for ph in ["{question}", "{context}"] {
+                prop_assert_eq!(s.matches(ph).count(), 1, "{:?} -> {:?}", new, s);
+            }
+        }
+        let _ = check_substance(&new, 8);
+    }
+
+    #[test]
+    fn answer_extraction_and_normalization_never_panic(text in texty()) {
+        for mode in [AnswerMode::Strict, AnswerMode::Paper] {
+            if let Some(a) = extract_answer(&text, mode) {
+                let _ = normalize_answer(&a, mode);
+                let _ = parse_numeric(&a);
+            }
+        }
+        if let Some(c) = extract_choice(&text, "ABCDE") {
+            prop_assert!("ABCDE".contains(c));
+        }
+        let _ = extract_code(&text);
+        let _ = html_unescape(&text);
+    }
+
+    #[test]
+    fn config_files_parse_or_name_the_problem(lines in prop::collection::vec(
+        (prop::sample::select(vec!["model", "threads", "[engine]", "[eval]", "[optimize]", "task",
+            "batch", "budget", "evaluator_model", "[optimize.judge]", "order", "limit", "bogus"]),
+         prop::sample::select(vec!["= 3", "= \"x\"", "= -1", "= { url = \"http://h\" }", "= [1,", "= true", "", "= 1e999"])),
+        0..8)) {
+        let text: String = lines.iter().map(|(k, v)| format!("{k} {v}\n")).collect();
+        let _ = toml::from_str::<ConfigFile>(&text);
+    }
+
+    #[test]
+    fn dataset_lines_load_or_fail_with_the_line(lines in prop::collection::vec(texty(), 1..6)) {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("d.jsonl");
+        std::fs::write(&p, lines.join("\n")).unwrap();
+        if let Err(e) = load_jsonl(&p, &FieldMap::default()) {
+            prop_assert!(!e.to_string().is_empty());
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: (ProptestConfig::default().cases / 4).max(16), ..ProptestConfig::default() })]
+
+    /// Byte-level BPE: decoding the plain encoding of any text gives the text back.
+    #[test]
+    fn tokenizer_round_trips_any_text(text in texty()) {
+        let e = engine(SMOLLM2);
+        let ids = e.tokenizer().encode_plain(&text).unwrap();
+        let _ = e.tokenizer().encode_with_specials(&text);
+        prop_assert_eq!(e.tokenizer().decode(&ids).unwrap(), text);
+    }
+
+    #[test]
+    fn decoding_arbitrary_ids_never_panics(ids in prop::collection::vec(any::<u32>(), 0..20)) {
+        let _ = engine(SMOLLM2).tokenizer().decode(&ids);
+    }
+
+    /// Hostile message text cannot end a turn: the control tokens in the prompt are exactly
+    /// those the template puts there.
+    #[test]
+    fn message_text_never_becomes_control_tokens(user in texty(), system in texty()) {
+        let e = engine(SMOLLM2);
+        let ids = e.prompt_ids(&Prompt::Chat(vec![Message::system(system), Message::user(user)])).unwrap();
+        let plain = e.prompt_ids(&Prompt::Chat(vec![Message::system("s"), Message::user("u")])).unwrap();
+        let specials = |v: &[u32]| v.iter().filter(|&&t| e.tokenizer().control_ids.contains(&t)).count();
+        prop_assert_eq!(specials(&ids), specials(&plain));
+    }
+
+    /// A GGUF with bytes flipped in its header and metadata loads or fails with an error, never
+    /// a panic or an abort from a huge declared size.
+    #[test]
+    fn corrupted_gguf_headers_are_errors(flips in prop::collection::vec((0usize..4096, any::<u8>()), 1..8)) {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.gguf");
+        crate::tiny::write_tiny(&p, &crate::tiny::TinySpec::new("llama"));
+        let mut bytes = std::fs::read(&p).unwrap();
+        for (at, b) in flips {
+            let at = at % bytes.len();
+            bytes[at] = b;
+        }
+        std::fs::write(&p, &bytes).unwrap();
+        let _ = Engine::load(&p, EngineSettings { prefix_cache_mb: 0, ..EngineSettings::default() });
+    }
+}
