@@ -158,3 +158,35 @@ proptest! {
         let _ = Engine::load(&p, EngineSettings { prefix_cache_mb: 0, ..EngineSettings::default() });
     }
 }
+
+/// Regression (found by `corrupted_gguf_headers_are_errors` at 60 000 cases): a huge declared
+/// `context_length` made the loader allocate RoPE tables of tens of gigabytes and abort.
+#[test]
+fn an_implausible_context_length_is_an_error_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("t.gguf");
+    crate::tiny::write_tiny(&p, &crate::tiny::TinySpec::new("llama"));
+    let mut bytes = std::fs::read(&p).unwrap();
+    let key = b"llama.context_length";
+    let at = bytes
+        .windows(key.len())
+        .position(|w| w == key)
+        .expect("the key is in the file")
+        + key.len();
+    // The value type (u32 = 4 or u64 = 10) follows the key, then the value.
+    let ty = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap());
+    match ty {
+        4 => bytes[at + 4..at + 8].copy_from_slice(&u32::MAX.to_le_bytes()),
+        10 => bytes[at + 4..at + 12].copy_from_slice(&u64::MAX.to_le_bytes()),
+        other => panic!("unexpected value type {other}"),
+    }
+    std::fs::write(&p, &bytes).unwrap();
+    let e = Engine::load(&p, EngineSettings::default())
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        e.contains("context_length") && e.contains("plausible"),
+        "{e}"
+    );
+}

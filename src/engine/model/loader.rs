@@ -46,6 +46,20 @@ pub fn read_config(gguf: &GgufFile, conv: &ArchConventions) -> Result<Transforme
         arch: p.to_string(),
         keys: format!("{} ({why})", key(k)),
     };
+    // Sizes decide allocations before any tensor is read: a corrupt or hostile header must be
+    // an error, not an allocation of terabytes (found by the property tests).
+    for (k, v, max) in [
+        ("block_count", n_layer, 4096),
+        ("attention.head_count", n_head, 4096),
+        ("embedding_length", hidden, 1 << 17),
+        ("feed_forward_length", ffn, 1 << 20),
+        ("context_length", ctx_len, 1 << 24),
+        ("attention.head_count_kv", n_kv_head, 4096),
+    ] {
+        if v == 0 || v > max {
+            return Err(bad(k, format!("{v} is not a plausible size (1..={max})")));
+        }
+    }
     if n_head == 0 || !hidden.is_multiple_of(n_head) {
         return Err(bad(
             "attention.head_count",
@@ -61,6 +75,7 @@ pub fn read_config(gguf: &GgufFile, conv: &ArchConventions) -> Result<Transforme
     let head_dim = gguf
         .opt_u64(&key("rope.dimension_count"))
         .map_or(hidden / n_head, |v| v as usize);
+    // The RoPE tables hold ctx × head_dim floats: keep them under 1 GiB.
     if head_dim != hidden / n_head {
         return Err(bad(
             "rope.dimension_count",
@@ -68,6 +83,12 @@ pub fn read_config(gguf: &GgufFile, conv: &ArchConventions) -> Result<Transforme
                 "partial rotary ({head_dim} of {}) is not supported",
                 hidden / n_head
             ),
+        ));
+    }
+    if ctx_len.saturating_mul(head_dim).saturating_mul(4) > 1 << 30 {
+        return Err(bad(
+            "context_length",
+            format!("{ctx_len} positions × head dim {head_dim} need RoPE tables over 1 GiB"),
         ));
     }
     let vocab = gguf
