@@ -259,6 +259,7 @@ fn parallel_fetches_and_a_killed_fetch_leave_one_good_file() {
         .arg("--catalog")
         .arg(&cat)
         .args(["--quiet", "models", "fetch", "tiny"])
+        .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
     let t0 = std::time::Instant::now();
@@ -280,6 +281,7 @@ fn parallel_fetches_and_a_killed_fetch_leave_one_good_file() {
                 .arg("--catalog")
                 .arg(&cat)
                 .args(["--quiet", "models", "fetch", "tiny"])
+                .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::piped())
                 .spawn()
                 .unwrap()
