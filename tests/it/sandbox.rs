@@ -474,3 +474,67 @@ fn assert_loop_and_children_killed(judge: &CodeJudge) {
     assert!(r.to_verdict(&code).detail.contains("timed out"));
     assert_eq!(survivors(&marker), Vec::<String>::new(), "sleeper survived");
 }
+
+#[test]
+fn more_hostile_programs_are_contained_and_judged_failures() {
+    let Some(judge) = ns_judge() else { return };
+    let _serial = serial();
+    // IPv6 loopback and name resolution.
+    if let Ok(l6) = TcpListener::bind("[::1]:0") {
+        let port = l6.local_addr().unwrap().port();
+        let code = format!("import socket\ndef v6():\n    socket.create_connection(('::1', {port}), timeout=0.5).close()\n    return True");
+        let r = run(&judge, &code, &["assert v6()"]);
+        assert_eq!(r.passed, 0, "reached the host over IPv6: {r:#?}");
+    }
+    let code =
+        "import socket\ndef resolves():\n    return len(socket.getaddrinfo('example.com', 80)) > 0";
+    let r = run(&judge, code, &["assert resolves()"]);
+    assert_eq!(r.passed, 0, "{r:#?}");
+    // Closed stdout and stderr: results still arrive (on the harness's own descriptor), and a
+    // wrong answer is still wrong.
+    let code = "import os\nos.close(1)\nos.close(2)\ndef add(a, b):\n    return a - b";
+    let r = run(
+        &judge,
+        code,
+        &["assert add(1, 2) == 3", "assert add(2, 2) == 0"],
+    );
+    assert_eq!((r.passed, r.total, r.finished), (1, 2, true), "{r:#?}");
+    // Sleeping past the deadline, and SIGTERM ignored: killed in time.
+    for code in [
+        "import time\ntime.sleep(100)\ndef f():\n    return 1",
+        "import signal\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nwhile True:\n    pass",
+    ] {
+        let t0 = Instant::now();
+        let r = run(&judge, code, &["assert f() == 1"]);
+        assert_eq!(r.passed, 0, "{r:#?}");
+        assert!(t0.elapsed() < Duration::from_secs(8), "{:?}", t0.elapsed());
+    }
+    // A double-forked daemon that outlives its parent leaves no process behind.
+    let marker = format!(
+        "77.{}",
+        random_hex(4)
+            .unwrap()
+            .chars()
+            .filter(char::is_ascii_digit)
+            .collect::<String>()
+            + "1"
+    );
+    let code = format!(
+        "import os\ndef daemon():\n    if os.fork() == 0:\n        os.setsid()\n        if os.fork() == 0:\n            os.execvp('sleep', ['sleep', '{marker}'])\n        os._exit(0)\n    return False"
+    );
+    let r = run(&judge, &code, &["assert daemon()"]);
+    assert_eq!(r.passed, 0, "{r:#?}");
+    assert!(survivors(&marker).is_empty(), "the daemon survived");
+    // Other processes are invisible (PID namespace) and cannot be traced.
+    let host_pid = std::process::id();
+    let code = format!(
+        "import os, ctypes\ndef sees_host():\n    return os.path.exists('/proc/{host_pid}/environ') or os.path.exists('/proc/{host_pid}/cmdline')\n\
+def traces_init():\n    libc = ctypes.CDLL(None, use_errno=True)\n    return libc.ptrace(16, 1, 0, 0) == 0"
+    );
+    let r = run(
+        &judge,
+        &code,
+        &["assert sees_host()", "assert traces_init()"],
+    );
+    assert_eq!(r.passed, 0, "{r:#?}");
+}
