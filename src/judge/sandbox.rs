@@ -115,6 +115,11 @@ pub struct SandboxPolicy {
     pub site_packages: bool,
     /// Programs run at once by [`super::code::CodeJudge::run_many`] (default 2).
     pub max_parallel: usize,
+    /// Host directories hidden from the program under namespaces (an empty read-only tmpfs
+    /// over each): by default `$HOME` and the current directory — the project, its models, run
+    /// directories and datasets. A directory holding the interpreter or the system (`/usr`,
+    /// `/lib`, `/bin`, `/etc`) is never hidden.
+    pub hide_paths: Vec<PathBuf>,
 }
 
 impl Default for SandboxPolicy {
@@ -132,6 +137,11 @@ impl Default for SandboxPolicy {
             tmpfs_mb: 64,
             site_packages: false,
             max_parallel: 2,
+            hide_paths: std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .into_iter()
+                .chain(std::env::current_dir().ok())
+                .collect(),
         }
     }
 }
@@ -389,8 +399,12 @@ impl ProcessSandbox {
         if ids.drop_root {
             cmd.uid(ids.uid).gid(ids.gid);
         }
-        let plan =
-            child::ChildPlan::new(&self.policy, self.isolation == Isolation::Namespaces, ids);
+        let plan = child::ChildPlan::new(
+            &self.policy,
+            self.isolation == Isolation::Namespaces,
+            ids,
+            &self.python,
+        );
         // SAFETY: `ChildPlan::apply` only makes async-signal-safe calls on data prepared above.
         unsafe { cmd.pre_exec(move || plan.apply()) };
         cmd

@@ -538,3 +538,30 @@ def traces_init():\n    libc = ctypes.CDLL(None, use_errno=True)\n    return lib
     );
     assert_eq!(r.passed, 0, "{r:#?}");
 }
+
+#[test]
+fn the_project_models_and_run_directories_are_hidden() {
+    let Some(judge) = ns_judge() else { return };
+    let code = "import os\ndef reads(p):\n    try:\n        with open(p, 'rb') as f:\n            return len(f.read(16)) > 0\n    except OSError:\n        return False\n\
+def lists(p):\n    try:\n        return len(os.listdir(p)) > 0\n    except OSError:\n        return False";
+    let cwd = std::env::current_dir().unwrap();
+    let models = crate::common::models_dir();
+    let asserts = [
+        format!("assert lists({:?})", cwd.display().to_string()),
+        format!("assert lists({:?})", models.display().to_string()),
+        format!(
+            "assert reads({:?})",
+            models.join("catalog.toml").display().to_string()
+        ),
+        format!(
+            "assert reads({:?})",
+            cwd.join("Cargo.toml").display().to_string()
+        ),
+        // The system stays usable.
+        "assert lists('/usr/lib') and reads('/etc/hostname') or lists('/usr/lib')".to_string(),
+    ];
+    let asserts: Vec<&str> = asserts.iter().map(String::as_str).collect();
+    let r = run(&judge, code, &asserts);
+    let passed: Vec<bool> = r.per_assert.iter().map(|a| a.passed).collect();
+    assert_eq!(passed, [false, false, false, false, true], "{r:#?}");
+}

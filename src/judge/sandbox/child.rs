@@ -41,10 +41,46 @@ pub(super) struct ChildPlan {
     gid_map: Vec<u8>,
     tmpfs_options: CString,
     limits: [(Resource, u64); 6],
+    /// Directories to cover with an empty read-only tmpfs.
+    hide: Vec<CString>,
+}
+
+/// The policy's hidden directories that are safe to hide: absolute, existing, and neither the
+/// system's nor the interpreter's ancestors.
+fn hideable(policy: &SandboxPolicy, python: &std::path::Path) -> Vec<CString> {
+    use std::os::unix::ffi::OsStrExt;
+    let python = python
+        .canonicalize()
+        .unwrap_or_else(|_| python.to_path_buf());
+    let keep = [
+        std::path::Path::new("/usr"),
+        std::path::Path::new("/lib"),
+        std::path::Path::new("/lib64"),
+        std::path::Path::new("/bin"),
+        std::path::Path::new("/etc"),
+        std::path::Path::new("/tmp"),
+        python.as_path(),
+    ];
+    let dirs: Vec<std::path::PathBuf> = policy
+        .hide_paths
+        .iter()
+        .filter_map(|p| p.canonicalize().ok())
+        .filter(|p| p.is_dir() && !keep.iter().any(|k| k.starts_with(p)))
+        .collect();
+    // A directory inside another hidden one is covered already (and could not be mounted on).
+    dirs.iter()
+        .filter(|p| !dirs.iter().any(|q| q != *p && p.starts_with(q)))
+        .filter_map(|p| CString::new(p.as_os_str().as_bytes()).ok())
+        .collect()
 }
 
 impl ChildPlan {
-    pub(super) fn new(policy: &SandboxPolicy, namespaces: bool, ids: SandboxIds) -> Self {
+    pub(super) fn new(
+        policy: &SandboxPolicy,
+        namespaces: bool,
+        ids: SandboxIds,
+        python: &std::path::Path,
+    ) -> Self {
         const MIB: u64 = 1024 * 1024;
         let options = format!("size={}m,nr_inodes=16384,mode=1777", policy.tmpfs_mb);
         ChildPlan {
@@ -62,6 +98,11 @@ impl ChildPlan {
                 (libc::RLIMIT_NOFILE, MAX_OPEN_FILES),
                 (libc::RLIMIT_CORE, 0),
             ],
+            hide: if namespaces {
+                hideable(policy, python)
+            } else {
+                Vec::new()
+            },
         }
     }
 
@@ -120,6 +161,18 @@ impl ChildPlan {
             std::mem::size_of::<MountAttr>(),
         );
         check(ro as libc::c_int)?;
+        // The project, models, run directories, home: covered by an empty read-only tmpfs
+        // (before /tmp, so a hidden directory under /tmp is simply replaced with it).
+        for dir in &self.hide {
+            let flags = libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+            check(libc::mount(
+                c"tmpfs".as_ptr(),
+                dir.as_ptr(),
+                c"tmpfs".as_ptr(),
+                flags,
+                c"size=4k,nr_inodes=2,mode=0555".as_ptr().cast(),
+            ))?;
+        }
         // Mounted after the read-only pass, so these stay writable. Only /tmp is required.
         self.mount_tmpfs(c"/tmp")?;
         let _ = self.mount_tmpfs(c"/var/tmp");
