@@ -124,19 +124,12 @@ pub(super) fn run_intake(
             closed = intake.closed;
             incoming.extend(intake.requests);
             for c in intake.cancel {
-                let gone = waiting
-                    .iter()
-                    .position(|s| s.request == c)
-                    .map(|i| waiting.remove(i).map(|s| s.request))
-                    .or_else(|| {
-                        running
-                            .iter()
-                            .position(|s| s.request == c)
-                            .map(|i| Some(running.remove(i).request))
-                    })
-                    .flatten();
-                if let Some(r) = gone {
-                    incoming.extend(on_done(r, Err(EngineError::Cancelled)));
+                // A request that already finished has nothing to withdraw.
+                let before = waiting.len() + running.len();
+                waiting.retain(|s| s.request != c);
+                running.retain(|s| s.request != c);
+                if waiting.len() + running.len() < before {
+                    incoming.extend(on_done(c, Err(EngineError::Cancelled)));
                 }
             }
         }

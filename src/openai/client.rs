@@ -335,27 +335,24 @@ impl RemoteModel {
         }
         let (path, body) = self.body(req)?;
         let seed = str_seed(&key);
-        let completion = if path == "/chat/completions" {
+        // (text, finish reason, usage) of the first choice, whichever endpoint answered.
+        let first = if path == "/chat/completions" {
             let r: ChatResponse = self.with_retries(seed, |m| m.post_json(path, &body))?;
-            let choice = r
-                .choices
-                .into_iter()
-                .next()
-                .ok_or_else(|| self.no_choice())?;
-            completion(
-                choice.message.content.unwrap_or_default(),
-                choice.finish_reason.as_deref(),
-                r.usage,
-            )
+            let usage = r.usage;
+            r.choices.into_iter().next().map(|c| {
+                let text = c.message.content.unwrap_or_default();
+                (text, c.finish_reason, usage)
+            })
         } else {
             let r: TextResponse = self.with_retries(seed, |m| m.post_json(path, &body))?;
-            let choice = r
-                .choices
+            let usage = r.usage;
+            r.choices
                 .into_iter()
                 .next()
-                .ok_or_else(|| self.no_choice())?;
-            completion(choice.text, choice.finish_reason.as_deref(), r.usage)
+                .map(|c| (c.text, c.finish_reason, usage))
         };
+        let (text, finish, usage) = first.ok_or_else(|| self.no_choice())?;
+        let completion = completion(text, finish.as_deref(), usage);
         if let Some(c) = &self.cache {
             if let Err(e) = c.put(&key, &completion) {
                 tracing::warn!("completion cache write failed: {e}");

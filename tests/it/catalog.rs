@@ -253,15 +253,19 @@ fn parallel_fetches_and_a_killed_fetch_leave_one_good_file() {
             .count()
     };
     // Killed mid-copy: a temp file may stay behind, never the final name with a torn file.
-    let mut child = Command::new(maspo_bin())
-        .arg("--models-dir")
-        .arg(&models)
-        .arg("--catalog")
-        .arg(&cat)
-        .args(["--quiet", "models", "fetch", "tiny"])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let fetch = || {
+        Command::new(maspo_bin())
+            .arg("--models-dir")
+            .arg(&models)
+            .arg("--catalog")
+            .arg(&cat)
+            .args(["--quiet", "models", "fetch", "tiny"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut child = fetch();
     let t0 = std::time::Instant::now();
     while temps() == 0 && t0.elapsed() < std::time::Duration::from_secs(20) {
         std::thread::sleep(std::time::Duration::from_millis(1));
@@ -273,20 +277,7 @@ fn parallel_fetches_and_a_killed_fetch_leave_one_good_file() {
         std::fs::remove_file(models.join("m.gguf")).unwrap();
     }
     // Four fetches at once: all succeed, one verified file, the dead fetch's temp is gone.
-    let procs: Vec<_> = (0..4)
-        .map(|_| {
-            Command::new(maspo_bin())
-                .arg("--models-dir")
-                .arg(&models)
-                .arg("--catalog")
-                .arg(&cat)
-                .args(["--quiet", "models", "fetch", "tiny"])
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
+    let procs: Vec<_> = (0..4).map(|_| fetch()).collect();
     for p in procs {
         let out = p.wait_with_output().unwrap();
         assert!(
