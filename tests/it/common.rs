@@ -66,3 +66,23 @@ pub fn gpqa_standin() -> tempfile::TempDir {
     gz.finish().unwrap();
     data
 }
+
+/// `maspo serve` on a free port, SmolLM2, one thread; waits until it answers.
+pub fn serve_smollm2(port: u16) -> std::process::Child {
+    let mut child = std::process::Command::new(maspo_bin())
+        .current_dir(repo_root())
+        .env("MASPO_THREADS", "1")
+        .args(["--quiet", "serve", "-m", SMOLLM2, "--port"])
+        .arg(port.to_string())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    use std::io::BufRead;
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.contains(&format!(":{port}/v1")), "{line}");
+    child
+}

@@ -438,3 +438,59 @@ fn a_prompt_over_the_context_is_a_recorded_failure_not_a_lost_run() {
     let summary = read_json(&out.join("summary.json"));
     assert_eq!(summary["failed_rollouts"], 1);
 }
+
+#[test]
+fn eval_with_remote_agents_on_maspo_serve_matches_in_process() {
+    let _g = heavy();
+    model_path(SMOLLM2);
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut server = crate::common::serve_smollm2(port);
+    let args = |out: &Path, model: &str| -> Vec<String> {
+        [
+            "eval",
+            "--task",
+            "gen:arithmetic:40:2",
+            "--split",
+            "all",
+            "--limit",
+            "3",
+            "--max-tokens",
+            "32",
+            "--summary-max-tokens",
+            "12",
+            "--no-cache",
+            "-m",
+            model,
+            "--out",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([out.display().to_string()])
+        .collect()
+    };
+    let (local, remote) = (dir.path().join("local"), dir.path().join("remote"));
+    let url = format!("http://127.0.0.1:{port}/v1");
+    let a: Vec<String> = args(&local, SMOLLM2);
+    ok(&maspo(&a.iter().map(String::as_str).collect::<Vec<_>>()));
+    let b: Vec<String> = args(&remote, &url);
+    ok(&maspo(&b.iter().map(String::as_str).collect::<Vec<_>>()));
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let preds = |d: &Path| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(d.join("items.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                serde_json::json!([v["id"], v["prediction"], v["calls"], v["error"]])
+            })
+            .collect()
+    };
+    assert_eq!(preds(&local).len(), 3);
+    assert_eq!(preds(&local), preds(&remote));
+}

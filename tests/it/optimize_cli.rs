@@ -369,26 +369,6 @@ fn a_protected_dataset_leaves_no_plain_text_in_the_run_directory() {
     );
 }
 
-/// `maspo serve` on a free port, SmolLM2, one thread; waits until it answers.
-fn serve_smollm2(port: u16) -> std::process::Child {
-    let mut child = Command::new(maspo_bin())
-        .current_dir(repo_root())
-        .env("MASPO_THREADS", "1")
-        .args(["--quiet", "serve", "-m", SMOLLM2, "--port"])
-        .arg(port.to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    use std::io::BufRead;
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.contains(&format!(":{port}/v1")), "{line}");
-    child
-}
-
 #[test]
 fn an_optimization_with_its_evaluator_on_maspo_serve_survives_a_server_restart() {
     let _g = heavy();
@@ -413,7 +393,7 @@ fn an_optimization_with_its_evaluator_on_maspo_serve_survives_a_server_restart()
         .local_addr()
         .unwrap()
         .port();
-    let mut server = serve_smollm2(port);
+    let mut server = crate::common::serve_smollm2(port);
     let remote = tmp.path().join("remote");
     let mut run = cmd(&cfg, &remote)
         .env("MASPO_THREADS", "1")
@@ -439,7 +419,7 @@ fn an_optimization_with_its_evaluator_on_maspo_serve_survives_a_server_restart()
     server.kill().unwrap();
     server.wait().unwrap();
     std::thread::sleep(Duration::from_millis(500));
-    let mut server = serve_smollm2(port);
+    let mut server = crate::common::serve_smollm2(port);
     let mut err = String::new();
     use std::io::Read;
     run.stderr.take().unwrap().read_to_string(&mut err).unwrap();
