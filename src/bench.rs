@@ -103,6 +103,8 @@ pub struct EngineReport {
     pub threads: usize,
     /// Weight formats the kernels run on.
     pub weight_formats: Vec<String>,
+    /// Weight bytes one decode step reads (every matrix once, the LM head included).
+    pub decode_weight_bytes: usize,
     /// Options used.
     pub options: BenchOptions,
     /// Prefill throughput of one prompt of `prompt_tokens` (tok/s).
@@ -225,6 +227,7 @@ pub fn run(
             .iter()
             .map(|s| s.to_string())
             .collect(),
+        decode_weight_bytes: engine.model().transformer().decode_weight_bytes(),
         options: opts.clone(),
         prefill_tok_s: opts.prompt_tokens as f64 / ttft,
         ttft_ms: ttft * 1e3,
@@ -371,10 +374,11 @@ impl EngineReport {
     /// A human-readable table.
     pub fn table(&self) -> String {
         let mut s = format!(
-            "model {}\nthreads {}, weights {}\n\n{:<34}{:>12}\n",
+            "model {}\nthreads {}, weights {} ({:.1} MB read per decode step)\n\n{:<34}{:>12}\n",
             self.model,
             self.threads,
             self.weight_formats.join("+"),
+            self.decode_weight_bytes as f64 / 1e6,
             "metric",
             "value"
         );

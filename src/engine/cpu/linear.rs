@@ -1,8 +1,9 @@
 //! Weight matrices in a CPU-friendly format and the batched matmul over them.
 //!
 //! Q4_1, Q5_0 and Q8_0 (the formats of both shipped files' big matrices) are kept byte for byte;
-//! any other quantized format (the K-quants of Qwen's ffn_down, say) is converted to Q8_0 at
-//! load, which is near-lossless and runs on the fastest kernel; f32/f16 weights stay f32.
+//! so are Q4_K and Q6_K (Qwen's ffn_down) where the packed AVX-512 kernels run. Any other
+//! quantized format (and the K-quants on the AVX2 path) is converted to Q8_0 at load, which is
+//! near-lossless and runs on the fastest kernel; f32/f16 weights stay f32.
 
 use super::dot::{dot_q4_1, dot_q5_0, dot_q8_0, dot_rows4, dotn, WeightRow, WeightRows4};
 use super::packed::{self, PackedActs, PackedMatrix};
@@ -110,9 +111,12 @@ impl QMatrix {
             GgmlDType::Q4_1 => Weights::Q4_1(blocks_from_bytes(&raw()?).ok_or_else(bad)?),
             GgmlDType::Q5_0 => Weights::Q5_0(blocks_from_bytes(&raw()?).ok_or_else(bad)?),
             GgmlDType::Q8_0 => Weights::Q8_0(blocks_from_bytes(&raw()?).ok_or_else(bad)?),
-            // Exact in the packed form (the AVX2 path converts it to Q8_0 below).
+            // Exact in the packed form (the AVX2 path converts them to Q8_0 below).
             GgmlDType::Q4K if packed::available() && k.is_multiple_of(256) => {
                 Weights::Packed(PackedMatrix::from_q4_k(&raw()?, n, k).ok_or_else(bad)?)
+            }
+            GgmlDType::Q6K if packed::available() && k.is_multiple_of(256) => {
+                Weights::Packed(PackedMatrix::from_q6_k(&raw()?, n, k).ok_or_else(bad)?)
             }
             GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16 => Weights::F32(
                 t.dequantize(&candle_core::Device::Cpu)?
@@ -152,6 +156,18 @@ impl QMatrix {
             Weights::Q8_0(_) => "q8_0",
             Weights::F32(_) => "f32",
             Weights::Packed(ref p) => p.format(),
+        }
+    }
+
+    /// Bytes one pass over the matrix reads (codes and scales; what a batch-1 decode step
+    /// costs in memory traffic).
+    pub fn bytes(&self) -> usize {
+        match &self.w {
+            Weights::Q4_1(b) => std::mem::size_of_val(&b[..]),
+            Weights::Q5_0(b) => std::mem::size_of_val(&b[..]),
+            Weights::Q8_0(b) => std::mem::size_of_val(&b[..]),
+            Weights::F32(v) => std::mem::size_of_val(&v[..]),
+            Weights::Packed(p) => p.bytes(),
         }
     }
 
@@ -289,8 +305,6 @@ mod tests {
     #[test]
     fn matmul_matches_dequantized_reference_for_every_format() {
         let (n, k, m) = (40, 96, 5);
-        let w = random(n * k, 1);
-        let x = random(m * k, 2);
         let pool = Pool::new(2);
         for dtype in [
             GgmlDType::Q4_1,
@@ -298,7 +312,17 @@ mod tests {
             GgmlDType::Q8_0,
             GgmlDType::F32,
             GgmlDType::Q4_0,
+            GgmlDType::Q4K,
+            GgmlDType::Q6K,
         ] {
+            // K-quants need whole 256-value super-blocks.
+            let k = if matches!(dtype, GgmlDType::Q4K | GgmlDType::Q6K) {
+                256
+            } else {
+                k
+            };
+            let w = random(n * k, 1);
+            let x = random(m * k, 2);
             let t = Tensor::from_vec(w.clone(), (n, k), &Device::Cpu).unwrap();
             let qt = QTensor::quantize(&t, dtype).unwrap();
             let deq = qt
@@ -331,7 +355,10 @@ mod tests {
             }
             let mut row = vec![0f32; k];
             mat.dequantize_row(3, &mut row);
-            if !matches!(dtype, GgmlDType::Q4_0) {
+            // Q4_0, and the K-quants on the AVX2 path, are converted to Q8_0.
+            if !matches!(dtype, GgmlDType::Q4_0)
+                && (packed::available() || !matches!(dtype, GgmlDType::Q4K | GgmlDType::Q6K))
+            {
                 assert_eq!(row, deq[3], "{dtype:?}: dequantized row");
             }
         }

@@ -173,17 +173,26 @@ impl Transformer {
 
     /// Weight formats in use, e.g. `["q4_1", "q8_0"]` (for reports).
     pub fn weight_formats(&self) -> Vec<&'static str> {
-        let mut f: Vec<&'static str> = self
-            .blocks
-            .iter()
-            .flat_map(|b| {
-                [&b.wq, &b.wk, &b.wv, &b.wo, &b.gate, &b.up, &b.down].map(|l| l.w.format())
-            })
-            .chain([self.embed.format()])
-            .collect();
+        let mut f: Vec<&'static str> = self.matmul_weights().map(|w| w.format()).collect();
+        f.push(self.embed.format());
         f.sort_unstable();
         f.dedup();
         f
+    }
+
+    /// Every matrix a decode step multiplies by (the LM head last; the embedding only when it
+    /// is the LM head).
+    fn matmul_weights(&self) -> impl Iterator<Item = &QMatrix> {
+        self.blocks
+            .iter()
+            .flat_map(|b| [&b.wq, &b.wk, &b.wv, &b.wo, &b.gate, &b.up, &b.down].map(|l| &l.w))
+            .chain([self.lm_head.as_ref().map_or(&self.embed, |l| &l.w)])
+    }
+
+    /// Weight bytes one decode step reads (every matrix once, the LM head included): the
+    /// memory traffic that bounds batch-1 decode.
+    pub fn decode_weight_bytes(&self) -> usize {
+        self.matmul_weights().map(QMatrix::bytes).sum()
     }
 
     /// Runs one packed step over several sequences. Returns, aligned with `seqs`, each
