@@ -70,6 +70,10 @@ pub struct OptimizeArgs {
     /// Visiting schedule.
     #[arg(long)]
     schedule: Option<Schedule>,
+    /// A Table 2 ablation of the paper: no_beam, single_cycle, no_refresh, no_joint,
+    /// random_sampling, success_sampling, self_optimized (applied over the preset and config).
+    #[arg(long)]
+    ablation: Option<String>,
     /// Judge A/B order.
     #[arg(long)]
     judge_order: Option<JudgeOrder>,
@@ -177,6 +181,9 @@ fn settings(args: &OptimizeArgs, file: &OptimizeFile) -> anyhow::Result<Optimize
     if let Some(v) = args.test_limit {
         s.test_limit = Some(v);
     }
+    if let Some(a) = args.ablation.clone().or(s.ablation.take()) {
+        s = s.ablate(&a).map_err(anyhow::Error::msg)?;
+    }
     s.max_calls = args.max_calls.or(s.max_calls);
     s.max_tokens = args.max_total_tokens.or(s.max_tokens);
     s.max_seconds = args.max_seconds.or(s.max_seconds);
@@ -254,6 +261,14 @@ pub fn run(global: &GlobalArgs, args: OptimizeArgs) -> anyhow::Result<ExitCode> 
                 .map(|e| e.id.clone())
                 .collect();
             let agents = choice.model.clone();
+            if s.ablation.as_deref() == Some("self_optimized")
+                && (args.mutator_model.is_some()
+                    || args.evaluator_model.is_some()
+                    || file.optimize.mutator_model.is_some()
+                    || file.optimize.evaluator_model.is_some())
+            {
+                bail!("the self_optimized ablation runs the mutator and the evaluator on the agents' model; drop mutator_model / evaluator_model (command line or config)");
+            }
             let models = Models {
                 mutator: args
                     .mutator_model
@@ -427,7 +442,14 @@ fn execute(
         r.models.evaluator
     );
     let lines = vec![
-        format!("preset `{}`, budget `{}`, schedule {:?}, seed {}", s.preset, s.budget_preset, s.schedule, s.seed),
+        format!(
+            "preset `{}`, budget `{}`, schedule {:?}, seed {}{}",
+            s.preset,
+            s.budget_preset,
+            s.schedule,
+            s.seed,
+            s.ablation.as_ref().map(|a| format!(", ablation {a}")).unwrap_or_default()
+        ),
         format!(
             "T = {} steps/turn, D = {} sweeps, beam {}, {} proposals/node, pool {} (`{}` split), batch {}",
             s.steps_per_turn, s.sweeps, s.beam, s.proposals, s.pool, if s.pool_split == "paper" { "whole file" } else { "opt" }, s.batch

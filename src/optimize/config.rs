@@ -20,6 +20,49 @@ pub enum Schedule {
     SingleCycle,
 }
 
+/// Which of an agent's local wins become the hard cases injected into its successors' batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
+pub enum CaseSampling {
+    /// Misaligned cases (MASPO): a local win whose lookahead or global comparison was lost.
+    Misaligned,
+    /// Success cases (the paper's "w/ Success-Case Sampling" ablation): a local win with neither
+    /// lost.
+    Success,
+}
+
+/// The paper's Table 2 ablations (spec §9.2), each a change of the settings (`self_optimized`
+/// also points the mutator and evaluator at the agents' model, which the command does): name
+/// and what it changes.
+pub const ABLATIONS: [(&str, &str); 7] = [
+    ("no_beam", "Serial Search: beam width 1"),
+    (
+        "single_cycle",
+        "Single Cycle: one topological pass, peers frozen at their seeds",
+    ),
+    (
+        "no_refresh",
+        "w/o Beam Refresh: no re-scoring of the beam on revisits",
+    ),
+    (
+        "no_joint",
+        "w/o Joint Evaluate: local validity only (no lookahead, global weight 0)",
+    ),
+    (
+        "random_sampling",
+        "w/o Misalignment Sampling: batches are random draws only",
+    ),
+    (
+        "success_sampling",
+        "w/ Success-Case Sampling: successors get local wins that were not lost downstream",
+    ),
+    (
+        "self_optimized",
+        "Self-Optimized: the agents' model is also the mutator and the evaluator",
+    ),
+];
+
 /// Which of the pair is shown first to the evaluator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
@@ -117,6 +160,10 @@ pub struct OptimizeSettings {
     pub misalignment_sampling: bool,
     /// Beam refresh at the start of each revisit.
     pub beam_refresh: bool,
+    /// Which local wins are fed to successors as hard cases.
+    pub case_sampling: CaseSampling,
+    /// The Table 2 ablation these settings came from (recorded only; see [`ABLATIONS`]).
+    pub ablation: Option<String>,
     /// Patience of the round-robin schedule.
     pub patience: usize,
     /// Fix: drop duplicate prompts from the beam (the reference keeps them).
@@ -179,6 +226,8 @@ impl OptimizeSettings {
             lookahead: true,
             misalignment_sampling: true,
             beam_refresh: true,
+            case_sampling: CaseSampling::Misaligned,
+            ablation: None,
             patience: 3,
             dedupe_beam: true,
             literal_braces: true,
@@ -237,6 +286,33 @@ impl OptimizeSettings {
                 ))
             }
         }
+        Ok(s)
+    }
+
+    /// These settings with a Table 2 ablation applied (see [`ABLATIONS`]); the name is recorded.
+    pub fn ablate(&self, name: &str) -> Result<Self, String> {
+        let mut s = self.clone();
+        match name {
+            "no_beam" => s.beam = 1,
+            "single_cycle" => s.schedule = Schedule::SingleCycle,
+            "no_refresh" => s.beam_refresh = false,
+            "no_joint" => {
+                s.lookahead = false;
+                s.weights = [1.0, 0.0, 0.0];
+                s.fallback_weights = [1.0, 0.0];
+            }
+            "random_sampling" => s.misalignment_sampling = false,
+            "success_sampling" => s.case_sampling = CaseSampling::Success,
+            "self_optimized" => {}
+            other => {
+                let names: Vec<&str> = ABLATIONS.iter().map(|a| a.0).collect();
+                return Err(format!(
+                    "ablation `{other}` is not one of: {}",
+                    names.join(", ")
+                ));
+            }
+        }
+        s.ablation = Some(name.to_string());
         Ok(s)
     }
 

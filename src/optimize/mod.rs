@@ -19,7 +19,7 @@ pub mod sanitize;
 pub mod search;
 pub mod state;
 
-pub use config::{JudgeMode, JudgeOrder, OptimizeSettings, Schedule};
+pub use config::{CaseSampling, JudgeMode, JudgeOrder, OptimizeSettings, Schedule, ABLATIONS};
 pub use evaluator::{Cost, Evaluator, MasEvaluator, Metered};
 pub use search::{next_unit, Search, SearchEvent, Unit};
 pub use state::State;

@@ -7,7 +7,7 @@
 //! from (run seed, purpose, agent, step, node, part, …), never from call order, so a unit
 //! recomputed after a resume gives the same result.
 
-use super::config::{JudgeOrder, OptimizeSettings, Schedule};
+use super::config::{CaseSampling, JudgeOrder, OptimizeSettings, Schedule};
 use super::evaluator::{Evaluator, JudgeJob, ProposeJob, RolloutJob};
 use super::meta::{self, Choice, Comparison, JudgeInput, ProposalInput, Sample};
 use super::sanitize::{check_substance, sanitize};
@@ -1075,8 +1075,17 @@ impl<'a> Search<'a> {
                     if is_random && (next_lost || glob_lost) {
                         mis += 1;
                     }
-                    if let Some(pri) = priority(next_lost, glob_lost) {
-                        cases.push((pri, q));
+                    match self.s.case_sampling {
+                        CaseSampling::Misaligned => {
+                            if let Some(pri) = priority(next_lost, glob_lost) {
+                                cases.push((pri, q));
+                            }
+                        }
+                        CaseSampling::Success => {
+                            if !next_lost && !glob_lost {
+                                cases.push((0, q));
+                            }
+                        }
                     }
                 }
                 e.misleading = keep_cases(cases, self.s.k_mis)

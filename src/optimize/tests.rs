@@ -424,3 +424,78 @@ fn misalignment_cases_are_kept_by_priority() {
     assert_eq!(keep_cases(cases.clone(), 3), vec![3, 9, 5]);
     assert_eq!(keep_cases(cases, 10), vec![3, 9, 5, 7, 1]);
 }
+
+#[test]
+fn success_case_sampling_feeds_local_wins_that_held_downstream() {
+    // A candidate that wins every comparison: nothing is misaligned, so MASPO mines no case…
+    let ev = Scripted::new(&["GOOD"]);
+    let (state, recs) = run_units(&ev, &settings(), 1);
+    assert!(recs[0].accepted && state.agents[0].misleading.is_empty());
+    // …while success-case sampling keeps K_mis of its (all successful) questions.
+    let s = settings().ablate("success_sampling").unwrap();
+    let ev = Scripted::new(&["GOOD"]);
+    let (state, recs) = run_units(&ev, &s, 2);
+    let mined = &state.agents[0].misleading;
+    assert_eq!(mined.len(), 3);
+    assert!(mined.iter().all(|q| recs[0].questions.contains(q)));
+    let r = recs.iter().find(|r| r.agent == "reflector").unwrap();
+    assert!(mined.contains(&r.questions[0]), "successes are injected");
+    // A local win that poisons its successor is not a success case.
+    let mut s = settings().ablate("success_sampling").unwrap();
+    s.weights = [1.0, 0.0, 0.0];
+    let ev = Scripted::new(&["LOCALONLY"]);
+    let (state, recs) = run_units(&ev, &s, 1);
+    assert!(recs[0].accepted && state.agents[0].misleading.is_empty());
+}
+
+#[test]
+fn ablations_change_what_they_name() {
+    let base = settings();
+    let get = |name: &str| base.ablate(name).unwrap();
+    assert_eq!(get("no_beam").beam, 1);
+    assert_eq!(get("single_cycle").schedule, Schedule::SingleCycle);
+    assert!(!get("no_refresh").beam_refresh);
+    let nj = get("no_joint");
+    assert!(!nj.lookahead && nj.weights == [1.0, 0.0, 0.0] && nj.fallback_weights == [1.0, 0.0]);
+    assert!(!get("random_sampling").misalignment_sampling);
+    assert_eq!(
+        get("success_sampling").case_sampling,
+        super::config::CaseSampling::Success
+    );
+    for (name, _) in super::config::ABLATIONS {
+        let a = get(name);
+        assert_eq!(a.ablation.as_deref(), Some(name));
+        a.validate().unwrap();
+        // Nothing else moves: with the changed keys and the record put back, it is the base.
+        let mut back = a.clone();
+        back.ablation = None;
+        back.beam = base.beam;
+        back.schedule = base.schedule;
+        back.beam_refresh = base.beam_refresh;
+        back.lookahead = base.lookahead;
+        back.weights = base.weights;
+        back.fallback_weights = base.fallback_weights;
+        back.misalignment_sampling = base.misalignment_sampling;
+        back.case_sampling = base.case_sampling;
+        assert_eq!(back, base, "{name}");
+    }
+    assert_eq!(
+        get("self_optimized").ablation.as_deref(),
+        Some("self_optimized")
+    );
+    let err = base.ablate("no_such").unwrap_err();
+    assert!(
+        err.contains("no_such") && err.contains("success_sampling"),
+        "{err}"
+    );
+    // Without joint evaluation a candidate that hurts downstream is accepted on its local win.
+    let ev = Scripted::new(&["LOCALONLY"]);
+    let (state, recs) = run_units(&ev, &get("no_joint"), 1);
+    assert_eq!(recs[0].lookahead, None);
+    assert!(recs[0].accepted);
+    assert!(state
+        .prompts
+        .get("predictor")
+        .unwrap()
+        .ends_with("LOCALONLY"));
+}

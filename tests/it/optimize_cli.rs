@@ -290,6 +290,34 @@ fn bad_input_gets_clear_errors() {
         None,
     );
     assert!(e.contains("default, faithful"), "{e}");
+    let e = run(
+        &[
+            "--task",
+            "gen:arithmetic",
+            "--dry-run",
+            "--ablation",
+            "no_beams",
+        ],
+        None,
+    );
+    assert!(
+        e.contains("no_beams") && e.contains("success_sampling"),
+        "{e}"
+    );
+    let e = run(
+        &[
+            "--task",
+            "gen:arithmetic",
+            "--dry-run",
+            "--ablation",
+            "self_optimized",
+        ],
+        Some("[optimize]\nevaluator_model = \"smollm2-135m-instruct\"\n"),
+    );
+    assert!(
+        e.contains("self_optimized") && e.contains("evaluator_model"),
+        "{e}"
+    );
     let d = tmp.path().join("r");
     let e = run(
         &[
@@ -453,4 +481,48 @@ fn an_optimization_with_its_evaluator_on_maspo_serve_survives_a_server_restart()
         .expect("a remote event");
     assert_eq!(rec["stats"]["failed"], 0, "{rec}");
     assert!(rec["stats"]["http_requests"].as_u64().unwrap() > 1, "{rec}");
+}
+
+#[test]
+fn an_ablation_from_the_command_line_or_the_config_is_applied_and_recorded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("c.toml");
+    std::fs::write(&cfg, "[optimize]\nablation = \"no_joint\"\nbeam = 3\n").unwrap();
+    let plan = |args: &[&str], config: bool| {
+        let mut c = Command::new(maspo_bin());
+        c.current_dir(repo_root()).arg("--quiet");
+        if config {
+            c.arg("--config").arg(&cfg);
+        }
+        let out = c
+            .args(["optimize", "--task", "gen:arithmetic", "--dry-run"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["resolved"]["settings"].clone()
+    };
+    let s = plan(&[], true);
+    assert_eq!(s["ablation"], "no_joint");
+    assert_eq!(s["weights"], serde_json::json!([1.0, 0.0, 0.0]));
+    assert_eq!(
+        (s["lookahead"].as_bool(), s["beam"].as_u64()),
+        (Some(false), Some(3))
+    );
+    // The command line wins over the config's ablation.
+    let s = plan(&["--ablation", "no_beam"], true);
+    assert_eq!(
+        (s["ablation"].as_str(), s["beam"].as_u64()),
+        (Some("no_beam"), Some(1))
+    );
+    assert_eq!(s["weights"], serde_json::json!([0.4, 0.4, 0.2]));
+    let s = plan(&["--ablation", "success_sampling"], false);
+    assert_eq!(s["case_sampling"], "success");
+    let s = plan(&[], false);
+    assert!(s["ablation"].is_null() && s["case_sampling"] == "misaligned");
 }
