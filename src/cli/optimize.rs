@@ -18,8 +18,8 @@ use crate::optimize::heldout::{compare, HeldOut};
 use crate::optimize::report::{self, ReportInputs};
 use crate::optimize::rundir::RunDir;
 use crate::optimize::{
-    optimize, JudgeMode, JudgeOrder, MasEvaluator, Metered, OptimizeEvent, OptimizeSettings,
-    Schedule, SearchEvent, State, Unit,
+    optimize, JudgeMode, JudgeOrder, MasEvaluator, Metered, Method, OptimizeEvent,
+    OptimizeSettings, Schedule, SearchEvent, State, Unit,
 };
 use crate::rng::sample_indices;
 use crate::tasks::{Example, TaskKind};
@@ -70,6 +70,10 @@ pub struct OptimizeArgs {
     /// Visiting schedule.
     #[arg(long)]
     schedule: Option<Schedule>,
+    /// maspo (default), seed (no optimization: the seed prompts' held-out accuracy) or spo
+    /// (per-agent SPO: one turn per agent, batch 3, one proposal, local-only judge).
+    #[arg(long)]
+    method: Option<Method>,
     /// A Table 2 ablation of the paper: no_beam, single_cycle, no_refresh, no_joint,
     /// random_sampling, success_sampling, self_optimized (applied over the preset and config).
     #[arg(long)]
@@ -181,6 +185,7 @@ fn settings(args: &OptimizeArgs, file: &OptimizeFile) -> anyhow::Result<Optimize
     if let Some(v) = args.test_limit {
         s.test_limit = Some(v);
     }
+    s = s.with_method(args.method.unwrap_or(s.method));
     if let Some(a) = args.ablation.clone().or(s.ablation.take()) {
         s = s.ablate(&a).map_err(anyhow::Error::msg)?;
     }
@@ -443,7 +448,8 @@ fn execute(
     );
     let lines = vec![
         format!(
-            "preset `{}`, budget `{}`, schedule {:?}, seed {}{}",
+            "method {:?}, preset `{}`, budget `{}`, schedule {:?}, seed {}{}",
+            s.method,
             s.preset,
             s.budget_preset,
             s.schedule,

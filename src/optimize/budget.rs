@@ -2,7 +2,7 @@
 //! every proposal distinct and evaluated, no cache hits) and generated tokens at the configured
 //! maxima; minutes from a measured generation speed when one is given.
 
-use super::config::{JudgeMode, JudgeOrder, OptimizeSettings, Schedule};
+use super::config::{JudgeMode, JudgeOrder, Method, OptimizeSettings, Schedule};
 use crate::mas::{AgentGraph, AgentKind, Protocol, RunSettings};
 use serde::Serialize;
 
@@ -96,16 +96,22 @@ pub fn project(
         sub.extend(g.descendants(a));
         let (ra, rs) = llm_calls(g, run, &sub);
         let terminal = a == g.terminal();
+        // Local (or terminal), then global and each successor's lookahead when judged.
         let per_q_judge = if terminal {
             1
         } else {
-            2 + if s.lookahead {
-                g.successors(a).len() as u64
-            } else {
-                0
-            }
+            1 + u64::from(s.judges_global())
+                + if s.judges_lookahead() {
+                    g.successors(a).len() as u64
+                } else {
+                    0
+                }
         };
-        let depth = s.depth();
+        let depth = if s.method == Method::Seed {
+            0
+        } else {
+            s.depth()
+        };
         for step in 0..depth {
             let nodes = if step == 0 { 1 } else { k };
             steps += 1;
@@ -133,7 +139,7 @@ pub fn project(
                 first_min = Some(nodes * batch * (fa + fs) + nodes * p);
             }
         }
-        if s.schedule == Schedule::Maspo && s.beam_refresh {
+        if s.schedule == Schedule::Maspo && s.beam_refresh && depth > 0 {
             let r = s.sweeps.saturating_sub(1) as u64;
             refreshes += r as usize;
             let others = k.saturating_sub(1);
@@ -149,7 +155,7 @@ pub fn project(
                 r * others * batch * (ra + rs),
                 r * others * batch * (ra * agent_tok + rs * sum_tok),
             );
-            let jc = r * others * batch * (if terminal { 1 } else { 2 }) * orders;
+            let jc = r * others * batch * per_q_judge * orders;
             add("judge", "evaluator", jc, jc * judge_tokens(terminal));
         }
     }
@@ -212,5 +218,32 @@ mod tests {
         assert_eq!(mutator, 68);
         assert!(p.max_minutes.unwrap() > 0.0);
         assert_eq!(p.first_step_min_calls, 10 * 3 + 2);
+    }
+
+    #[test]
+    fn seed_costs_nothing_and_spo_judges_locally_only() {
+        let g = build(
+            Topology::Reflect,
+            TaskKind::Math,
+            &TopologyOptions::default(),
+        )
+        .unwrap();
+        let base = OptimizeSettings::default();
+        let run = RunSettings::default();
+        let p = project(&g, &run, &base.with_method(Method::Seed), None);
+        assert_eq!((p.units, p.calls, p.first_step_min_calls), (0, 0, 0));
+        let p = project(&g, &run, &base.with_method(Method::Spo), None);
+        // Two agents × the paper budget's 9 rounds, no refresh.
+        assert_eq!((p.steps, p.refreshes), (18, 0));
+        let calls = |phase: &str| -> u64 {
+            p.phases
+                .iter()
+                .filter(|x| x.phase == phase)
+                .map(|x| x.calls)
+                .sum()
+        };
+        assert_eq!(calls("propose"), 18);
+        // One comparison per question (local, or terminal), in both orders.
+        assert_eq!(calls("judge"), 18 * 3 * 2);
     }
 }

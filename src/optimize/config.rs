@@ -20,6 +20,25 @@ pub enum Schedule {
     SingleCycle,
 }
 
+/// The optimization method (`--method`): MASPO and the baselines that share its search, evaluator,
+/// model roles, budget accounting and run files.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
+pub enum Method {
+    /// MASPO (spec §4).
+    #[default]
+    Maspo,
+    /// The seed prompts, unoptimized: the run ends at once and the held-out comparison is the
+    /// seed system's accuracy (the paper's "none" rows).
+    Seed,
+    /// Per-agent SPO (the reference's serial mode, spec §4.7): each agent once, in topological
+    /// order, for `depth` rounds of {3 questions, one proposal, a local-only pairwise judge}; a
+    /// proposal replaces the prompt when its win rate is above ½. Later agents run against the
+    /// earlier agents' accepted prompts.
+    Spo,
+}
+
 /// Which of an agent's local wins become the hard cases injected into its successors' batches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
@@ -164,6 +183,8 @@ pub struct OptimizeSettings {
     pub case_sampling: CaseSampling,
     /// The Table 2 ablation these settings came from (recorded only; see [`ABLATIONS`]).
     pub ablation: Option<String>,
+    /// The method these settings run (see [`OptimizeSettings::with_method`]).
+    pub method: Method,
     /// Patience of the round-robin schedule.
     pub patience: usize,
     /// Fix: drop duplicate prompts from the beam (the reference keeps them).
@@ -228,6 +249,7 @@ impl OptimizeSettings {
             beam_refresh: true,
             case_sampling: CaseSampling::Misaligned,
             ablation: None,
+            method: Method::Maspo,
             patience: 3,
             dedupe_beam: true,
             literal_braces: true,
@@ -287,6 +309,39 @@ impl OptimizeSettings {
             }
         }
         Ok(s)
+    }
+
+    /// These settings set up for `method`. SPO keeps the budget's depth (the paper budget's 3 × 3
+    /// steps are the reference's 9 rounds) as one turn per agent.
+    pub fn with_method(&self, method: Method) -> Self {
+        let mut s = self.clone();
+        s.method = method;
+        if method == Method::Spo {
+            s.steps_per_turn = self.depth();
+            s.sweeps = 1;
+            s.schedule = Schedule::Maspo;
+            s.beam = 1;
+            s.proposals = 1;
+            s.batch = 3.min(s.pool);
+            s.lookahead = false;
+            s.weights = [1.0, 0.0, 0.0];
+            s.fallback_weights = [1.0, 0.0];
+            s.misalignment_sampling = false;
+            s.beam_refresh = false;
+        }
+        s
+    }
+
+    /// Whether the search asks the judge for lookahead comparisons: their weight is used, or
+    /// misaligned cases are mined from them.
+    pub fn judges_lookahead(&self) -> bool {
+        self.lookahead || self.misalignment_sampling
+    }
+
+    /// Whether the search asks the judge for global comparisons: a weight uses them, or cases
+    /// are mined from them.
+    pub fn judges_global(&self) -> bool {
+        self.weights[2] > 0.0 || self.fallback_weights[1] > 0.0 || self.misalignment_sampling
     }
 
     /// These settings with a Table 2 ablation applied (see [`ABLATIONS`]); the name is recorded.

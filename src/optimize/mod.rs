@@ -19,7 +19,9 @@ pub mod sanitize;
 pub mod search;
 pub mod state;
 
-pub use config::{CaseSampling, JudgeMode, JudgeOrder, OptimizeSettings, Schedule, ABLATIONS};
+pub use config::{
+    CaseSampling, JudgeMode, JudgeOrder, Method, OptimizeSettings, Schedule, ABLATIONS,
+};
 pub use evaluator::{Cost, Evaluator, MasEvaluator, Metered};
 pub use search::{next_unit, Search, SearchEvent, Unit};
 pub use state::State;

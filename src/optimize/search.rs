@@ -7,7 +7,7 @@
 //! from (run seed, purpose, agent, step, node, part, …), never from call order, so a unit
 //! recomputed after a resume gives the same result.
 
-use super::config::{CaseSampling, JudgeOrder, OptimizeSettings, Schedule};
+use super::config::{CaseSampling, JudgeOrder, Method, OptimizeSettings, Schedule};
 use super::evaluator::{Evaluator, JudgeJob, ProposeJob, RolloutJob};
 use super::meta::{self, Choice, Comparison, JudgeInput, ProposalInput, Sample};
 use super::sanitize::{check_substance, sanitize};
@@ -33,6 +33,9 @@ pub enum Unit {
 
 /// The next unit, advancing the cursor past finished turns; `None` when the schedule is done.
 pub fn next_unit(state: &mut State, s: &OptimizeSettings) -> Option<Unit> {
+    if s.method == Method::Seed {
+        return None;
+    }
     let n = state.agents.len();
     let depth = s.depth();
     loop {
@@ -847,13 +850,16 @@ impl<'a> Search<'a> {
                     comps.push((Comparison::Terminal, 0, &n.nodes[a].raw, &b.nodes[a].raw));
                 } else {
                     comps.push((Comparison::Local, 0, &n.nodes[a].raw, &b.nodes[a].raw));
-                    for &s in &succ {
+                    // Comparisons nothing reads are not judged (SPO's local-only judge).
+                    for &s in succ.iter().filter(|_| self.s.judges_lookahead()) {
                         let (x, y) = (&n.nodes[s].raw, &b.nodes[s].raw);
                         if !x.trim().is_empty() && !y.trim().is_empty() {
                             comps.push((Comparison::Lookahead, s, x, y));
                         }
                     }
-                    comps.push((Comparison::Global, 0, &n.final_output, &b.final_output));
+                    if self.s.judges_global() {
+                        comps.push((Comparison::Global, 0, &n.final_output, &b.final_output));
+                    }
                 }
                 for (comparison, s, cand_out, base_out) in comps {
                     let mut p = Pending {
@@ -1016,11 +1022,11 @@ impl<'a> Search<'a> {
                 e.score = t / nq - 0.5;
             } else {
                 let (l, _) = sum(Comparison::Local);
-                let (gl, _) = sum(Comparison::Global);
+                let (gl, gn) = sum(Comparison::Global);
                 let (nx, nn) = sum(Comparison::Lookahead);
                 let (rl, rg) = (l / nq, gl / nq);
                 e.local = Some(rl);
-                e.global = Some(rg);
+                e.global = (gn > 0).then_some(rg);
                 let w = if lookahead && nn > 0 {
                     let rn = nx / nn as f64;
                     e.lookahead = Some(rn);

@@ -499,3 +499,46 @@ fn ablations_change_what_they_name() {
         .unwrap()
         .ends_with("LOCALONLY"));
 }
+
+#[test]
+fn spo_runs_one_turn_per_agent_with_a_local_only_judge_and_seed_runs_nothing() {
+    let s = settings().with_method(super::config::Method::Spo);
+    assert_eq!(
+        (s.steps_per_turn, s.sweeps, s.beam, s.proposals, s.batch),
+        (2, 1, 1, 1, 3)
+    );
+    s.validate().unwrap();
+    let ev = Scripted::new(&["GOOD"]);
+    let (state, recs) = run_units(&ev, &s, 10);
+    // predictor, predictor, reflector, reflector: each agent's turn once, in topological order.
+    let agents: Vec<&str> = state.history.iter().map(|h| h.agent.as_str()).collect();
+    assert_eq!(agents, ["predictor", "predictor", "reflector", "reflector"]);
+    assert!(state.history.iter().all(|h| h.kind == "step"));
+    for r in recs.iter().filter(|r| r.status == "evaluated") {
+        assert_eq!((r.lookahead, r.global), (None, None), "{r:?}");
+        assert_eq!(r.questions.len(), 3);
+    }
+    let first = &recs[0];
+    assert_eq!((first.local, first.accepted), (Some(1.0), true));
+    assert!(state.prompts.get("predictor").unwrap().contains("GOOD"));
+    // Only local comparisons reached the judge: 3 questions per evaluated candidate at most.
+    let evaluated = recs.iter().filter(|r| r.status == "evaluated").count();
+    assert!(*ev.judged.borrow() <= 3 * evaluated);
+    assert!(state.agents.iter().all(|a| a.misleading.is_empty()));
+    // A candidate that poisons its successor still wins SPO's local judge.
+    let ev = Scripted::new(&["LOCALONLY"]);
+    let (state, recs) = run_units(&ev, &s, 1);
+    assert!(recs[0].accepted);
+    assert!(state
+        .prompts
+        .get("predictor")
+        .unwrap()
+        .contains("LOCALONLY"));
+    // The seed method has no unit at all.
+    let seed = settings().with_method(super::config::Method::Seed);
+    let ev = Scripted::new(&["GOOD"]);
+    let (state, recs) = run_units(&ev, &seed, 10);
+    assert!(recs.is_empty() && state.history.is_empty());
+    assert_eq!(state.prompts, PromptSet::seeds(&ev.graph));
+    assert_eq!(*ev.judged.borrow(), 0);
+}
