@@ -162,6 +162,52 @@ pub struct PackedMatrix {
     sup: Vec<f32>,
 }
 
+/// One row's storage in a [`PackedMatrix`] under construction.
+struct RowMut<'a> {
+    kind: PackedKind,
+    qs: &'a mut [u8],
+    d16: &'a mut [u16],
+    m16: &'a mut [u16],
+    sc: &'a mut [u8],
+    mins: &'a mut [u8],
+    sup: &'a mut [f32],
+}
+
+impl RowMut<'_> {
+    /// Stores the unsigned codes (offset included) of block `b`.
+    fn put_codes(&mut self, b: usize, q: &[u8; 32]) {
+        let pb = self.kind.pair_bytes();
+        let (p, half) = (b / 2, b % 2);
+        let dst = &mut self.qs[p * pb..(p + 1) * pb];
+        for (v, &code) in q.iter().enumerate() {
+            let at = lane_pos(half, v);
+            if self.kind == PackedKind::Q8_0 {
+                dst[at] = code;
+                continue;
+            }
+            let nib = code & 0x0F;
+            if at < 32 {
+                dst[at] |= nib;
+            } else {
+                dst[at - 32] |= nib << 4;
+            }
+            match self.kind {
+                PackedKind::Q5_0 if code & 0x10 != 0 => dst[32 + at / 8] |= 1 << (at % 8),
+                PackedKind::Q6K => dst[32 + at % 16] |= (code >> 4) << (2 * (at / 16)),
+                _ => {}
+            }
+        }
+    }
+
+    /// Q4_1/Q5_0/Q8_0: the f16 scale (and Q4_1 minimum) of block `b`.
+    fn put_half(&mut self, b: usize, d: u16, m: u16) {
+        self.d16[(b / 2) * 2 + b % 2] = d;
+        if self.kind == PackedKind::Q4_1 {
+            self.m16[b] = m;
+        }
+    }
+}
+
 impl PackedMatrix {
     /// Zeroed storage for `n` rows of width `k`.
     fn alloc(kind: PackedKind, n: usize, k: usize) -> Self {
@@ -201,44 +247,49 @@ impl PackedMatrix {
         }
     }
 
-    /// Stores the unsigned codes (offset included) of block `b` of row `r`.
-    fn put_codes(&mut self, r: usize, b: usize, q: &[u8; 32]) {
-        let pb = self.kind.pair_bytes();
-        let (p, half) = (b / 2, b % 2);
-        let dst = &mut self.qs[(r * self.pairs + p) * pb..(r * self.pairs + p + 1) * pb];
-        for (v, &code) in q.iter().enumerate() {
-            let at = lane_pos(half, v);
-            if self.kind == PackedKind::Q8_0 {
-                dst[at] = code;
-                continue;
-            }
-            let nib = code & 0x0F;
-            if at < 32 {
-                dst[at] |= nib;
+    /// Fills every row with `f(row index, row storage)`, rows in parallel (repacking is most
+    /// of a model's load time).
+    fn fill(mut self, f: impl Fn(usize, &mut RowMut<'_>) + Sync) -> Self {
+        use rayon::prelude::*;
+        fn split<T>(v: &mut [T], n: usize) -> Vec<&mut [T]> {
+            if v.is_empty() {
+                (0..n).map(|_| Default::default()).collect()
             } else {
-                dst[at - 32] |= nib << 4;
-            }
-            match self.kind {
-                PackedKind::Q5_0 if code & 0x10 != 0 => dst[32 + at / 8] |= 1 << (at % 8),
-                PackedKind::Q6K => dst[32 + at % 16] |= (code >> 4) << (2 * (at / 16)),
-                _ => {}
+                v.chunks_mut(v.len() / n).collect()
             }
         }
-    }
-
-    /// Q4_1/Q5_0/Q8_0: the f16 scale (and Q4_1 minimum) of block `b` of row `r`.
-    fn put_half(&mut self, r: usize, b: usize, d: u16, m: u16) {
-        self.d16[(r * self.pairs + b / 2) * 2 + b % 2] = d;
-        if self.kind == PackedKind::Q4_1 {
-            self.m16[r * self.mpad + b] = m;
+        let n = self.n;
+        if n == 0 {
+            return self;
         }
+        let kind = self.kind;
+        let rows: Vec<RowMut<'_>> = split(&mut self.qs, n)
+            .into_iter()
+            .zip(split(&mut self.d16, n))
+            .zip(split(&mut self.m16, n))
+            .zip(split(&mut self.sc, n))
+            .zip(split(&mut self.mins, n))
+            .zip(split(&mut self.sup, n))
+            .map(|(((((qs, d16), m16), sc), mins), sup)| RowMut {
+                kind,
+                qs,
+                d16,
+                m16,
+                sc,
+                mins,
+                sup,
+            })
+            .collect();
+        rows.into_par_iter()
+            .enumerate()
+            .for_each(|(r, mut row)| f(r, &mut row));
+        self
     }
 
     /// From ggml Q4_1 blocks (row-major).
     pub fn from_q4_1(blocks: &[BlockQ4_1], n: usize, k: usize) -> Self {
         let bpr = k / QK;
-        let mut w = Self::alloc(PackedKind::Q4_1, n, k);
-        for r in 0..n {
+        Self::alloc(PackedKind::Q4_1, n, k).fill(|r, row| {
             for i in 0..bpr {
                 let x = &blocks[r * bpr + i];
                 let q = std::array::from_fn(|j| {
@@ -248,41 +299,36 @@ impl PackedMatrix {
                         x.qs[j - 16] >> 4
                     }
                 });
-                w.put_codes(r, i, &q);
-                w.put_half(r, i, x.d, x.m);
+                row.put_codes(i, &q);
+                row.put_half(i, x.d, x.m);
             }
-        }
-        w
+        })
     }
 
     /// From ggml Q5_0 blocks.
     pub fn from_q5_0(blocks: &[BlockQ5_0], n: usize, k: usize) -> Self {
         let bpr = k / QK;
-        let mut w = Self::alloc(PackedKind::Q5_0, n, k);
-        for r in 0..n {
+        Self::alloc(PackedKind::Q5_0, n, k).fill(|r, row| {
             for i in 0..bpr {
                 let x = &blocks[r * bpr + i];
                 let q = std::array::from_fn(|j| (super::quant::q5_0_value(x, j) + 16) as u8);
-                w.put_codes(r, i, &q);
-                w.put_half(r, i, x.d, 0);
+                row.put_codes(i, &q);
+                row.put_half(i, x.d, 0);
             }
-        }
-        w
+        })
     }
 
     /// From ggml Q8_0 blocks.
     pub fn from_q8_0(blocks: &[BlockQ8_0], n: usize, k: usize) -> Self {
         let bpr = k / QK;
-        let mut w = Self::alloc(PackedKind::Q8_0, n, k);
-        for r in 0..n {
+        Self::alloc(PackedKind::Q8_0, n, k).fill(|r, row| {
             for i in 0..bpr {
                 let x = &blocks[r * bpr + i];
                 let q = std::array::from_fn(|j| (x.qs[j] as i32 + 128) as u8);
-                w.put_codes(r, i, &q);
-                w.put_half(r, i, x.d, 0);
+                row.put_codes(i, &q);
+                row.put_half(i, x.d, 0);
             }
-        }
-        w
+        })
     }
 
     /// Super-blocks of `bytes` for an `n × k` K-quant matrix of `size`-byte super-blocks, or
@@ -297,13 +343,11 @@ impl PackedMatrix {
     pub fn from_q4_k(bytes: &[u8], n: usize, k: usize) -> Option<Self> {
         const BLOCK: usize = 144;
         let spr = Self::super_blocks(bytes, n, k, BLOCK)?;
-        let mut w = Self::alloc(PackedKind::Q4K, n, k);
-        for r in 0..n {
+        Some(Self::alloc(PackedKind::Q4K, n, k).fill(|r, row| {
             for s in 0..spr {
                 let sb = &bytes[(r * spr + s) * BLOCK..][..BLOCK];
-                let at = (r * w.sups + s) * 2;
-                w.sup[at] = f16_to_f32(u16::from_le_bytes([sb[0], sb[1]]));
-                w.sup[at + 1] = f16_to_f32(u16::from_le_bytes([sb[2], sb[3]]));
+                row.sup[s * 2] = f16_to_f32(u16::from_le_bytes([sb[0], sb[1]]));
+                row.sup[s * 2 + 1] = f16_to_f32(u16::from_le_bytes([sb[2], sb[3]]));
                 let scales = &sb[4..16];
                 for j in 0..8 {
                     let (sc, m) = if j < 4 {
@@ -315,17 +359,16 @@ impl PackedMatrix {
                         )
                     };
                     let b = s * 8 + j;
-                    w.sc[(r * w.pairs + b / 2) * 2 + b % 2] = sc;
-                    w.mins[r * w.mpad + b] = m;
+                    row.sc[(b / 2) * 2 + b % 2] = sc;
+                    row.mins[b] = m;
                     // Sub-blocks 2t and 2t+1 share 32 bytes: low nibbles, then high nibbles.
                     let q = &sb[16 + (j / 2) * 32..][..32];
                     let high = j % 2 == 1;
                     let codes = std::array::from_fn(|l| if high { q[l] >> 4 } else { q[l] & 0x0F });
-                    w.put_codes(r, b, &codes);
+                    row.put_codes(b, &codes);
                 }
             }
-        }
-        Some(w)
+        }))
     }
 
     /// From ggml Q6_K super-blocks (210 bytes per 256 values: 128 bytes of low nibbles, 64 of
@@ -334,12 +377,11 @@ impl PackedMatrix {
     pub fn from_q6_k(bytes: &[u8], n: usize, k: usize) -> Option<Self> {
         const BLOCK: usize = 210;
         let spr = Self::super_blocks(bytes, n, k, BLOCK)?;
-        let mut w = Self::alloc(PackedKind::Q6K, n, k);
-        for r in 0..n {
+        Some(Self::alloc(PackedKind::Q6K, n, k).fill(|r, row| {
             for s in 0..spr {
                 let sb = &bytes[(r * spr + s) * BLOCK..][..BLOCK];
                 let (ql, qh, scales) = (&sb[..128], &sb[128..192], &sb[192..208]);
-                w.sup[(r * w.sups + s) * 2] = f16_to_f32(u16::from_le_bytes([sb[208], sb[209]]));
+                row.sup[s * 2] = f16_to_f32(u16::from_le_bytes([sb[208], sb[209]]));
                 for j in 0..8 {
                     let b = s * 8 + j;
                     let codes = std::array::from_fn(|v| {
@@ -349,14 +391,13 @@ impl PackedMatrix {
                         let nib = if g >= 2 { low >> 4 } else { low & 0x0F };
                         nib | ((qh[half * 32 + l] >> (2 * g)) & 3) << 4
                     });
-                    w.put_codes(r, b, &codes);
+                    row.put_codes(b, &codes);
                     for sub in 0..2 {
-                        w.sc[(r * w.pairs + b / 2) * 4 + 2 * sub + b % 2] = scales[2 * j + sub];
+                        row.sc[(b / 2) * 4 + 2 * sub + b % 2] = scales[2 * j + sub];
                     }
                 }
             }
-        }
-        Some(w)
+        }))
     }
 
     /// The format's name (for reports).
