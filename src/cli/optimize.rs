@@ -70,8 +70,9 @@ pub struct OptimizeArgs {
     /// Visiting schedule.
     #[arg(long)]
     schedule: Option<Schedule>,
-    /// maspo (default), seed (no optimization: the seed prompts' held-out accuracy) or spo
-    /// (per-agent SPO: one turn per agent, batch 3, one proposal, local-only judge).
+    /// maspo (default), seed (no optimization: the seed prompts' held-out accuracy), spo
+    /// (per-agent SPO: one turn per agent, batch 3, one proposal, local-only judge) or
+    /// naive_joint (every agent rewritten together, scored by the final answer only).
     #[arg(long)]
     method: Option<Method>,
     /// A Table 2 ablation of the paper: no_beam, single_cycle, no_refresh, no_joint,
@@ -498,7 +499,7 @@ fn execute(
             let json = match &e {
                 OptimizeEvent::UnitStart { unit, agent, done } => Some(serde_json::json!({
                     "t": t0.elapsed().as_secs_f64(), "event": "unit_start", "unit": done,
-                    "kind": matches!(unit, Unit::Refresh(_)).then_some("refresh").unwrap_or("step"), "agent": agent})),
+                    "kind": match unit { Unit::Refresh(_) => "refresh", Unit::Joint => "joint", Unit::Step(_) => "step" }, "agent": agent})),
                 OptimizeEvent::Search(SearchEvent::Phase { phase, jobs }) => {
                     Some(serde_json::json!({
                     "t": t0.elapsed().as_secs_f64(), "event": "phase", "phase": phase, "jobs": jobs}))
@@ -685,10 +686,10 @@ impl UnitBar {
     fn on(&mut self, e: &OptimizeEvent<'_>) {
         match e {
             OptimizeEvent::UnitStart { unit, agent, .. } => {
-                let k = if matches!(unit, Unit::Refresh(_)) {
-                    "refresh"
-                } else {
-                    "step"
+                let k = match unit {
+                    Unit::Refresh(_) => "refresh",
+                    Unit::Joint => "joint step",
+                    Unit::Step(_) => "step",
                 };
                 self.bar.set_prefix(format!("{agent} {k}"));
             }

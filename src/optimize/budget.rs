@@ -91,7 +91,41 @@ pub fn project(
     let mut steps = 0;
     let mut refreshes = 0;
     let mut first_min = None;
-    for a in g.optimizable() {
+    if s.method == Method::NaiveJoint {
+        // Per step: the current system on the batch, one rewrite per agent per part, whole
+        // re-runs of each joint candidate, and the final answers judged.
+        let n = g.optimizable().len() as u64;
+        for _ in 0..s.depth() {
+            steps += 1;
+            add(
+                "baseline",
+                "agents",
+                batch * (fa + fs),
+                batch * (fa * agent_tok + fs * sum_tok),
+            );
+            add(
+                "propose",
+                "mutator",
+                p * n,
+                p * n * s.mutator_max_tokens as u64,
+            );
+            add(
+                "rerun",
+                "agents",
+                p * batch * (fa + fs),
+                p * batch * (fa * agent_tok + fs * sum_tok),
+            );
+            let jc = p * batch * orders;
+            add("judge", "evaluator", jc, jc * judge_tokens(true));
+            first_min.get_or_insert(batch * (fa + fs) + p * n);
+        }
+    }
+    let agents = if s.method == Method::NaiveJoint {
+        Vec::new()
+    } else {
+        g.optimizable()
+    };
+    for a in agents {
         let mut sub = vec![a];
         sub.extend(g.descendants(a));
         let (ra, rs) = llm_calls(g, run, &sub);
@@ -245,5 +279,28 @@ mod tests {
         assert_eq!(calls("propose"), 18);
         // One comparison per question (local, or terminal), in both orders.
         assert_eq!(calls("judge"), 18 * 3 * 2);
+    }
+
+    #[test]
+    fn naive_joint_projects_whole_runs_and_final_answer_judging() {
+        let g = build(
+            Topology::Reflect,
+            TaskKind::Math,
+            &TopologyOptions::default(),
+        )
+        .unwrap();
+        let s = OptimizeSettings::default().with_method(Method::NaiveJoint);
+        let p = project(&g, &RunSettings::default(), &s, None);
+        assert_eq!((p.steps, p.refreshes), (9, 0));
+        let calls = |phase: &str| -> u64 {
+            p.phases
+                .iter()
+                .filter(|x| x.phase == phase)
+                .map(|x| x.calls)
+                .sum()
+        };
+        // 2 parts × 2 agents proposals; 2 candidates × 10 questions × 2 orders judged.
+        assert_eq!(calls("propose"), 9 * 4);
+        assert_eq!(calls("judge"), 9 * 2 * 10 * 2);
     }
 }

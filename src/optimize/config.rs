@@ -37,6 +37,11 @@ pub enum Method {
     /// proposal replaces the prompt when its win rate is above ½. Later agents run against the
     /// earlier agents' accepted prompts.
     Spo,
+    /// Naive joint optimization: every agent rewritten together each step (one rewrite per
+    /// agent per batch part), each joint candidate scored by the final answer only (the
+    /// terminal agent's output on whole re-runs, judged pairwise) and committed when it wins more
+    /// than half; `depth` steps, no beam, lookahead or mined cases.
+    NaiveJoint,
 }
 
 /// Which of an agent's local wins become the hard cases injected into its successors' batches.
@@ -326,6 +331,13 @@ impl OptimizeSettings {
             s.lookahead = false;
             s.weights = [1.0, 0.0, 0.0];
             s.fallback_weights = [1.0, 0.0];
+            s.misalignment_sampling = false;
+            s.beam_refresh = false;
+        }
+        if method == Method::NaiveJoint {
+            s.schedule = Schedule::Maspo;
+            s.beam = 1;
+            s.lookahead = false;
             s.misalignment_sampling = false;
             s.beam_refresh = false;
         }

@@ -152,12 +152,13 @@ pub fn optimize(
             dir.checkpoint(state)?;
             break;
         };
-        let pos = match unit {
-            Unit::Step(p) | Unit::Refresh(p) => p,
+        let agent = match unit {
+            Unit::Step(p) | Unit::Refresh(p) => ids[p].as_str(),
+            Unit::Joint => "all agents",
         };
         observe(OptimizeEvent::UnitStart {
             unit,
-            agent: &ids[pos],
+            agent,
             done: state.units,
         });
         let mut lines = Vec::new();

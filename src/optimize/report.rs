@@ -213,7 +213,11 @@ fn plots(dir: &RunDir, state: &State) -> Result<(), OptimizeError> {
                     let pts = state
                         .history
                         .iter()
-                        .filter(|h| &h.agent == a && (!steps_only || h.kind == "step"))
+                        .filter(|h| {
+                            // A naive joint step is every agent's step.
+                            (&h.agent == a || h.kind == "joint")
+                                && (!steps_only || h.kind == "step" || h.kind == "joint")
+                        })
                         .filter_map(|h| f(h).map(|v| (h.unit as f64, v)))
                         .collect();
                     (a.clone(), pts)

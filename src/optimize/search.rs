@@ -29,12 +29,23 @@ pub enum Unit {
     Refresh(usize),
     /// One beam step of agent `pos`.
     Step(usize),
+    /// One step of naive joint optimization: every agent rewritten together.
+    Joint,
 }
 
 /// The next unit, advancing the cursor past finished turns; `None` when the schedule is done.
 pub fn next_unit(state: &mut State, s: &OptimizeSettings) -> Option<Unit> {
-    if s.method == Method::Seed {
-        return None;
+    match s.method {
+        Method::Seed => return None,
+        Method::NaiveJoint => {
+            let depth = s.depth();
+            return state
+                .agents
+                .iter()
+                .any(|a| a.explored < depth)
+                .then_some(Unit::Joint);
+        }
+        Method::Maspo | Method::Spo => {}
     }
     let n = state.agents.len();
     let depth = s.depth();
@@ -258,6 +269,7 @@ impl<'a> Search<'a> {
         match unit {
             Unit::Step(pos) => self.step(pos, state, observe),
             Unit::Refresh(pos) => self.refresh(pos, state, observe),
+            Unit::Joint => self.joint_step(state, observe),
         }
     }
 
@@ -659,6 +671,216 @@ impl<'a> Search<'a> {
         Ok(record)
     }
 
+    /// Naive joint optimization (a baseline): the mutator rewrites every agent's prompt at once
+    /// from the current system's traces (one rewrite per agent per batch part), and each joint
+    /// candidate is scored by the final answer only — the terminal agent's output on whole
+    /// re-runs, judged role-aware against the current system's — and committed when it wins
+    /// more than half. No beam, lookahead or mined cases.
+    fn joint_step(
+        &self,
+        state: &mut State,
+        observe: &mut dyn FnMut(SearchEvent),
+    ) -> Result<StepRecord, OptimizeError> {
+        let g = self.ev.graph();
+        let kind = self.ev.kind();
+        let t = g.terminal();
+        let explored = state.agents.iter().map(|a| a.explored).min().unwrap_or(0);
+        let current = state.prompts.clone();
+        let batch = sample_indices(
+            self.ev.pool().len(),
+            self.s.batch,
+            self.seed(&[str_seed("joint"), explored as u64]),
+        );
+        let base = self.baselines(
+            std::slice::from_ref(&current),
+            std::slice::from_ref(&batch),
+            observe,
+        )?;
+        let ranges = parts(batch.len(), self.s.proposals);
+        let mut jobs = Vec::new();
+        for (part, range) in ranges.iter().enumerate() {
+            for &a in &self.order {
+                let agent = g.agent(a);
+                let description = if agent.description.is_empty() {
+                    role_description(&agent.role, kind)
+                } else {
+                    agent.description.clone()
+                };
+                let samples: Vec<Sample<'_>> = range
+                    .clone()
+                    .map(|k| Sample {
+                        question: &self.ev.pool()[batch[k]].question,
+                        context: &base[0][k].nodes[a].context,
+                        output: &base[0][k].nodes[a].raw,
+                    })
+                    .collect();
+                jobs.push(ProposeJob {
+                    prompt: meta::proposal_prompt(&ProposalInput {
+                        kind,
+                        role: &agent.role,
+                        description: &description,
+                        samples: &samples,
+                        prompt: current.get(&agent.id).unwrap_or_default(),
+                        feedback: None,
+                    }),
+                    seed: self.seed(&[
+                        str_seed("joint-propose"),
+                        a as u64,
+                        explored as u64,
+                        part as u64,
+                    ]),
+                });
+            }
+        }
+        observe(SearchEvent::Phase {
+            phase: "propose",
+            jobs: jobs.len(),
+        });
+        let mut replies = self.ev.propose(&jobs).into_iter();
+        state.proposals.requested += jobs.len() as u64;
+        // One joint candidate per part: every agent's valid rewrite, the current prompt where
+        // the proposal failed.
+        let mut records: Vec<CandidateRecord> = Vec::new();
+        let mut sets: Vec<PromptSet> = Vec::new();
+        let mut cands: Vec<(usize, u64)> = Vec::new();
+        let mut recs_of: Vec<Vec<usize>> = Vec::new();
+        let questions: Vec<String> = batch
+            .iter()
+            .map(|&q| self.ev.pool()[q].id.clone())
+            .collect();
+        for part in 0..ranges.len() {
+            let mut set = current.clone();
+            let mut mine = Vec::new();
+            let joint_id = state.next_id;
+            for &a in &self.order {
+                let agent = g.agent(a);
+                let parent = current.get(&agent.id).unwrap_or_default().to_string();
+                let id = state.next_id;
+                state.next_id += 1;
+                let mut rec = CandidateRecord::new(id, "joint", &agent.id, (0, explored), 0);
+                rec.part = part;
+                rec.questions = questions.clone();
+                rec.prompt = parent.clone();
+                let parsed = match replies.next() {
+                    Some(Ok(text)) => match meta::parse_proposal(&text) {
+                        None => Err((
+                            "format_failure",
+                            format!(
+                                "no <prompt>…</prompt> block in the reply: {}",
+                                snippet(&text, 300)
+                            ),
+                        )),
+                        Some(p) => sanitize(&p, &parent, self.s.literal_braces)
+                            .and_then(|p| check_substance(&p, self.s.min_prompt_words).map(|_| p))
+                            .map_err(|why| ("rejected", why)),
+                    },
+                    Some(Err(e)) => Err(("format_failure", format!("mutator call failed: {e}"))),
+                    None => Err(("format_failure", "no reply".to_string())),
+                };
+                match parsed {
+                    Err((status, why)) => {
+                        if status == "format_failure" {
+                            state.proposals.format_failures += 1;
+                        } else {
+                            state.proposals.rejected += 1;
+                        }
+                        rec.status = status.into();
+                        rec.reason = Some(why);
+                    }
+                    Ok(p) if p == parent => {
+                        rec.status = "unchanged".into();
+                        state.proposals.duplicates += 1;
+                    }
+                    Ok(p) => {
+                        set = set.with(&agent.id, &p);
+                        rec.prompt = p;
+                        mine.push(records.len());
+                    }
+                }
+                records.push(rec);
+            }
+            if mine.is_empty() {
+                continue;
+            }
+            if sets.contains(&set) {
+                for &r in &mine {
+                    records[r].status = "duplicate".into();
+                }
+                state.proposals.duplicates += 1;
+                continue;
+            }
+            state.proposals.evaluated += 1;
+            cands.push((0, joint_id));
+            sets.push(set);
+            recs_of.push(mine);
+        }
+        let evals = self.evaluate(
+            t,
+            &cands,
+            &sets,
+            std::slice::from_ref(&batch),
+            &[vec![true; batch.len()]],
+            &base,
+            false,
+            state,
+            observe,
+        )?;
+        let mut best: Option<(f64, usize)> = None;
+        for (c, e) in evals.iter().enumerate() {
+            for &r in &recs_of[c] {
+                let rec = &mut records[r];
+                rec.terminal = e.terminal;
+                rec.score = Some(e.score);
+                rec.accepted = e.score > 0.0;
+            }
+            if e.score > 0.0 && best.is_none_or(|b| e.score > b.0) {
+                best = Some((e.score, c));
+            }
+        }
+        let accepted = evals.iter().filter(|e| e.score > 0.0).count();
+        state.proposals.accepted += accepted as u64;
+        let improved = best.is_some();
+        if let Some((score, c)) = best {
+            state.prompts = sets[c].clone();
+            for (pos, &a) in self.order.iter().enumerate() {
+                let id = &g.agent(a).id;
+                let st = &mut state.agents[pos];
+                let prompt = sets[c].get(id).unwrap_or_default().to_string();
+                if prompt != st.best.prompt {
+                    st.best = BeamNode {
+                        prompt,
+                        cum: st.best.cum + score,
+                        id: cands[c].1,
+                    };
+                    st.beam = vec![st.best.clone()];
+                }
+            }
+        }
+        for st in &mut state.agents {
+            st.explored += 1;
+            st.misalignment.push(None);
+        }
+        let record = StepRecord {
+            unit: state.units,
+            kind: "joint".into(),
+            agent: "all".into(),
+            sweep: 0,
+            step: explored,
+            best_score: evals.iter().map(|e| e.score).reduce(f64::max),
+            best_cum: state.agents.iter().map(|a| a.best.cum).fold(0.0, f64::max),
+            beam: Vec::new(),
+            misalignment: None,
+            evaluated: evals.len(),
+            accepted,
+            improved,
+            cost: Default::default(),
+        };
+        for r in records {
+            observe(SearchEvent::Candidate(Box::new(r)));
+        }
+        Ok(record)
+    }
+
     fn refresh(
         &self,
         pos: usize,
@@ -803,10 +1025,12 @@ impl<'a> Search<'a> {
         let mut at = Vec::new();
         for (ci, &(node, _)) in cands.iter().enumerate() {
             for (k, &q) in batches[node].iter().enumerate() {
+                // Naive joint candidates change every agent: a whole run.
+                let from = (self.s.method != Method::NaiveJoint).then(|| (&base[node][k], a));
                 jobs.push(RolloutJob {
                     prompts: &sets[ci],
                     example: q,
-                    base: Some((&base[node][k], a)),
+                    base: from,
                 });
                 at.push((ci, k));
             }

@@ -342,6 +342,7 @@ fn schedules_visit_agents_as_specified() {
                     st.cursor.refreshed = true;
                     out.push(format!("R{}", ids[p]));
                 }
+                Unit::Joint => unreachable!("MASPO schedules have no joint steps"),
             }
             assert!(out.len() < 100);
         }
@@ -541,4 +542,45 @@ fn spo_runs_one_turn_per_agent_with_a_local_only_judge_and_seed_runs_nothing() {
     assert!(recs.is_empty() && state.history.is_empty());
     assert_eq!(state.prompts, PromptSet::seeds(&ev.graph));
     assert_eq!(*ev.judged.borrow(), 0);
+}
+
+#[test]
+fn naive_joint_rewrites_every_agent_and_is_judged_on_the_final_answer_only() {
+    let s = settings().with_method(super::config::Method::NaiveJoint);
+    let ev = Scripted::new(&["GOOD"]);
+    let (state, recs) = run_units(&ev, &s, 10);
+    // depth = 2 joint steps, then the schedule ends.
+    assert_eq!(state.history.len(), 2);
+    assert!(state
+        .history
+        .iter()
+        .all(|h| h.kind == "joint" && h.agent == "all"));
+    // Step 1: two parts × two agents; both parts propose the same pair, so one joint candidate.
+    let first: Vec<_> = recs.iter().filter(|r| r.step == 0).collect();
+    assert_eq!(first.len(), 4);
+    let evaluated: Vec<_> = first.iter().filter(|r| r.status == "evaluated").collect();
+    assert_eq!(
+        evaluated.len(),
+        2,
+        "one joint candidate = both agents' rewrites"
+    );
+    assert!(first.iter().filter(|r| r.status == "duplicate").count() == 2);
+    for r in &evaluated {
+        assert_eq!((r.local, r.lookahead, r.global), (None, None, None));
+        assert_eq!(r.terminal, Some(1.0));
+        assert!(r.accepted);
+    }
+    // Committed together.
+    for id in ["predictor", "reflector"] {
+        assert!(state.prompts.get(id).unwrap().contains("GOOD"), "{id}");
+    }
+    // Only the final answers reached the judge: one comparison per question of the first step
+    // (the second step's rewrites leave the outputs as they were: decided without the judge).
+    assert_eq!(*ev.judged.borrow(), 4);
+    // Rewrites that win the predictor's own output but ruin the final answer are rejected.
+    let ev = Scripted::new(&["LOCALONLY", "TERSE", "LOCALONLY", "TERSE"]);
+    let (state, recs) = run_units(&ev, &s, 1);
+    let r = recs.iter().find(|r| r.status == "evaluated").unwrap();
+    assert_eq!((r.terminal, r.accepted), (Some(0.0), false));
+    assert_eq!(state.prompts, PromptSet::seeds(&ev.graph));
 }

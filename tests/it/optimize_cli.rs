@@ -529,7 +529,7 @@ fn an_ablation_from_the_command_line_or_the_config_is_applied_and_recorded() {
 /// same files as MASPO; the seed method runs no unit and its held-out comparison is the seed
 /// system against itself.
 #[test]
-fn spo_and_seed_methods_run_end_to_end_on_the_real_engine() {
+fn spo_naive_joint_and_seed_methods_run_end_to_end_on_the_real_engine() {
     let _g = heavy();
     model_path(SMOLLM2);
     model_path(QWEN);
@@ -612,6 +612,24 @@ fn spo_and_seed_methods_run_end_to_end_on_the_real_engine() {
         2 * (3 * evaluated - j["decided_without_judge"].as_u64().unwrap())
     );
     assert!(dir.join("report.md").exists() && dir.join("best_prompts.json").exists());
+    assert_eq!(held["n"], 3);
+    // Naive joint: joint steps only; the judge saw the final answers of each evaluated joint
+    // candidate on the 3 questions, nothing else.
+    let (config, state, held, cands, _) = run("naive_joint");
+    assert_eq!(config["settings"]["method"], "naive_joint");
+    let steps = state["history"].as_array().unwrap();
+    assert_eq!(steps.len(), 3);
+    assert!(steps.iter().all(|h| h["kind"] == "joint"));
+    assert!(cands
+        .iter()
+        .all(|c| c["kind"] == "joint" && c["local"].is_null()));
+    let joint = state["proposals"]["evaluated"].as_u64().unwrap();
+    assert!(joint > 0, "no joint candidate reached the judge");
+    let j = &state["judge"];
+    assert_eq!(
+        j["verdicts"].as_u64().unwrap(),
+        2 * (3 * joint - j["decided_without_judge"].as_u64().unwrap())
+    );
     assert_eq!(held["n"], 3);
     let (config, state, held, cands, _) = run("seed");
     assert_eq!(config["settings"]["method"], "seed");
