@@ -11,10 +11,12 @@ use crate::judge::answer::AnswerJudge;
 use crate::judge::answer_extractor::TaskExtractor;
 use crate::judge::code::CodeJudge;
 use crate::judge::Judge;
-use crate::mas::{LanguageModel, Topology};
+use crate::mas::{
+    build, AgentGraph, LanguageModel, PromptSet, RunSettings, Topology, TopologyOptions,
+};
 use crate::openai::ModelSpec;
 use crate::optimize::budget::{project, Projection};
-use crate::optimize::heldout::{compare, HeldOut};
+use crate::optimize::heldout::{compare_systems, HeldOut};
 use crate::optimize::report::{self, ReportInputs};
 use crate::optimize::rundir::RunDir;
 use crate::optimize::{
@@ -71,8 +73,10 @@ pub struct OptimizeArgs {
     #[arg(long)]
     schedule: Option<Schedule>,
     /// maspo (default), seed (no optimization: the seed prompts' held-out accuracy), spo
-    /// (per-agent SPO: one turn per agent, batch 3, one proposal, local-only judge) or
-    /// naive_joint (every agent rewritten together, scored by the final answer only).
+    /// (per-agent SPO: one turn per agent, batch 3, one proposal, local-only judge),
+    /// naive_joint (every agent rewritten together, scored by the final answer only), cot (a
+    /// single CoT agent instead of the MAS) or cot_sc (CoT self-consistency with as many samples
+    /// as the MAS spends calls per question).
     #[arg(long)]
     method: Option<Method>,
     /// A Table 2 ablation of the paper: no_beam, single_cycle, no_refresh, no_joint,
@@ -545,20 +549,32 @@ fn execute(
             run: &run,
             seed: s.seed,
         };
-        let (h, before, after) = compare(&inputs, &state.prompts, &test, "test")?;
+        // CoT and CoT-SC replace the system; every other method keeps the MAS.
+        let system = baseline_system(&plan, &run, s.method)?;
+        let (after_graph, after_prompts) = match &system {
+            Some((g, _)) => (g, PromptSet::seeds(g)),
+            None => (&plan.graph, state.prompts.clone()),
+        };
+        let after_inputs = EvalInputs {
+            graph: after_graph,
+            prompts: &after_prompts,
+            ..inputs
+        };
+        let (mut h, before, after) = compare_systems(&inputs, &after_inputs, &test, "test")?;
+        h.after_system = system.as_ref().map(|(_, name)| name.clone());
         if !plan.task.protected {
             // Both evaluations as `maspo eval` run directories: items, traces, prompts.
-            for (name, (report, traces), prompts) in [
-                ("heldout-seed", before, &state.seeds),
-                ("heldout-optimized", after, &state.prompts),
+            for (name, (report, traces), graph, prompts) in [
+                ("heldout-seed", before, &plan.graph, &state.seeds),
+                ("heldout-optimized", after, after_graph, &after_prompts),
             ] {
-                let title = format!("{name}: {} on {} (test)", plan.graph.name(), plan.task.name);
+                let title = format!("{name}: {} on {} (test)", graph.name(), plan.task.name);
                 let out = crate::eval::output::EvalOutput {
                     dir: &dir.root().join(name),
                     config: plan.record.clone(),
                     compress_traces: false,
                 };
-                out.write(&report, &traces, &plan.graph, prompts, &title)?;
+                out.write(&report, &traces, graph, prompts, &title)?;
             }
         }
         dir.write_json("heldout.json", &h)?;
@@ -586,6 +602,34 @@ fn execute(
     }
     print_final(&state, heldout.as_ref(), &dir);
     Ok(ExitCode::SUCCESS)
+}
+
+/// The system a baseline method evaluates instead of the MAS, with its name for the report:
+/// CoT (`single`), or CoT-SC (`aggregate` with as many sampled predictors as the MAS spends
+/// calls per question); `None` for methods that keep the MAS.
+fn baseline_system(
+    plan: &Plan,
+    run: &RunSettings,
+    method: Method,
+) -> anyhow::Result<Option<(AgentGraph, String)>> {
+    let (topology, agents) = match method {
+        Method::Cot => (Topology::Single, 1),
+        Method::CotSc => (
+            Topology::Aggregate,
+            crate::optimize::budget::calls_per_question(&plan.graph, run).max(1),
+        ),
+        _ => return Ok(None),
+    };
+    let opts = TopologyOptions {
+        agents,
+        ..TopologyOptions::default()
+    };
+    let g = build(topology, plan.task.kind, &opts)?;
+    let name = match method {
+        Method::Cot => "CoT (single agent)".to_string(),
+        _ => format!("CoT-SC ({agents} samples, majority vote)"),
+    };
+    Ok(Some((g, name)))
 }
 
 /// The state before the first step: every agent's beam holds its starting prompt.

@@ -56,6 +56,14 @@ fn llm_calls(g: &AgentGraph, run: &RunSettings, agents: &[usize]) -> (u64, u64) 
     (answers, summaries)
 }
 
+/// LLM calls one run of the whole system makes per question (answers and summaries): the
+/// sample count of CoT self-consistency at matched compute.
+pub fn calls_per_question(g: &AgentGraph, run: &RunSettings) -> usize {
+    let all: Vec<usize> = (0..g.agents().len()).collect();
+    let (a, s) = llm_calls(g, run, &all);
+    (a + s) as usize
+}
+
 /// Projects the cost of a whole run. `gen_tokens_per_sec`: measured batched generation speed.
 pub fn project(
     g: &AgentGraph,
@@ -141,11 +149,7 @@ pub fn project(
                     0
                 }
         };
-        let depth = if s.method == Method::Seed {
-            0
-        } else {
-            s.depth()
-        };
+        let depth = if s.method.is_fixed() { 0 } else { s.depth() };
         for step in 0..depth {
             let nodes = if step == 0 { 1 } else { k };
             steps += 1;
@@ -266,6 +270,11 @@ mod tests {
         let run = RunSettings::default();
         let p = project(&g, &run, &base.with_method(Method::Seed), None);
         assert_eq!((p.units, p.calls, p.first_step_min_calls), (0, 0, 0));
+        for m in [Method::Cot, Method::CotSc] {
+            assert_eq!(project(&g, &run, &base.with_method(m), None).calls, 0);
+        }
+        // Predictor (answer + summary) and reflector.
+        assert_eq!(calls_per_question(&g, &run), 3);
         let p = project(&g, &run, &base.with_method(Method::Spo), None);
         // Two agents × the paper budget's 9 rounds, no refresh.
         assert_eq!((p.steps, p.refreshes), (18, 0));

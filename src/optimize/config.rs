@@ -42,6 +42,20 @@ pub enum Method {
     /// terminal agent's output on whole re-runs, judged pairwise) and committed when it wins more
     /// than half; `depth` steps, no beam, lookahead or mined cases.
     NaiveJoint,
+    /// Chain-of-thought single agent (no optimization): the held-out "after" is the `single`
+    /// topology with its seed prompt, beside the MAS's seed prompts.
+    Cot,
+    /// CoT self-consistency at matched compute (no optimization): the held-out "after" is the
+    /// `aggregate` topology with as many sampled predictors (T = 0.7, own seeds) as the MAS
+    /// spends LLM calls per question, majority-voted.
+    CotSc,
+}
+
+impl Method {
+    /// Whether the method optimizes nothing (the run has no unit).
+    pub fn is_fixed(self) -> bool {
+        matches!(self, Method::Seed | Method::Cot | Method::CotSc)
+    }
 }
 
 /// Which of an agent's local wins become the hard cases injected into its successors' batches.

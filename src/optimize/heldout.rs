@@ -32,6 +32,9 @@ pub struct HeldOut {
     pub secs: f64,
     /// Per item: (id, seed correct, optimized correct).
     pub items: Vec<(String, bool, bool)>,
+    /// The "after" system when it is not the MAS with other prompts (`--method cot|cot_sc`).
+    #[serde(default)]
+    pub after_system: Option<String>,
 }
 
 /// One side of the comparison: its evaluation report and traces.
@@ -44,12 +47,24 @@ pub fn compare(
     examples: &[Example],
     split: &str,
 ) -> Result<(HeldOut, Side, Side), MasError> {
-    let (rb, tb) = evaluate(inputs, examples, &mut |_| {})?;
     let ia = EvalInputs {
         prompts: after,
         ..*inputs
     };
-    let (ra, ta) = evaluate(&ia, examples, &mut |_| {})?;
+    compare_systems(inputs, &ia, examples, split)
+}
+
+/// Evaluates two systems (graphs and prompts; the same model, judge and settings) on
+/// `examples`: the seed MAS against an optimized one, or against a baseline system (CoT).
+pub fn compare_systems(
+    before: &EvalInputs<'_>,
+    after: &EvalInputs<'_>,
+    examples: &[Example],
+    split: &str,
+) -> Result<(HeldOut, Side, Side), MasError> {
+    let inputs = before;
+    let (rb, tb) = evaluate(before, examples, &mut |_| {})?;
+    let (ra, ta) = evaluate(after, examples, &mut |_| {})?;
     let b: Vec<f64> = rb
         .items
         .iter()
@@ -78,6 +93,7 @@ pub fn compare(
         calls: rb.cost.calls + ra.cost.calls,
         secs: rb.cost.rollout_secs + rb.cost.judge_secs + ra.cost.rollout_secs + ra.cost.judge_secs,
         items,
+        after_system: None,
     };
     Ok((h, (rb, tb), (ra, ta)))
 }

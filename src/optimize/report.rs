@@ -194,7 +194,7 @@ pub fn heldout_table(h: &HeldOut) -> String {
         "| prompts | accuracy on {} held-out items | 95% CI |\n|---|---|---|\n{}{}| difference (paired bootstrap) | {:+.1} pts | {:+.1} – {:+.1} |\n",
         h.n,
         row("seed", &h.before),
-        row("optimized", &h.after),
+        row(h.after_system.as_deref().unwrap_or("optimized"), &h.after),
         100.0 * h.diff.mean,
         100.0 * h.diff.low,
         100.0 * h.diff.high

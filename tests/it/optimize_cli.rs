@@ -529,7 +529,7 @@ fn an_ablation_from_the_command_line_or_the_config_is_applied_and_recorded() {
 /// same files as MASPO; the seed method runs no unit and its held-out comparison is the seed
 /// system against itself.
 #[test]
-fn spo_naive_joint_and_seed_methods_run_end_to_end_on_the_real_engine() {
+fn every_method_runs_end_to_end_on_the_real_engine() {
     let _g = heavy();
     model_path(SMOLLM2);
     model_path(QWEN);
@@ -631,6 +631,26 @@ fn spo_naive_joint_and_seed_methods_run_end_to_end_on_the_real_engine() {
         2 * (3 * joint - j["decided_without_judge"].as_u64().unwrap())
     );
     assert_eq!(held["n"], 3);
+    // CoT and CoT-SC: no unit; the held-out "after" is the other system, named in the report.
+    for (method, system, prompted) in [
+        ("cot", "CoT (single agent)", 1),
+        ("cot_sc", "CoT-SC (3 samples, majority vote)", 3),
+    ] {
+        let (_, state, held, cands, dir) = run(method);
+        assert!(cands.is_empty() && state["history"].as_array().unwrap().is_empty());
+        assert_eq!(held["after_system"], system);
+        assert_eq!(held["n"], 3);
+        assert!(std::fs::read_to_string(dir.join("report.md"))
+            .unwrap()
+            .contains(system));
+        // The "after" run directory holds that system's prompts: one agent, or CoT-SC's three
+        // sampled predictors (reflect spends 3 calls per question: answer, summary, review).
+        let prompts: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(dir.join("heldout-optimized").join("prompts.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(prompts.as_object().unwrap().len(), prompted, "{prompts}");
+    }
     let (config, state, held, cands, _) = run("seed");
     assert_eq!(config["settings"]["method"], "seed");
     assert!(cands.is_empty() && state["history"].as_array().unwrap().is_empty());
