@@ -75,8 +75,8 @@ pub struct OptimizeArgs {
     /// maspo (default), seed (no optimization: the seed prompts' held-out accuracy), spo
     /// (per-agent SPO: one turn per agent, batch 3, one proposal, local-only judge),
     /// naive_joint (every agent rewritten together, scored by the final answer only), cot (a
-    /// single CoT agent instead of the MAS) or cot_sc (CoT self-consistency with as many samples
-    /// as the MAS spends calls per question).
+    /// single CoT agent instead of the MAS), cot_sc (CoT self-consistency with as many samples
+    /// as the MAS spends calls per question) or self_refine (solver → critic → refiner).
     #[arg(long)]
     method: Option<Method>,
     /// A Table 2 ablation of the paper: no_beam, single_cycle, no_refresh, no_joint,
@@ -605,8 +605,9 @@ fn execute(
 }
 
 /// The system a baseline method evaluates instead of the MAS, with its name for the report:
-/// CoT (`single`), or CoT-SC (`aggregate` with as many sampled predictors as the MAS spends
-/// calls per question); `None` for methods that keep the MAS.
+/// CoT (`single`), CoT-SC (`aggregate` with as many sampled predictors as the MAS spends
+/// calls per question) or Self-Refine (`self_refine`, one round); `None` for methods that keep
+/// the MAS.
 fn baseline_system(
     plan: &Plan,
     run: &RunSettings,
@@ -618,6 +619,7 @@ fn baseline_system(
             Topology::Aggregate,
             crate::optimize::budget::calls_per_question(&plan.graph, run).max(1),
         ),
+        Method::SelfRefine => (Topology::SelfRefine, 1),
         _ => return Ok(None),
     };
     let opts = TopologyOptions {
@@ -627,6 +629,7 @@ fn baseline_system(
     let g = build(topology, plan.task.kind, &opts)?;
     let name = match method {
         Method::Cot => "CoT (single agent)".to_string(),
+        Method::SelfRefine => "Self-Refine (solver, critic, refiner)".to_string(),
         _ => format!("CoT-SC ({agents} samples, majority vote)"),
     };
     Ok(Some((g, name)))

@@ -270,7 +270,7 @@ mod tests {
         let run = RunSettings::default();
         let p = project(&g, &run, &base.with_method(Method::Seed), None);
         assert_eq!((p.units, p.calls, p.first_step_min_calls), (0, 0, 0));
-        for m in [Method::Cot, Method::CotSc] {
+        for m in [Method::Cot, Method::CotSc, Method::SelfRefine] {
             assert_eq!(project(&g, &run, &base.with_method(m), None).calls, 0);
         }
         // Predictor (answer + summary) and reflector.

@@ -49,12 +49,18 @@ pub enum Method {
     /// `aggregate` topology with as many sampled predictors (T = 0.7, own seeds) as the MAS
     /// spends LLM calls per question, majority-voted.
     CotSc,
+    /// Self-Refine (no optimization): the held-out "after" is the `self_refine` topology
+    /// (solver → critic → refiner, one round) with its seed prompts.
+    SelfRefine,
 }
 
 impl Method {
     /// Whether the method optimizes nothing (the run has no unit).
     pub fn is_fixed(self) -> bool {
-        matches!(self, Method::Seed | Method::Cot | Method::CotSc)
+        matches!(
+            self,
+            Method::Seed | Method::Cot | Method::CotSc | Method::SelfRefine
+        )
     }
 }
 

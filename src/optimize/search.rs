@@ -36,7 +36,7 @@ pub enum Unit {
 /// The next unit, advancing the cursor past finished turns; `None` when the schedule is done.
 pub fn next_unit(state: &mut State, s: &OptimizeSettings) -> Option<Unit> {
     match s.method {
-        Method::Seed | Method::Cot | Method::CotSc => return None,
+        Method::Seed | Method::Cot | Method::CotSc | Method::SelfRefine => return None,
         Method::NaiveJoint => {
             let depth = s.depth();
             return state

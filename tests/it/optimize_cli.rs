@@ -631,10 +631,12 @@ fn every_method_runs_end_to_end_on_the_real_engine() {
         2 * (3 * joint - j["decided_without_judge"].as_u64().unwrap())
     );
     assert_eq!(held["n"], 3);
-    // CoT and CoT-SC: no unit; the held-out "after" is the other system, named in the report.
+    // CoT, CoT-SC and Self-Refine: no unit; the held-out "after" is the other system, named in
+    // the report.
     for (method, system, prompted) in [
         ("cot", "CoT (single agent)", 1),
         ("cot_sc", "CoT-SC (3 samples, majority vote)", 3),
+        ("self_refine", "Self-Refine (solver, critic, refiner)", 3),
     ] {
         let (_, state, held, cands, dir) = run(method);
         assert!(cands.is_empty() && state["history"].as_array().unwrap().is_empty());
@@ -643,8 +645,9 @@ fn every_method_runs_end_to_end_on_the_real_engine() {
         assert!(std::fs::read_to_string(dir.join("report.md"))
             .unwrap()
             .contains(system));
-        // The "after" run directory holds that system's prompts: one agent, or CoT-SC's three
-        // sampled predictors (reflect spends 3 calls per question: answer, summary, review).
+        // The "after" run directory holds that system's prompts: one agent, CoT-SC's three
+        // sampled predictors (reflect spends 3 calls per question: answer, summary, review), or
+        // solver, critic and refiner.
         let prompts: serde_json::Value = serde_json::from_slice(
             &std::fs::read(dir.join("heldout-optimized").join("prompts.json")).unwrap(),
         )
