@@ -232,14 +232,19 @@ mod tests {
     use crate::mas::{build, Topology, TopologyOptions};
     use crate::tasks::TaskKind;
 
-    #[test]
-    fn reflect_at_paper_defaults_matches_the_spec_order_of_magnitude() {
-        let g = build(
+    /// The paper's Sequential MAS on a math task.
+    fn reflect() -> AgentGraph {
+        build(
             Topology::Reflect,
             TaskKind::Math,
             &TopologyOptions::default(),
         )
-        .unwrap();
+        .unwrap()
+    }
+
+    #[test]
+    fn reflect_at_paper_defaults_matches_the_spec_order_of_magnitude() {
+        let g = reflect();
         let mut s = OptimizeSettings::default();
         s.judge.order = JudgeOrder::CandidateFirst;
         let p = project(&g, &RunSettings::default(), &s, Some(100.0));
@@ -260,12 +265,7 @@ mod tests {
 
     #[test]
     fn seed_costs_nothing_and_spo_judges_locally_only() {
-        let g = build(
-            Topology::Reflect,
-            TaskKind::Math,
-            &TopologyOptions::default(),
-        )
-        .unwrap();
+        let g = reflect();
         let base = OptimizeSettings::default();
         let run = RunSettings::default();
         let p = project(&g, &run, &base.with_method(Method::Seed), None);
@@ -292,12 +292,7 @@ mod tests {
 
     #[test]
     fn naive_joint_projects_whole_runs_and_final_answer_judging() {
-        let g = build(
-            Topology::Reflect,
-            TaskKind::Math,
-            &TopologyOptions::default(),
-        )
-        .unwrap();
+        let g = reflect();
         let s = OptimizeSettings::default().with_method(Method::NaiveJoint);
         let p = project(&g, &RunSettings::default(), &s, None);
         assert_eq!((p.steps, p.refreshes), (9, 0));

@@ -359,6 +359,55 @@ impl<'a> Search<'a> {
             .collect())
     }
 
+    /// Agent `a`'s role description (its own, or the role's default for the task kind).
+    fn description(&self, a: usize) -> String {
+        let agent = self.ev.graph().agent(a);
+        if agent.description.is_empty() {
+            role_description(&agent.role, self.ev.kind())
+        } else {
+            agent.description.clone()
+        }
+    }
+
+    /// A mutator reply as a sanitized prompt replacing `parent`; on failure the record gets
+    /// its status and reason and the proposal counters count it.
+    fn parse_reply(
+        &self,
+        reply: Result<String, String>,
+        parent: &str,
+        state: &mut State,
+        rec: &mut CandidateRecord,
+    ) -> Option<String> {
+        let parsed = match reply {
+            Err(e) => Err(("format_failure", format!("mutator call failed: {e}"))),
+            Ok(text) => match meta::parse_proposal(&text) {
+                None => Err((
+                    "format_failure",
+                    format!(
+                        "no <prompt>…</prompt> block in the reply: {}",
+                        snippet(&text, 300)
+                    ),
+                )),
+                Some(p) => sanitize(&p, parent, self.s.literal_braces)
+                    .and_then(|p| check_substance(&p, self.s.min_prompt_words).map(|_| p))
+                    .map_err(|why| ("rejected", why)),
+            },
+        };
+        match parsed {
+            Ok(p) => Some(p),
+            Err((status, why)) => {
+                if status == "format_failure" {
+                    state.proposals.format_failures += 1;
+                } else {
+                    state.proposals.rejected += 1;
+                }
+                rec.status = status.into();
+                rec.reason = Some(why);
+                None
+            }
+        }
+    }
+
     fn feedback(&self, state: &State, a: usize) -> Option<String> {
         if !self.s.feedback {
             return None;
@@ -423,11 +472,7 @@ impl<'a> Search<'a> {
 
         // Proposals: one per part of each node's batch.
         let feedback = self.feedback(state, a);
-        let description = if agent.description.is_empty() {
-            role_description(&agent.role, kind)
-        } else {
-            agent.description.clone()
-        };
+        let description = self.description(a);
         let mut jobs = Vec::new();
         let mut job_of = Vec::new();
         for (i, node) in nodes.iter().enumerate() {
@@ -488,34 +533,12 @@ impl<'a> Search<'a> {
                 .iter()
                 .map(|&q| self.ev.pool()[q].id.clone())
                 .collect();
-            let parsed = match reply {
-                Err(e) => Err(("format_failure", format!("mutator call failed: {e}"))),
-                Ok(text) => match meta::parse_proposal(&text) {
-                    None => Err((
-                        "format_failure",
-                        format!(
-                            "no <prompt>…</prompt> block in the reply: {}",
-                            snippet(&text, 300)
-                        ),
-                    )),
-                    Some(p) => sanitize(&p, &node.prompt, self.s.literal_braces)
-                        .and_then(|p| check_substance(&p, self.s.min_prompt_words).map(|_| p))
-                        .map_err(|why| ("rejected", why)),
-                },
-            };
-            match parsed {
-                Err((status, why)) => {
-                    if status == "format_failure" {
-                        state.proposals.format_failures += 1;
-                    } else {
-                        state.proposals.rejected += 1;
-                    }
-                    rec.status = status.into();
-                    rec.reason = Some(why);
+            match self.parse_reply(reply, &node.prompt, state, &mut rec) {
+                None => {
                     rec.prompt = node.prompt.clone();
                     parent_kept[i] = true;
                 }
-                Ok(p) => {
+                Some(p) => {
                     rec.prompt = p.clone();
                     if p == node.prompt {
                         parent_kept[i] = true;
@@ -701,11 +724,7 @@ impl<'a> Search<'a> {
         for (part, range) in ranges.iter().enumerate() {
             for &a in &self.order {
                 let agent = g.agent(a);
-                let description = if agent.description.is_empty() {
-                    role_description(&agent.role, kind)
-                } else {
-                    agent.description.clone()
-                };
+                let description = self.description(a);
                 let samples: Vec<Sample<'_>> = range
                     .clone()
                     .map(|k| Sample {
@@ -761,37 +780,14 @@ impl<'a> Search<'a> {
                 rec.part = part;
                 rec.questions = questions.clone();
                 rec.prompt = parent.clone();
-                let parsed = match replies.next() {
-                    Some(Ok(text)) => match meta::parse_proposal(&text) {
-                        None => Err((
-                            "format_failure",
-                            format!(
-                                "no <prompt>…</prompt> block in the reply: {}",
-                                snippet(&text, 300)
-                            ),
-                        )),
-                        Some(p) => sanitize(&p, &parent, self.s.literal_braces)
-                            .and_then(|p| check_substance(&p, self.s.min_prompt_words).map(|_| p))
-                            .map_err(|why| ("rejected", why)),
-                    },
-                    Some(Err(e)) => Err(("format_failure", format!("mutator call failed: {e}"))),
-                    None => Err(("format_failure", "no reply".to_string())),
-                };
-                match parsed {
-                    Err((status, why)) => {
-                        if status == "format_failure" {
-                            state.proposals.format_failures += 1;
-                        } else {
-                            state.proposals.rejected += 1;
-                        }
-                        rec.status = status.into();
-                        rec.reason = Some(why);
-                    }
-                    Ok(p) if p == parent => {
+                let reply = replies.next().unwrap_or_else(|| Err("no reply".into()));
+                match self.parse_reply(reply, &parent, state, &mut rec) {
+                    None => {}
+                    Some(p) if p == parent => {
                         rec.status = "unchanged".into();
                         state.proposals.duplicates += 1;
                     }
-                    Ok(p) => {
+                    Some(p) => {
                         set = set.with(&agent.id, &p);
                         rec.prompt = p;
                         mine.push(records.len());
@@ -1010,11 +1006,7 @@ impl<'a> Search<'a> {
         let kind = self.ev.kind();
         let terminal = a == g.terminal();
         let agent = g.agent(a);
-        let description = if agent.description.is_empty() {
-            role_description(&agent.role, kind)
-        } else {
-            agent.description.clone()
-        };
+        let description = self.description(a);
         let succ: Vec<usize> = if lookahead && !terminal {
             g.successors(a).to_vec()
         } else {
