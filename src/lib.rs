@@ -29,5 +29,6 @@ pub mod judge;
 pub mod mas;
 pub mod openai;
 pub mod optimize;
+pub mod paper;
 pub mod rng;
 pub mod tasks;

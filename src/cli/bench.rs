@@ -14,6 +14,10 @@ pub enum BenchCommand {
     /// Load on an OpenAI-compatible server (`maspo serve`, llama-server, vLLM): concurrent
     /// clients sending MASPO-shaped chat requests; throughput and latency percentiles.
     Serve(ServeBenchArgs),
+    /// The paper's comparison: tasks × topologies × methods (MASPO and the baselines), each
+    /// cell optimized on the opt split and scored on held-out items; resumable cell by cell;
+    /// Markdown + JSON table with bootstrap CIs, paired tests, cost and an SVG chart.
+    Paper(Box<super::paper::PaperBenchArgs>),
 }
 
 /// Arguments of `maspo bench serve`.
@@ -92,6 +96,7 @@ pub fn run(global: &GlobalArgs, cmd: BenchCommand) -> anyhow::Result<ExitCode> {
     let args = match cmd {
         BenchCommand::Engine(a) => a,
         BenchCommand::Serve(a) => return bench_serve(a),
+        BenchCommand::Paper(a) => return super::paper::run(global, *a),
     };
     let choice = args.engine.resolve(global)?;
     let path =

@@ -7,6 +7,7 @@ mod eval;
 mod generate;
 mod models;
 mod optimize;
+mod paper;
 mod progress;
 mod serve;
 mod signals;

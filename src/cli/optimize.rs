@@ -60,7 +60,8 @@ pub struct OptimizeArgs {
     /// default (fixes over the reference) or faithful (the reference's behaviour).
     #[arg(long)]
     preset: Option<String>,
-    /// light, medium or paper budgets (pool, batch, steps, sweeps, max tokens) [default: paper].
+    /// tiny (a smoke run), light, medium or paper budgets (pool, batch, steps, sweeps, max
+    /// tokens, test items) [default: paper].
     #[arg(long)]
     budget: Option<String>,
     /// Model of the mutator (prompt proposals) [default: the agents' model].
@@ -226,7 +227,34 @@ fn pool(plan: &Plan, s: &OptimizeSettings) -> anyhow::Result<Vec<Example>> {
     Ok(pick.into_iter().map(|i| candidates[i].clone()).collect())
 }
 
+/// How a run ended, for callers that run optimizations as parts of a larger job (`maspo bench
+/// paper`).
+pub(super) struct Outcome {
+    /// The run directory.
+    pub run_dir: PathBuf,
+    /// Stopped by Ctrl-C / SIGTERM (the checkpoint is written; the same command continues it).
+    pub interrupted: bool,
+    /// The final state and held-out comparison (`None` for a dry run or an interrupted run).
+    pub finished: Option<(State, Option<HeldOut>)>,
+    /// Whether the task's questions must not leave the machine in plain text (GPQA).
+    pub protected: bool,
+}
+
 pub fn run(global: &GlobalArgs, args: OptimizeArgs) -> anyhow::Result<ExitCode> {
+    let o = run_outcome(global, args)?;
+    if o.interrupted {
+        return Ok(ExitCode::from(130));
+    }
+    if let Some((state, heldout)) = &o.finished {
+        let mut dir = RunDir::open(&o.run_dir)?;
+        dir.set_compressed(o.protected);
+        print_final(state, heldout.as_ref(), &dir);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `maspo optimize` without the final summary on stdout.
+pub(super) fn run_outcome(global: &GlobalArgs, args: OptimizeArgs) -> anyhow::Result<Outcome> {
     let file = match &global.config {
         Some(p) => ConfigFile::load(p)?,
         None => ConfigFile::default(),
@@ -344,7 +372,12 @@ pub fn run(global: &GlobalArgs, args: OptimizeArgs) -> anyhow::Result<ExitCode> 
                 let out = serde_json::json!({"run_dir": root, "resolved": r, "projection": proj,
                     "seed_prompts": plan.prompts});
                 println!("{}", serde_json::to_string_pretty(&out)?);
-                return Ok(ExitCode::SUCCESS);
+                return Ok(Outcome {
+                    run_dir: root,
+                    interrupted: false,
+                    finished: None,
+                    protected: plan.task.protected,
+                });
             }
             let mut dir = RunDir::open(&root)?;
             dir.set_compressed(plan.task.protected);
@@ -363,7 +396,7 @@ fn execute(
     args: &OptimizeArgs,
     r: Resolved,
     dir: RunDir,
-) -> anyhow::Result<ExitCode> {
+) -> anyhow::Result<Outcome> {
     let s = &r.settings;
     let plan = resolve_plan(&r.eval)?;
     let by_id: HashMap<&str, &Example> = plan
@@ -530,7 +563,12 @@ fn execute(
             state.units,
             dir.root().display()
         );
-        return Ok(ExitCode::from(130));
+        return Ok(Outcome {
+            run_dir: dir.root().to_path_buf(),
+            interrupted: true,
+            finished: None,
+            protected: plan.task.protected,
+        });
     }
     if heldout.is_none() && !test.is_empty() {
         if !global.quiet {
@@ -600,8 +638,12 @@ fn execute(
             );
         }
     }
-    print_final(&state, heldout.as_ref(), &dir);
-    Ok(ExitCode::SUCCESS)
+    Ok(Outcome {
+        run_dir: dir.root().to_path_buf(),
+        interrupted: false,
+        finished: Some((state, heldout)),
+        protected: plan.task.protected,
+    })
 }
 
 /// The system a baseline method evaluates instead of the MAS, with its name for the report:

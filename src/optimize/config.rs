@@ -253,7 +253,7 @@ impl Default for OptimizeSettings {
 
 impl OptimizeSettings {
     /// A preset (`default` fixes the reference's problems, `faithful` reproduces it) at a budget
-    /// (`light`, `medium`, `paper`).
+    /// (`tiny`, `light`, `medium`, `paper`).
     pub fn preset(preset: &str, budget: &str) -> Result<Self, String> {
         let mut s = Self {
             preset: preset.into(),
@@ -317,6 +317,18 @@ impl OptimizeSettings {
                 s.judge.max_tokens = 256;
                 s.test_limit = Some(100);
             }
+            "tiny" => {
+                // A smoke run (tests, `maspo bench paper --preset tiny`): minutes, not a result.
+                s.steps_per_turn = 1;
+                s.sweeps = 1;
+                s.proposals = 1;
+                s.pool = 4;
+                s.batch = 2;
+                s.agent_max_tokens = 64;
+                s.mutator_max_tokens = 160;
+                s.judge.max_tokens = 48;
+                s.test_limit = Some(4);
+            }
             "light" => {
                 s.steps_per_turn = 1;
                 s.sweeps = 2;
@@ -329,7 +341,7 @@ impl OptimizeSettings {
             }
             other => {
                 return Err(format!(
-                    "budget preset `{other}` is not one of: light, medium, paper"
+                    "budget preset `{other}` is not one of: tiny, light, medium, paper"
                 ))
             }
         }

@@ -3,6 +3,7 @@
 //! Model-heavy tests share one engine per model and take `common::heavy()` so they never run
 //! CPU-heavy work concurrently (candle's spin pool collapses under contention).
 
+mod bench_paper;
 mod catalog;
 mod cli;
 mod common;
