@@ -136,6 +136,9 @@ struct Bench<'a> {
     mutator: String,
     evaluator: String,
     config_sha256: Option<String>,
+    /// The working tree's commit when the bench started (what the binary was built from, when
+    /// it was built there).
+    commit: String,
 }
 
 impl Bench<'_> {
@@ -268,7 +271,7 @@ impl Bench<'_> {
             key: self.key(c),
             command: self.command_line(&argv),
             maspo_version: env!("CARGO_PKG_VERSION").into(),
-            commit: commit(&self.excluded()),
+            commit: self.commit.clone(),
             models: vec![
                 model_record(self.global, "agents", &self.agents),
                 model_record(self.global, "mutator", &self.mutator),
@@ -302,14 +305,6 @@ impl Bench<'_> {
             wall_secs: state.elapsed_secs + h.secs,
             prompts,
         }))
-    }
-
-    fn excluded(&self) -> Vec<&Path> {
-        let mut v = vec![self.out.as_path()];
-        if let Some(m) = &self.args.markdown {
-            v.push(m.as_path());
-        }
-        v
     }
 
     /// Writes table.json, table.md, accuracy.svg (and the extra Markdown copy).
@@ -424,14 +419,19 @@ pub fn run(global: &GlobalArgs, args: PaperBenchArgs) -> anyhow::Result<ExitCode
         bail!("--tasks, --topologies and --methods each need at least one value");
     }
     let order = plan_cells(&tasks, &topologies, &methods, args.ablations, args.seeds);
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("docs/results/{}", preset.name)));
+    let mut excluded = vec![out.as_path()];
+    excluded.extend(args.markdown.as_deref());
+    let commit = commit(&excluded);
     let bench = Bench {
         global,
+        commit,
         args: &args,
         preset,
-        out: args
-            .out
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(format!("docs/results/{}", preset.name))),
+        out: out.clone(),
         work: args
             .work_dir
             .clone()
