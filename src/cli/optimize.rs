@@ -75,6 +75,8 @@ pub struct OptimizeArgs {
     schedule: Option<Schedule>,
     /// maspo (default), seed (no optimization: the seed prompts' held-out accuracy), spo
     /// (per-agent SPO: one turn per agent, batch 3, one proposal, local-only judge),
+    /// opro (per agent: a trajectory of scored prompts → a new prompt), prompt_breeder (per
+    /// agent: a population evolved with mutation prompts, thinking styles and hypermutation),
     /// naive_joint (every agent rewritten together, scored by the final answer only), cot (a
     /// single CoT agent instead of the MAS), cot_sc (CoT self-consistency with as many samples
     /// as the MAS spends calls per question) or self_refine (solver → critic → refiner).

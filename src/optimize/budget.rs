@@ -159,11 +159,17 @@ pub fn project(
                 nodes * batch * (fa + fs),
                 nodes * batch * (fa * agent_tok + fs * sum_tok),
             );
+            // PromptBreeder's hypermutations ask the mutator twice.
+            let asks = if s.method == Method::PromptBreeder {
+                2
+            } else {
+                1
+            };
             add(
                 "propose",
                 "mutator",
-                nodes * p,
-                nodes * p * s.mutator_max_tokens as u64,
+                asks * nodes * p,
+                asks * nodes * p * s.mutator_max_tokens as u64,
             );
             add(
                 "rerun",

@@ -37,6 +37,18 @@ pub enum Method {
     /// proposal replaces the prompt when its win rate is above ½. Later agents run against the
     /// earlier agents' accepted prompts.
     Spo,
+    /// OPRO (Yang et al., 2023), per agent on SPO's schedule and local-only judge: the mutator
+    /// sees the agent's trajectory of scored prompts (the best 8, worst first; score = win rate
+    /// against the prompt current when it was judged) and a few of the batch's questions, and
+    /// writes a new prompt meant to score higher; `proposals` per step on `batch` questions.
+    Opro,
+    /// PromptBreeder (Fernando et al., 2023), per agent with a local-only judge: a population
+    /// (the beam, at least 2) evolved by binary tournament (each mutant against its parent on
+    /// the batch; the best `beam` survive), mutants made by the paper's operators — a
+    /// mutation-prompt × thinking-style rewrite, lineage (the elites so far, oldest first) or a
+    /// first-order hypermutation that first rewrites the mutation prompt, which the child
+    /// inherits.
+    PromptBreeder,
     /// Naive joint optimization: every agent rewritten together each step (one rewrite per
     /// agent per batch part), each joint candidate scored by the final answer only (the
     /// terminal agent's output on whole re-runs, judged pairwise) and committed when it wins more
@@ -353,7 +365,7 @@ impl OptimizeSettings {
     pub fn with_method(&self, method: Method) -> Self {
         let mut s = self.clone();
         s.method = method;
-        if method == Method::Spo {
+        if matches!(method, Method::Spo | Method::Opro | Method::PromptBreeder) {
             s.steps_per_turn = self.depth();
             s.sweeps = 1;
             s.schedule = Schedule::Maspo;
@@ -365,6 +377,15 @@ impl OptimizeSettings {
             s.fallback_weights = [1.0, 0.0];
             s.misalignment_sampling = false;
             s.beam_refresh = false;
+        }
+        if method == Method::Opro {
+            s.proposals = self.proposals;
+            s.batch = self.batch;
+        }
+        if method == Method::PromptBreeder {
+            s.beam = self.beam.max(2);
+            s.proposals = self.proposals;
+            s.batch = self.batch;
         }
         if method == Method::NaiveJoint {
             s.schedule = Schedule::Maspo;

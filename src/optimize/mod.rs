@@ -8,11 +8,13 @@
 //! (checkpoint), [`rundir`] (files of a run), [`report`] (report.md and plots), [`heldout`]
 //! (before/after on the test split), [`budget`] (projection). [`optimize`] drives a run.
 
+pub mod breeder;
 pub mod budget;
 pub mod config;
 pub mod evaluator;
 pub mod heldout;
 pub mod meta;
+pub mod opro;
 pub mod report;
 pub mod rundir;
 pub mod sanitize;

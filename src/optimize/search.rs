@@ -7,11 +7,13 @@
 //! from (run seed, purpose, agent, step, node, part, …), never from call order, so a unit
 //! recomputed after a resume gives the same result.
 
+use super::breeder::{self, Operator};
 use super::config::{CaseSampling, JudgeOrder, Method, OptimizeSettings, Schedule};
 use super::evaluator::{Evaluator, JudgeJob, ProposeJob, RolloutJob};
 use super::meta::{self, Choice, Comparison, JudgeInput, ProposalInput, Sample};
+use super::opro;
 use super::sanitize::{check_substance, sanitize};
-use super::state::{BadCase, BeamNode, State, StepRecord};
+use super::state::{BadCase, BeamNode, Scored, State, StepRecord};
 use super::OptimizeError;
 use crate::mas::seeds::role_description;
 use crate::mas::{PromptSet, Trace};
@@ -45,7 +47,7 @@ pub fn next_unit(state: &mut State, s: &OptimizeSettings) -> Option<Unit> {
                 .any(|a| a.explored < depth)
                 .then_some(Unit::Joint);
         }
-        Method::Maspo | Method::Spo => {}
+        Method::Maspo | Method::Spo | Method::Opro | Method::PromptBreeder => {}
     }
     let n = state.agents.len();
     let depth = s.depth();
@@ -149,6 +151,12 @@ pub struct CandidateRecord {
     pub questions: Vec<String>,
     /// Misalignment rate of this candidate.
     pub misalignment: Option<f64>,
+    /// PromptBreeder: the operator that made it and the mutation prompt it carries.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub operator: Option<&'static str>,
+    /// PromptBreeder: the mutation prompt.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mutation: Option<String>,
 }
 
 impl CandidateRecord {
@@ -173,6 +181,8 @@ impl CandidateRecord {
             accepted: false,
             questions: Vec::new(),
             misalignment: None,
+            operator: None,
+            mutation: None,
         }
     }
 }
@@ -217,6 +227,17 @@ struct Cand {
     node: usize,
     prompt: String,
     id: u64,
+    /// PromptBreeder: the mutation prompt the child carries.
+    mutation: Option<String>,
+}
+
+/// How one proposal is asked for: the mutator's prompt, and for PromptBreeder the operator and
+/// the mutation prompt the child will carry (a hypermutation's is rewritten first).
+struct Ask {
+    prompt: String,
+    operator: Option<Operator>,
+    mutation: Option<String>,
+    style: &'static str,
 }
 
 impl<'a> Search<'a> {
@@ -408,6 +429,71 @@ impl<'a> Search<'a> {
         }
     }
 
+    /// PromptBreeder's lineage: the seed prompt and the prompts that won their tournament
+    /// since (at most the last four), oldest first.
+    fn elites<'s>(&self, state: &'s State, pos: usize, agent: &str) -> Vec<&'s str> {
+        let mut v: Vec<&str> = state.seeds.get(agent).into_iter().collect();
+        let won: Vec<&str> = state.agents[pos]
+            .trajectory
+            .iter()
+            .filter(|t| t.score > 0.5 && !v.contains(&t.prompt.as_str()))
+            .map(|t| t.prompt.as_str())
+            .collect();
+        v.extend(won.iter().skip(won.len().saturating_sub(4)));
+        v
+    }
+
+    /// PromptBreeder's first-order hypermutation: the mutation prompts of the `Hyper` asks are
+    /// rewritten by the mutator (one batch), then applied as a direct mutation; a reply without
+    /// a `<prompt>` block keeps the old mutation prompt.
+    #[allow(clippy::too_many_arguments)]
+    fn hypermutate(
+        &self,
+        asks: &mut [Ask],
+        jobs: &[ProposeJob],
+        nodes: &[BeamNode],
+        job_of: &[(usize, usize)],
+        role: &str,
+        description: &str,
+        observe: &mut dyn FnMut(SearchEvent),
+    ) {
+        let hyper: Vec<usize> = (0..asks.len())
+            .filter(|&j| asks[j].operator == Some(Operator::Hyper))
+            .collect();
+        if hyper.is_empty() {
+            return;
+        }
+        let hyper_jobs: Vec<ProposeJob> = hyper
+            .iter()
+            .map(|&j| ProposeJob {
+                prompt: breeder::hyper_prompt(asks[j].mutation.as_deref().unwrap_or_default()),
+                seed: derive_seed(&[jobs[j].seed, str_seed("hypermutate")]),
+            })
+            .collect();
+        observe(SearchEvent::Phase {
+            phase: "hypermutate",
+            jobs: hyper_jobs.len(),
+        });
+        let replies = self.ev.propose(&hyper_jobs);
+        for (&j, reply) in hyper.iter().zip(replies) {
+            if let Some(m) = reply.ok().as_deref().and_then(meta::parse_proposal) {
+                asks[j].mutation = Some(m);
+            }
+            let node = &nodes[job_of[j].0];
+            let who = breeder::Agent {
+                kind: self.ev.kind(),
+                role,
+                description,
+                prompt: &node.prompt,
+            };
+            asks[j].prompt = breeder::direct_prompt(
+                &who,
+                asks[j].mutation.as_deref().unwrap_or_default(),
+                asks[j].style,
+            );
+        }
+    }
+
     fn feedback(&self, state: &State, a: usize) -> Option<String> {
         if !self.s.feedback {
             return None;
@@ -473,6 +559,9 @@ impl<'a> Search<'a> {
         // Proposals: one per part of each node's batch.
         let feedback = self.feedback(state, a);
         let description = self.description(a);
+        let trajectory = opro::shown_trajectory(&state.agents[pos].trajectory);
+        let elites = self.elites(state, pos, &agent.id);
+        let mut asks: Vec<Ask> = Vec::new();
         let mut jobs = Vec::new();
         let mut job_of = Vec::new();
         for (i, node) in nodes.iter().enumerate() {
@@ -480,6 +569,13 @@ impl<'a> Search<'a> {
                 .into_iter()
                 .enumerate()
             {
+                let seed = self.seed(&[
+                    str_seed("propose"),
+                    a as u64,
+                    explored as u64,
+                    i as u64,
+                    part as u64,
+                ]);
                 let samples: Vec<Sample<'_>> = range
                     .map(|k| Sample {
                         question: &self.ev.pool()[batches[i][k]].question,
@@ -487,26 +583,79 @@ impl<'a> Search<'a> {
                         output: &base[i][k].nodes[a].raw,
                     })
                     .collect();
-                let prompt = meta::proposal_prompt(&ProposalInput {
+                let who = breeder::Agent {
                     kind,
                     role: &agent.role,
                     description: &description,
-                    samples: &samples,
                     prompt: &node.prompt,
-                    feedback: feedback.clone(),
-                });
+                };
+                let ask = match self.s.method {
+                    Method::Opro => {
+                        let questions: Vec<&str> = samples.iter().map(|x| x.question).collect();
+                        Ask {
+                            prompt: opro::opro_prompt(&opro::OproInput {
+                                kind,
+                                role: &agent.role,
+                                description: &description,
+                                trajectory: &trajectory,
+                                questions: &questions,
+                                prompt: &node.prompt,
+                            }),
+                            operator: None,
+                            mutation: None,
+                            style: "",
+                        }
+                    }
+                    Method::PromptBreeder => {
+                        let (op, style, drawn) =
+                            breeder::draw(derive_seed(&[seed, str_seed("breed")]), elites.len());
+                        let mutation = node.mutation.clone().unwrap_or_else(|| drawn.to_string());
+                        let prompt = match op {
+                            Operator::Direct => breeder::direct_prompt(&who, &mutation, style),
+                            Operator::Lineage => breeder::lineage_prompt(&who, &elites),
+                            // Built once the mutation prompt is rewritten.
+                            Operator::Hyper => String::new(),
+                        };
+                        Ask {
+                            prompt,
+                            operator: Some(op),
+                            mutation: Some(mutation),
+                            style,
+                        }
+                    }
+                    _ => Ask {
+                        prompt: meta::proposal_prompt(&ProposalInput {
+                            kind,
+                            role: &agent.role,
+                            description: &description,
+                            samples: &samples,
+                            prompt: &node.prompt,
+                            feedback: feedback.clone(),
+                        }),
+                        operator: None,
+                        mutation: None,
+                        style: "",
+                    },
+                };
+                asks.push(ask);
                 jobs.push(ProposeJob {
-                    prompt,
-                    seed: self.seed(&[
-                        str_seed("propose"),
-                        a as u64,
-                        explored as u64,
-                        i as u64,
-                        part as u64,
-                    ]),
+                    prompt: String::new(),
+                    seed,
                 });
                 job_of.push((i, part));
             }
+        }
+        self.hypermutate(
+            &mut asks,
+            &jobs,
+            &nodes,
+            &job_of,
+            &agent.role,
+            &description,
+            observe,
+        );
+        for (job, ask) in jobs.iter_mut().zip(&asks) {
+            job.prompt = ask.prompt.clone();
         }
         observe(SearchEvent::Phase {
             phase: "propose",
@@ -522,13 +671,15 @@ impl<'a> Search<'a> {
         // A proposal that failed or equals its parent stands for the parent (reference: the
         // parent survives once among the node's deduplicated candidates).
         let mut parent_kept = vec![false; nodes.len()];
-        for ((i, part), reply) in job_of.into_iter().zip(replies) {
+        for (((i, part), reply), ask) in job_of.into_iter().zip(replies).zip(&asks) {
             let node = &nodes[i];
             let id = state.next_id;
             state.next_id += 1;
             let mut rec =
                 CandidateRecord::new(id, "proposal", &agent.id, (sweep, explored), node.id);
             rec.part = part;
+            rec.operator = ask.operator.map(Operator::name);
+            rec.mutation = ask.mutation.clone();
             rec.questions = batches[i]
                 .iter()
                 .map(|&q| self.ev.pool()[q].id.clone())
@@ -552,6 +703,7 @@ impl<'a> Search<'a> {
                             node: i,
                             prompt: p,
                             id,
+                            mutation: ask.mutation.clone(),
                         });
                         rec_of_cand.push(records.len());
                     }
@@ -577,10 +729,30 @@ impl<'a> Search<'a> {
             observe,
         )?;
         state.proposals.evaluated += evals.len() as u64;
+        if matches!(self.s.method, Method::Opro | Method::PromptBreeder) {
+            // The trajectory: the parent as judged against itself (½) on the first step, then
+            // every evaluated candidate with its win rate.
+            let st = &mut state.agents[pos];
+            if st.trajectory.is_empty() {
+                st.trajectory.push(Scored {
+                    prompt: nodes[0].prompt.clone(),
+                    score: 0.5,
+                    step: explored,
+                });
+            }
+            for (c, e) in cands.iter().zip(&evals) {
+                st.trajectory.push(Scored {
+                    prompt: c.prompt.clone(),
+                    score: e.score + 0.5,
+                    step: explored,
+                });
+            }
+        }
 
         // Children, the node's best, the new beam.
         let mut pool: Vec<BeamNode> = Vec::new();
-        let mut best_step: Option<(f64, String, u64, usize)> = None; // (cum, prompt, id, eval idx)
+        // (cum, prompt, id, eval idx, mutation prompt)
+        let mut best_step: Option<(f64, String, u64, usize, Option<String>)> = None;
         let mut mis_rates = Vec::new();
         let mut best_score: Option<f64> = None;
         let mut accepted = 0;
@@ -604,6 +776,7 @@ impl<'a> Search<'a> {
                         prompt: cands[c].prompt.clone(),
                         cum: node.cum + e.score,
                         id: cands[c].id,
+                        mutation: cands[c].mutation.clone(),
                     });
                 } else {
                     pool.push(node.clone());
@@ -621,12 +794,22 @@ impl<'a> Search<'a> {
                 r.misalignment = e.misalignment;
             }
             let cum = node.cum + local_best.0.max(0.0);
-            let (prompt, id, ev) = match local_best.1 {
-                Some(c) => (cands[c].prompt.clone(), cands[c].id, c),
-                None => (node.prompt.clone(), node.id, usize::MAX),
+            let (prompt, id, ev, mutation) = match local_best.1 {
+                Some(c) => (
+                    cands[c].prompt.clone(),
+                    cands[c].id,
+                    c,
+                    cands[c].mutation.clone(),
+                ),
+                None => (
+                    node.prompt.clone(),
+                    node.id,
+                    usize::MAX,
+                    node.mutation.clone(),
+                ),
             };
             if best_step.as_ref().is_none_or(|b| cum > b.0) {
-                best_step = Some((cum, prompt, id, ev));
+                best_step = Some((cum, prompt, id, ev, mutation));
             }
         }
         state.proposals.accepted += accepted as u64;
@@ -648,13 +831,14 @@ impl<'a> Search<'a> {
         let st = &mut state.agents[pos];
         st.beam = pool;
         let mut improved = false;
-        if let Some((cum, prompt, id, ev)) = best_step {
+        if let Some((cum, prompt, id, ev, mutation)) = best_step {
             if cum > st.best.cum + EPS {
                 improved = true;
                 st.best = BeamNode {
                     prompt: prompt.clone(),
                     cum,
                     id,
+                    mutation,
                 };
                 state.prompts = state.prompts.with(&agent.id, &prompt);
                 if let Some(e) = evals.get(ev) {
@@ -847,6 +1031,7 @@ impl<'a> Search<'a> {
                         prompt,
                         cum: st.best.cum + score,
                         id: cands[c].1,
+                        mutation: None,
                     };
                     st.beam = vec![st.best.clone()];
                 }

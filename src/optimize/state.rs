@@ -15,6 +15,21 @@ pub struct BeamNode {
     pub cum: f64,
     /// Candidate id that produced it (0 = the seed prompt).
     pub id: u64,
+    /// PromptBreeder: the mutation prompt this member carries (inherited by its mutants; a
+    /// hypermutation replaces it). `None` elsewhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mutation: Option<String>,
+}
+
+/// A prompt the search judged, with its score (OPRO's trajectory).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Scored {
+    /// The prompt.
+    pub prompt: String,
+    /// Its win rate against the prompt current when it was judged (0..1; ½ = as good).
+    pub score: f64,
+    /// The step it was judged in.
+    pub step: usize,
 }
 
 /// A question where the candidate lost locally (shown downstream as feedback).
@@ -47,6 +62,10 @@ pub struct AgentState {
     pub kendall: Vec<bool>,
     /// Consecutive steps without improvement in the current turn (round robin).
     pub turn_fails: usize,
+    /// Every prompt judged for this agent with its score (OPRO and PromptBreeder; empty for
+    /// the other methods).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trajectory: Vec<Scored>,
 }
 
 /// Where the schedule stands.
@@ -175,6 +194,7 @@ impl State {
                     prompt: seeds.get(id).unwrap_or_default().to_string(),
                     cum: 0.0,
                     id: 0,
+                    mutation: None,
                 };
                 AgentState {
                     agent: id.clone(),
@@ -186,6 +206,7 @@ impl State {
                     misalignment: Vec::new(),
                     kendall: Vec::new(),
                     turn_fails: 0,
+                    trajectory: Vec::new(),
                 }
             })
             .collect();

@@ -584,3 +584,157 @@ fn naive_joint_rewrites_every_agent_and_is_judged_on_the_final_answer_only() {
     assert_eq!((r.terminal, r.accepted), (Some(0.0), false));
     assert_eq!(state.prompts, PromptSet::seeds(&ev.graph));
 }
+
+/// The scripted mutator records the meta-prompts it was sent.
+struct Recording {
+    inner: Scripted,
+    sent: RefCell<Vec<String>>,
+}
+
+impl Evaluator for Recording {
+    fn graph(&self) -> &AgentGraph {
+        self.inner.graph()
+    }
+    fn kind(&self) -> TaskKind {
+        self.inner.kind()
+    }
+    fn pool(&self) -> &[Example] {
+        self.inner.pool()
+    }
+    fn rollouts(&self, jobs: &[RolloutJob<'_>]) -> Result<Vec<Trace>, OptimizeError> {
+        self.inner.rollouts(jobs)
+    }
+    fn propose(&self, jobs: &[ProposeJob]) -> Vec<Result<String, String>> {
+        self.sent
+            .borrow_mut()
+            .extend(jobs.iter().map(|j| j.prompt.clone()));
+        self.inner.propose(jobs)
+    }
+    fn judge(&self, jobs: &[JudgeJob]) -> Vec<JudgeVerdict> {
+        self.inner.judge(jobs)
+    }
+    fn grade(&self, items: &[(usize, &Trace)]) -> Vec<Option<bool>> {
+        self.inner.grade(items)
+    }
+    fn cost(&self) -> Cost {
+        self.inner.cost()
+    }
+}
+
+fn recording_run(
+    ev: &Recording,
+    s: &OptimizeSettings,
+    n: usize,
+) -> (State, Vec<super::search::CandidateRecord>) {
+    let search = Search::new(ev, s);
+    let mut state = State::new(&PromptSet::seeds(ev.graph()), &search.agent_ids());
+    let mut recs = Vec::new();
+    for _ in 0..n {
+        let Some(u) = next_unit(&mut state, s) else {
+            break;
+        };
+        let rec = search
+            .run_unit(u, &mut state, &mut |e| {
+                if let SearchEvent::Candidate(c) = e {
+                    recs.push(*c)
+                }
+            })
+            .unwrap();
+        state.history.push(rec);
+        state.units += 1;
+    }
+    (state, recs)
+}
+
+#[test]
+fn opro_shows_the_scored_trajectory_and_judges_locally() {
+    let s = settings().with_method(super::config::Method::Opro);
+    // SPO's schedule with the budget's batch and proposals.
+    assert_eq!(
+        (s.steps_per_turn, s.sweeps, s.beam, s.proposals, s.batch),
+        (2, 1, 1, 2, 4)
+    );
+    assert!(!s.lookahead && !s.misalignment_sampling && !s.beam_refresh);
+    let ev = Recording {
+        inner: Scripted::new(&["GOOD", "FAIL", "better", "worded"]),
+        sent: RefCell::new(Vec::new()),
+    };
+    let (state, recs) = recording_run(&ev, &s, 10);
+    let agents: Vec<&str> = state.history.iter().map(|h| h.agent.as_str()).collect();
+    assert_eq!(agents, ["predictor", "predictor", "reflector", "reflector"]);
+    for r in recs.iter().filter(|r| r.status == "evaluated") {
+        assert_eq!((r.lookahead, r.global), (None, None), "{r:?}");
+    }
+    // The predictor's trajectory: the seed at ½, then every evaluated candidate's win rate.
+    let t = &state.agents[0].trajectory;
+    let evaluated: Vec<_> = recs
+        .iter()
+        .filter(|r| r.agent == "predictor" && r.status == "evaluated")
+        .collect();
+    assert_eq!(t.len(), 1 + evaluated.len());
+    assert_eq!(t[0].score, 0.5);
+    for (x, r) in t[1..].iter().zip(&evaluated) {
+        assert_eq!(x.prompt, r.prompt);
+        assert!((x.score - (r.score.unwrap() + 0.5)).abs() < 1e-12);
+    }
+    // The GOOD proposal won every local comparison and was committed.
+    assert!(state.prompts.get("predictor").unwrap().contains("GOOD"));
+    // The second step's meta-prompt shows the trajectory with scores, worst first.
+    let sent = ev.sent.borrow();
+    let second = &sent[2];
+    assert!(
+        second.contains("Prompts written so far, with their scores"),
+        "{second}"
+    );
+    let good = second.find("GOOD\n</text>\nscore: 100").expect(second);
+    let seed = second.find("</text>\nscore: 50").expect(second);
+    assert!(seed < good, "ascending order");
+    assert!(!sent[0].contains("GOOD"));
+}
+
+#[test]
+fn prompt_breeder_evolves_a_population_with_its_operators() {
+    let s = settings().with_method(super::config::Method::PromptBreeder);
+    assert_eq!((s.beam, s.proposals, s.batch, s.sweeps), (2, 2, 4, 1));
+    let ev = Recording {
+        inner: Scripted::new(&["GOOD"]),
+        sent: RefCell::new(Vec::new()),
+    };
+    let (state, recs) = recording_run(&ev, &s, 10);
+    assert_eq!(state.history.len(), 4);
+    let ops: Vec<&str> = recs.iter().filter_map(|r| r.operator).collect();
+    assert_eq!(ops.len(), recs.len(), "every proposal names its operator");
+    for r in &recs {
+        let m = r.mutation.as_deref().unwrap();
+        match r.operator.unwrap() {
+            "direct" => assert!(
+                super::breeder::MUTATION_PROMPTS.contains(&m) || m.ends_with("GOOD"),
+                "{m}"
+            ),
+            // The scripted mutator appends its text to the mutation prompt too.
+            "hypermutation" => assert!(m.ends_with(" GOOD"), "{m}"),
+            "lineage" => {}
+            other => panic!("{other}"),
+        }
+    }
+    // Population members carry their mutation prompt (the seed none).
+    let pred = &state.agents[0];
+    assert!(!pred.beam.is_empty() && pred.beam.len() <= 2);
+    assert!(pred.beam.iter().all(|n| n.mutation.is_some() || n.id == 0));
+    assert!(pred.best.mutation.is_some());
+    for r in recs.iter().filter(|r| r.status == "evaluated") {
+        assert_eq!((r.lookahead, r.global), (None, None), "{r:?}");
+    }
+    assert!(state.prompts.get("predictor").unwrap().contains("GOOD"));
+    // Mutator calls: proposals plus one rewrite per hypermutation.
+    let hyper = ops.iter().filter(|o| **o == "hypermutation").count();
+    assert_eq!(ev.sent.borrow().len(), recs.len() + hyper);
+    // Seeded: the same run again gives the same records.
+    let again = Recording {
+        inner: Scripted::new(&["GOOD"]),
+        sent: RefCell::new(Vec::new()),
+    };
+    let (state2, recs2) = recording_run(&again, &s, 10);
+    assert_eq!(recs, recs2);
+    assert_eq!(state, state2);
+}

@@ -654,6 +654,52 @@ fn every_method_runs_end_to_end_on_the_real_engine() {
         .unwrap();
         assert_eq!(prompts.as_object().unwrap().len(), prompted, "{prompts}");
     }
+    // OPRO and PromptBreeder: SPO's schedule and local-only judge on the budget's batch; OPRO
+    // keeps every judged prompt in the agent's trajectory, PromptBreeder's proposals name their
+    // operator and hypermutations cost one more mutator call each.
+    for method in ["opro", "prompt_breeder"] {
+        let (config, state, held, cands, _) = run(method);
+        assert_eq!(config["settings"]["method"], method);
+        let steps = state["history"].as_array().unwrap();
+        assert_eq!(steps.len(), 6, "{method}: 3 steps per agent");
+        let evaluated = state["proposals"]["evaluated"].as_u64().unwrap();
+        assert!(evaluated > 0, "{method}: no proposal reached the judge");
+        for c in &cands {
+            assert!(c["lookahead"].is_null() && c["global"].is_null(), "{c}");
+        }
+        let j = &state["judge"];
+        assert_eq!(
+            j["verdicts"].as_u64().unwrap(),
+            2 * (3 * evaluated - j["decided_without_judge"].as_u64().unwrap()),
+            "{method}"
+        );
+        let trajectory = |a: usize| {
+            state["agents"][a]["trajectory"]
+                .as_array()
+                .map_or(0, |t| t.len())
+        };
+        let judged = |agent: &str| {
+            cands
+                .iter()
+                .filter(|c| c["agent"] == agent && c["status"] == "evaluated")
+                .count()
+        };
+        for (a, agent) in ["predictor", "reflector"].iter().enumerate() {
+            assert_eq!(trajectory(a), 1 + judged(agent), "{method} {agent}");
+        }
+        if method == "prompt_breeder" {
+            assert!(cands.iter().all(|c| c["operator"].is_string()));
+            let hyper = cands
+                .iter()
+                .filter(|c| c["operator"] == "hypermutation")
+                .count() as u64;
+            assert_eq!(
+                state["cost"]["mutator"]["calls"].as_u64().unwrap(),
+                cands.len() as u64 + hyper
+            );
+        }
+        assert_eq!(held["n"], 3);
+    }
     let (config, state, held, cands, _) = run("seed");
     assert_eq!(config["settings"]["method"], "seed");
     assert!(cands.is_empty() && state["history"].as_array().unwrap().is_empty());
