@@ -77,6 +77,8 @@ pub struct OptimizeArgs {
     /// (per-agent SPO: one turn per agent, batch 3, one proposal, local-only judge),
     /// opro (per agent: a trajectory of scored prompts → a new prompt), prompt_breeder (per
     /// agent: a population evolved with mutation prompts, thinking styles and hypermutation),
+    /// tpe (MIPRO-style: a generated pool of candidate prompts per agent, then TPE trials of
+    /// one candidate per agent judged on the final answer against the seed system),
     /// naive_joint (every agent rewritten together, scored by the final answer only), cot (a
     /// single CoT agent instead of the MAS), cot_sc (CoT self-consistency with as many samples
     /// as the MAS spends calls per question) or self_refine (solver → critic → refiner).
@@ -538,7 +540,7 @@ fn execute(
             let json = match &e {
                 OptimizeEvent::UnitStart { unit, agent, done } => Some(serde_json::json!({
                     "t": t0.elapsed().as_secs_f64(), "event": "unit_start", "unit": done,
-                    "kind": match unit { Unit::Refresh(_) => "refresh", Unit::Joint => "joint", Unit::Step(_) => "step" }, "agent": agent})),
+                    "kind": match unit { Unit::Refresh(_) => "refresh", Unit::Joint => "joint", Unit::Step(_) => "step", Unit::TpePool => "tpe_pool", Unit::TpeTrial => "trial" }, "agent": agent})),
                 OptimizeEvent::Search(SearchEvent::Phase { phase, jobs }) => {
                     Some(serde_json::json!({
                     "t": t0.elapsed().as_secs_f64(), "event": "phase", "phase": phase, "jobs": jobs}))
@@ -780,6 +782,8 @@ impl UnitBar {
                 let k = match unit {
                     Unit::Refresh(_) => "refresh",
                     Unit::Joint => "joint step",
+                    Unit::TpePool => "candidate pool",
+                    Unit::TpeTrial => "trial",
                     Unit::Step(_) => "step",
                 };
                 self.bar.set_prefix(format!("{agent} {k}"));

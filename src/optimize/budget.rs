@@ -128,7 +128,39 @@ pub fn project(
             first_min.get_or_insert(batch * (fa + fs) + p * n);
         }
     }
-    let agents = if s.method == Method::NaiveJoint {
+    if s.method == Method::Tpe {
+        // The pool: the starting system on one batch and `candidates` proposals per agent;
+        // then per trial the seed system and the trial's system on a batch, final answers
+        // judged.
+        let n = g.optimizable().len() as u64;
+        let (candidates, trials, _) = super::tpe::plan(n as usize, s.proposals, s.depth());
+        let whole = |add: &mut dyn FnMut(&'static str, &'static str, u64, u64), phase| {
+            add(
+                phase,
+                "agents",
+                batch * (fa + fs),
+                batch * (fa * agent_tok + fs * sum_tok),
+            )
+        };
+        steps += 1;
+        whole(&mut add, "baseline");
+        let c = candidates as u64;
+        add(
+            "propose",
+            "mutator",
+            c * n,
+            c * n * s.mutator_max_tokens as u64,
+        );
+        first_min.get_or_insert(batch * (fa + fs) + c * n);
+        for _ in 0..trials {
+            steps += 1;
+            whole(&mut add, "baseline");
+            whole(&mut add, "rerun");
+            let jc = batch * orders;
+            add("judge", "evaluator", jc, jc * judge_tokens(true));
+        }
+    }
+    let agents = if matches!(s.method, Method::NaiveJoint | Method::Tpe) {
         Vec::new()
     } else {
         g.optimizable()
@@ -294,6 +326,34 @@ mod tests {
         assert_eq!(calls("propose"), 18);
         // One comparison per question (local, or terminal), in both orders.
         assert_eq!(calls("judge"), 18 * 3 * 2);
+    }
+
+    #[test]
+    fn tpe_and_the_per_agent_baselines_are_projected() {
+        let g = reflect();
+        let run = RunSettings::default();
+        let base = OptimizeSettings::default();
+        let phase = |p: &Projection, phase: &str| -> u64 {
+            p.phases
+                .iter()
+                .filter(|x| x.phase == phase)
+                .map(|x| x.calls)
+                .sum()
+        };
+        // TPE at the paper budget: 2 × 9 = 18 candidates per agent, 36 trials of 10 questions.
+        let p = project(&g, &run, &base.with_method(Method::Tpe), None);
+        assert_eq!(p.steps, 1 + 36);
+        assert_eq!(phase(&p, "propose"), 2 * 18);
+        assert_eq!(phase(&p, "judge"), 36 * 10 * 2);
+        assert_eq!(phase(&p, "rerun"), 36 * 10 * 3);
+        // OPRO keeps the budget's batch and proposals on SPO's schedule; PromptBreeder also a
+        // population of 2, and may ask the mutator twice per proposal (hypermutation).
+        let opro = project(&g, &run, &base.with_method(Method::Opro), None);
+        assert_eq!(opro.steps, 18);
+        assert_eq!(phase(&opro, "propose"), 18 * 2);
+        let pb = project(&g, &run, &base.with_method(Method::PromptBreeder), None);
+        // Per agent: the first step from the seed alone, then 8 steps over 2 members.
+        assert_eq!(phase(&pb, "propose"), 2 * 2 * 2 * (1 + 8 * 2));
     }
 
     #[test]

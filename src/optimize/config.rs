@@ -49,6 +49,12 @@ pub enum Method {
     /// first-order hypermutation that first rewrites the mutation prompt, which the child
     /// inherits.
     PromptBreeder,
+    /// A TPE / MIPRO-style search (as the paper's TPE baseline, after MIPRO and MASS): first a
+    /// pool of `proposals × depth` candidate prompts per agent, written by the mutator from the
+    /// seed system's traces; then trials, each a TPE-chosen candidate per agent run as a whole
+    /// system on a fresh batch and judged on the final answer against the seed system (a fixed
+    /// anchor, so scores compare across trials); the best trial above ½ is committed.
+    Tpe,
     /// Naive joint optimization: every agent rewritten together each step (one rewrite per
     /// agent per batch part), each joint candidate scored by the final answer only (the
     /// terminal agent's output on whole re-runs, judged pairwise) and committed when it wins more
@@ -387,7 +393,7 @@ impl OptimizeSettings {
             s.proposals = self.proposals;
             s.batch = self.batch;
         }
-        if method == Method::NaiveJoint {
+        if matches!(method, Method::NaiveJoint | Method::Tpe) {
             s.schedule = Schedule::Maspo;
             s.beam = 1;
             s.lookahead = false;

@@ -20,6 +20,7 @@ pub mod rundir;
 pub mod sanitize;
 pub mod search;
 pub mod state;
+pub mod tpe;
 
 pub use config::{
     CaseSampling, JudgeMode, JudgeOrder, Method, OptimizeSettings, Schedule, ABLATIONS,
@@ -156,7 +157,7 @@ pub fn optimize(
         };
         let agent = match unit {
             Unit::Step(p) | Unit::Refresh(p) => ids[p].as_str(),
-            Unit::Joint => "all agents",
+            Unit::Joint | Unit::TpePool | Unit::TpeTrial => "all agents",
         };
         observe(OptimizeEvent::UnitStart {
             unit,

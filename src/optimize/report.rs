@@ -214,9 +214,10 @@ fn plots(dir: &RunDir, state: &State) -> Result<(), OptimizeError> {
                         .history
                         .iter()
                         .filter(|h| {
-                            // A naive joint step is every agent's step.
-                            (&h.agent == a || h.kind == "joint")
-                                && (!steps_only || h.kind == "step" || h.kind == "joint")
+                            // A naive joint step or a TPE trial is every agent's step.
+                            (&h.agent == a || h.agent == "all")
+                                && (!steps_only
+                                    || ["step", "joint", "trial"].contains(&h.kind.as_str()))
                         })
                         .filter_map(|h| f(h).map(|v| (h.unit as f64, v)))
                         .collect();

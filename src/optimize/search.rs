@@ -13,7 +13,8 @@ use super::evaluator::{Evaluator, JudgeJob, ProposeJob, RolloutJob};
 use super::meta::{self, Choice, Comparison, JudgeInput, ProposalInput, Sample};
 use super::opro;
 use super::sanitize::{check_substance, sanitize};
-use super::state::{BadCase, BeamNode, Scored, State, StepRecord};
+use super::state::{BadCase, BeamNode, Scored, State, StepRecord, TpeState};
+use super::tpe;
 use super::OptimizeError;
 use crate::mas::seeds::role_description;
 use crate::mas::{PromptSet, Trace};
@@ -33,6 +34,10 @@ pub enum Unit {
     Step(usize),
     /// One step of naive joint optimization: every agent rewritten together.
     Joint,
+    /// TPE: generate the candidate pool.
+    TpePool,
+    /// TPE: one trial.
+    TpeTrial,
 }
 
 /// The next unit, advancing the cursor past finished turns; `None` when the schedule is done.
@@ -46,6 +51,14 @@ pub fn next_unit(state: &mut State, s: &OptimizeSettings) -> Option<Unit> {
                 .iter()
                 .any(|a| a.explored < depth)
                 .then_some(Unit::Joint);
+        }
+        Method::Tpe => {
+            let (_, trials, _) = tpe::plan(state.agents.len(), s.proposals, s.depth());
+            return match &state.tpe {
+                None => Some(Unit::TpePool),
+                Some(t) if t.trials.len() < trials => Some(Unit::TpeTrial),
+                Some(_) => None,
+            };
         }
         Method::Maspo | Method::Spo | Method::Opro | Method::PromptBreeder => {}
     }
@@ -291,6 +304,8 @@ impl<'a> Search<'a> {
             Unit::Step(pos) => self.step(pos, state, observe),
             Unit::Refresh(pos) => self.refresh(pos, state, observe),
             Unit::Joint => self.joint_step(state, observe),
+            Unit::TpePool => self.tpe_pool(state, observe),
+            Unit::TpeTrial => self.tpe_trial(state, observe),
         }
     }
 
@@ -1062,6 +1077,241 @@ impl<'a> Search<'a> {
         Ok(record)
     }
 
+    /// TPE's first unit: `candidates` proposals per agent from the starting system's traces on
+    /// one batch (each proposal sees one part of it, with its own seed); valid, distinct ones
+    /// join the agent's pool after its starting prompt.
+    fn tpe_pool(
+        &self,
+        state: &mut State,
+        observe: &mut dyn FnMut(SearchEvent),
+    ) -> Result<StepRecord, OptimizeError> {
+        let g = self.ev.graph();
+        let kind = self.ev.kind();
+        let (candidates, _, _) = tpe::plan(self.order.len(), self.s.proposals, self.s.depth());
+        let current = state.prompts.clone();
+        let batch = sample_indices(
+            self.ev.pool().len(),
+            self.s.batch,
+            self.seed(&[str_seed("tpe-pool")]),
+        );
+        let base = self.baselines(
+            std::slice::from_ref(&current),
+            std::slice::from_ref(&batch),
+            observe,
+        )?;
+        let ranges = parts(batch.len(), candidates.min(batch.len()).max(1));
+        let mut jobs = Vec::new();
+        for &a in &self.order {
+            let agent = g.agent(a);
+            let description = self.description(a);
+            for c in 0..candidates {
+                let samples: Vec<Sample<'_>> = ranges[c % ranges.len()]
+                    .clone()
+                    .map(|k| Sample {
+                        question: &self.ev.pool()[batch[k]].question,
+                        context: &base[0][k].nodes[a].context,
+                        output: &base[0][k].nodes[a].raw,
+                    })
+                    .collect();
+                jobs.push(ProposeJob {
+                    prompt: meta::proposal_prompt(&ProposalInput {
+                        kind,
+                        role: &agent.role,
+                        description: &description,
+                        samples: &samples,
+                        prompt: current.get(&agent.id).unwrap_or_default(),
+                        feedback: None,
+                    }),
+                    seed: self.seed(&[str_seed("tpe-propose"), a as u64, c as u64]),
+                });
+            }
+        }
+        observe(SearchEvent::Phase {
+            phase: "propose",
+            jobs: jobs.len(),
+        });
+        let mut replies = self.ev.propose(&jobs).into_iter();
+        state.proposals.requested += jobs.len() as u64;
+        let questions: Vec<String> = batch
+            .iter()
+            .map(|&q| self.ev.pool()[q].id.clone())
+            .collect();
+        let mut records = Vec::new();
+        let mut pool = Vec::new();
+        for &a in &self.order {
+            let agent = g.agent(a);
+            let parent = current.get(&agent.id).unwrap_or_default().to_string();
+            let mut options = vec![parent.clone()];
+            for c in 0..candidates {
+                let id = state.next_id;
+                state.next_id += 1;
+                let mut rec = CandidateRecord::new(id, "pool", &agent.id, (0, 0), 0);
+                rec.part = c % ranges.len();
+                rec.questions = questions.clone();
+                rec.prompt = parent.clone();
+                let reply = replies.next().unwrap_or_else(|| Err("no reply".into()));
+                match self.parse_reply(reply, &parent, state, &mut rec) {
+                    None => {}
+                    Some(p) if options.contains(&p) => {
+                        rec.status = if p == parent {
+                            "unchanged"
+                        } else {
+                            "duplicate"
+                        }
+                        .into();
+                        state.proposals.duplicates += 1;
+                        rec.prompt = p;
+                    }
+                    Some(p) => {
+                        rec.status = "pooled".into();
+                        rec.prompt = p.clone();
+                        options.push(p);
+                    }
+                }
+                records.push(rec);
+            }
+            pool.push(options);
+        }
+        let sizes: Vec<usize> = pool.iter().map(Vec::len).collect();
+        state.tpe = Some(TpeState {
+            pool,
+            trials: Vec::new(),
+        });
+        let record = StepRecord {
+            unit: state.units,
+            kind: "tpe_pool".into(),
+            agent: "all".into(),
+            sweep: 0,
+            step: 0,
+            best_score: None,
+            best_cum: 0.0,
+            beam: sizes.iter().map(|&n| n as f64).collect(),
+            misalignment: None,
+            evaluated: 0,
+            accepted: 0,
+            improved: false,
+            cost: Default::default(),
+        };
+        for r in records {
+            observe(SearchEvent::Candidate(Box::new(r)));
+        }
+        Ok(record)
+    }
+
+    /// One TPE trial: a candidate per agent chosen by TPE from the trials so far, the whole
+    /// system run on a fresh batch and judged on the final answer against the seed system; the
+    /// best trial above ½ is the committed system.
+    fn tpe_trial(
+        &self,
+        state: &mut State,
+        observe: &mut dyn FnMut(SearchEvent),
+    ) -> Result<StepRecord, OptimizeError> {
+        let g = self.ev.graph();
+        let t = g.terminal();
+        let tpe_state = state.tpe.clone().unwrap_or_default();
+        let k = tpe_state.trials.len();
+        let (_, _, startup) = tpe::plan(self.order.len(), self.s.proposals, self.s.depth());
+        let dims: Vec<usize> = tpe_state.pool.iter().map(|p| p.len().max(1)).collect();
+        let config = tpe::suggest(
+            &tpe_state.trials,
+            &dims,
+            startup,
+            self.seed(&[str_seed("tpe-suggest"), k as u64]),
+        );
+        let anchor = state.seeds.clone();
+        let mut set = anchor.clone();
+        for (pos, &a) in self.order.iter().enumerate() {
+            if let Some(p) = tpe_state.pool.get(pos).and_then(|o| o.get(config[pos])) {
+                set = set.with(&g.agent(a).id, p);
+            }
+        }
+        let batch = sample_indices(
+            self.ev.pool().len(),
+            self.s.batch,
+            self.seed(&[str_seed("tpe-trial"), k as u64]),
+        );
+        let base = self.baselines(
+            std::slice::from_ref(&anchor),
+            std::slice::from_ref(&batch),
+            observe,
+        )?;
+        let id = state.next_id;
+        state.next_id += 1;
+        let evals = self.evaluate(
+            t,
+            &[(0, id)],
+            std::slice::from_ref(&set),
+            std::slice::from_ref(&batch),
+            &[vec![true; batch.len()]],
+            &base,
+            false,
+            state,
+            observe,
+        )?;
+        let e = evals.into_iter().next().unwrap_or_default();
+        let score = e.score + 0.5;
+        state.proposals.evaluated += 1;
+        let before = tpe_state
+            .trials
+            .iter()
+            .map(|t| t.score)
+            .fold(f64::NEG_INFINITY, f64::max);
+        let improved = score > 0.5 && score > before + EPS;
+        if let Some(ts) = state.tpe.as_mut() {
+            ts.trials.push(tpe::Trial {
+                config: config.clone(),
+                score,
+            });
+        }
+        if improved {
+            state.proposals.accepted += 1;
+            state.prompts = set.clone();
+            for (pos, &a) in self.order.iter().enumerate() {
+                let st = &mut state.agents[pos];
+                st.best = BeamNode {
+                    prompt: set.get(&g.agent(a).id).unwrap_or_default().to_string(),
+                    cum: e.score,
+                    id,
+                    mutation: None,
+                };
+                st.beam = vec![st.best.clone()];
+            }
+        }
+        for st in &mut state.agents {
+            st.explored += 1;
+            st.misalignment.push(None);
+        }
+        let questions: Vec<String> = batch
+            .iter()
+            .map(|&q| self.ev.pool()[q].id.clone())
+            .collect();
+        for (pos, &a) in self.order.iter().enumerate() {
+            let mut rec = CandidateRecord::new(id, "trial", &g.agent(a).id, (0, k), 0);
+            rec.part = config[pos];
+            rec.prompt = set.get(&g.agent(a).id).unwrap_or_default().to_string();
+            rec.questions = questions.clone();
+            rec.terminal = e.terminal;
+            rec.score = Some(e.score);
+            rec.accepted = improved;
+            observe(SearchEvent::Candidate(Box::new(rec)));
+        }
+        Ok(StepRecord {
+            unit: state.units,
+            kind: "trial".into(),
+            agent: "all".into(),
+            sweep: 0,
+            step: k,
+            best_score: Some(e.score),
+            best_cum: state.agents.iter().map(|a| a.best.cum).fold(0.0, f64::max),
+            beam: Vec::new(),
+            misalignment: None,
+            evaluated: 1,
+            accepted: usize::from(improved),
+            improved,
+            cost: Default::default(),
+        })
+    }
+
     fn refresh(
         &self,
         pos: usize,
@@ -1202,8 +1452,9 @@ impl<'a> Search<'a> {
         let mut at = Vec::new();
         for (ci, &(node, _)) in cands.iter().enumerate() {
             for (k, &q) in batches[node].iter().enumerate() {
-                // Naive joint candidates change every agent: a whole run.
-                let from = (self.s.method != Method::NaiveJoint).then(|| (&base[node][k], a));
+                // Naive joint and TPE candidates change every agent: a whole run.
+                let whole = matches!(self.s.method, Method::NaiveJoint | Method::Tpe);
+                let from = (!whole).then(|| (&base[node][k], a));
                 jobs.push(RolloutJob {
                     prompts: &sets[ci],
                     example: q,

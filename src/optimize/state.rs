@@ -179,6 +179,19 @@ pub struct State {
     pub stopped: Option<String>,
     /// All units are done.
     pub finished: bool,
+    /// `--method tpe`: its pool and trials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tpe: Option<TpeState>,
+}
+
+/// The TPE / MIPRO-style search: the generated candidate pool and the trials so far.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TpeState {
+    /// Per optimizable agent (topological order), its candidate prompts; index 0 is the
+    /// starting prompt.
+    pub pool: Vec<Vec<String>>,
+    /// Finished trials (a candidate index per agent, the win rate against the seed system).
+    pub trials: Vec<super::tpe::Trial>,
 }
 
 /// The current checkpoint format.
@@ -226,6 +239,7 @@ impl State {
             elapsed_secs: 0.0,
             stopped: None,
             finished: false,
+            tpe: None,
         }
     }
 }

@@ -342,7 +342,9 @@ fn schedules_visit_agents_as_specified() {
                     st.cursor.refreshed = true;
                     out.push(format!("R{}", ids[p]));
                 }
-                Unit::Joint => unreachable!("MASPO schedules have no joint steps"),
+                Unit::Joint | Unit::TpePool | Unit::TpeTrial => {
+                    unreachable!("MASPO schedules have no joint steps or trials")
+                }
             }
             assert!(out.len() < 100);
         }
@@ -737,4 +739,58 @@ fn prompt_breeder_evolves_a_population_with_its_operators() {
     let (state2, recs2) = recording_run(&again, &s, 10);
     assert_eq!(recs, recs2);
     assert_eq!(state, state2);
+}
+
+#[test]
+fn tpe_builds_a_pool_then_runs_trials_judged_on_the_final_answer_against_the_seed_system() {
+    let s = settings().with_method(super::config::Method::Tpe);
+    let (cands, trials, startup) = super::tpe::plan(2, s.proposals, s.depth());
+    assert_eq!((cands, trials, startup), (4, 8, 2));
+    let ev = Scripted::new(&["GOOD", "FAIL", "plain one", "GOOD"]);
+    let (state, recs) = run_units(&ev, &s, 100);
+    let kinds: Vec<&str> = state.history.iter().map(|h| h.kind.as_str()).collect();
+    assert_eq!(kinds[0], "tpe_pool");
+    assert_eq!(kinds[1..], ["trial"; 8]);
+    let tpe = state.tpe.as_ref().unwrap();
+    // Each agent's pool: its seed prompt, then distinct valid proposals (a FAIL and a repeated
+    // GOOD dropped).
+    for (pos, pool) in tpe.pool.iter().enumerate() {
+        assert_eq!(pool[0], state.seeds.get(&state.agents[pos].agent).unwrap());
+        let mut dedup = pool.clone();
+        dedup.dedup();
+        assert_eq!(&dedup, pool);
+        assert!(pool.len() <= 5 && pool.len() >= 2, "{pool:?}");
+    }
+    assert_eq!(tpe.trials.len(), 8);
+    let pooled = recs.iter().filter(|r| r.kind == "pool").count();
+    assert_eq!(pooled, 8, "4 proposals per agent");
+    // Trials are judged on the final answer only (role-aware terminal comparison).
+    for r in recs.iter().filter(|r| r.kind == "trial") {
+        assert!(r.local.is_none() && r.lookahead.is_none() && r.global.is_none());
+        assert!(r.terminal.is_some());
+    }
+    assert!(*ev.judged.borrow() <= 8 * s.batch);
+    // The committed system is the first best trial (if it beat the seed system).
+    let best = tpe
+        .trials
+        .iter()
+        .enumerate()
+        .fold(None::<(usize, f64)>, |b, (i, t)| match b {
+            Some((_, s)) if s >= t.score => b,
+            _ => Some((i, t.score)),
+        })
+        .unwrap();
+    assert!(
+        best.1 > 0.5,
+        "a GOOD predictor wins the final answer: {:?}",
+        tpe.trials
+    );
+    for (pos, a) in state.agents.iter().enumerate() {
+        let chosen = &tpe.pool[pos][tpe.trials[best.0].config[pos]];
+        assert_eq!(state.prompts.get(&a.agent).unwrap(), chosen);
+    }
+    // Seeded: the same again.
+    let again = Scripted::new(&["GOOD", "FAIL", "plain one", "GOOD"]);
+    let (state2, recs2) = run_units(&again, &s, 100);
+    assert_eq!((state2, recs2), (state.clone(), recs));
 }

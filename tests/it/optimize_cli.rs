@@ -700,6 +700,27 @@ fn every_method_runs_end_to_end_on_the_real_engine() {
         }
         assert_eq!(held["n"], 3);
     }
+    // TPE: the candidate pool (2 proposals × depth 3 per agent), then 2 × 6 trials, each
+    // judged on the 3 questions' final answers only.
+    let (config, state, held, cands, _) = run("tpe");
+    assert_eq!(config["settings"]["method"], "tpe");
+    let kinds: Vec<&str> = state["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds[0], "tpe_pool");
+    assert_eq!(kinds[1..], ["trial"; 12]);
+    assert_eq!(cands.iter().filter(|c| c["kind"] == "pool").count(), 12);
+    let trials = state["tpe"]["trials"].as_array().unwrap();
+    assert_eq!(trials.len(), 12);
+    let j = &state["judge"];
+    assert_eq!(
+        j["verdicts"].as_u64().unwrap(),
+        2 * (3 * 12 - j["decided_without_judge"].as_u64().unwrap())
+    );
+    assert_eq!(held["n"], 3);
     let (config, state, held, cands, _) = run("seed");
     assert_eq!(config["settings"]["method"], "seed");
     assert!(cands.is_empty() && state["history"].as_array().unwrap().is_empty());
