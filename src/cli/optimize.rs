@@ -88,6 +88,14 @@ pub struct OptimizeArgs {
     /// random_sampling, success_sampling, self_optimized (applied over the preset and config).
     #[arg(long)]
     ablation: Option<String>,
+    /// Racing: judge every candidate on half its batch first and drop those that can no longer
+    /// be accepted (the same prompts are committed; fewer calls).
+    #[arg(long)]
+    racing: bool,
+    /// Pareto-front parent selection (GEPA): keep the candidates best on some question of the
+    /// step and not dominated, instead of the top of the beam by cumulative score.
+    #[arg(long)]
+    pareto: bool,
     /// Judge A/B order.
     #[arg(long)]
     judge_order: Option<JudgeOrder>,
@@ -188,6 +196,12 @@ fn settings(args: &OptimizeArgs, file: &OptimizeFile) -> anyhow::Result<Optimize
     }
     if args.labels {
         s.judge.labels = true;
+    }
+    if args.racing {
+        s.racing = true;
+    }
+    if args.pareto {
+        s.pareto = true;
     }
     if let Some(v) = args.seed {
         s.seed = v;

@@ -48,6 +48,9 @@ pub struct PaperBenchArgs {
     /// Add the paper's Table 2 ablations of MASPO (first topology only).
     #[arg(long)]
     ablations: bool,
+    /// Options beyond the paper added as MASPO rows, comma separated: racing, pareto.
+    #[arg(long, value_delimiter = ',')]
+    options: Vec<String>,
     /// Dataset directory [env MASPO_DATA_DIR, default ../shared/data].
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -203,6 +206,9 @@ impl Bench<'_> {
         ];
         if let Some(a) = &c.ablation {
             v.extend(["--ablation".into(), a.clone()]);
+        }
+        if let Some(o) = &c.option {
+            v.push(format!("--{o}"));
         }
         if let Some(m) = self.preset.judge_mode {
             v.extend(["--judge-mode".into(), m.into()]);
@@ -418,7 +424,20 @@ pub fn run(global: &GlobalArgs, args: PaperBenchArgs) -> anyhow::Result<ExitCode
     if tasks.is_empty() || topologies.is_empty() || methods.is_empty() {
         bail!("--tasks, --topologies and --methods each need at least one value");
     }
-    let order = plan_cells(&tasks, &topologies, &methods, args.ablations, args.seeds);
+    for o in &args.options {
+        if !crate::paper::OPTIONS.iter().any(|(name, _)| name == o) {
+            let names: Vec<&str> = crate::paper::OPTIONS.iter().map(|x| x.0).collect();
+            bail!("--options: `{o}` is not one of: {}", names.join(", "));
+        }
+    }
+    let order = plan_cells(
+        &tasks,
+        &topologies,
+        &methods,
+        args.ablations,
+        &args.options,
+        args.seeds,
+    );
     let out = args
         .out
         .clone()

@@ -261,6 +261,16 @@ pub struct OptimizeSettings {
     pub max_tokens: Option<u64>,
     /// Stop after this many seconds of optimization.
     pub max_seconds: Option<f64>,
+    /// Racing (successive halving within a step): every candidate is first re-run and judged on
+    /// the first half of its batch; one that could not be accepted even by winning every
+    /// remaining comparison is dropped there. Exact: the same prompts are accepted and
+    /// committed as without racing; only dropped candidates' recorded rates (and the step's
+    /// misalignment mean) come from half a batch.
+    pub racing: bool,
+    /// Pareto-front parent selection (GEPA): the beam keeps the candidates that are best on
+    /// some question of the step and not dominated, instead of the top `beam` by cumulative
+    /// score (see [`super::search::select_beam`]).
+    pub pareto: bool,
 }
 
 impl Default for OptimizeSettings {
@@ -308,6 +318,8 @@ impl OptimizeSettings {
             max_calls: None,
             max_tokens: None,
             max_seconds: None,
+            racing: false,
+            pareto: false,
         };
         match preset {
             "default" => {}

@@ -93,8 +93,21 @@ pub fn write(dir: &RunDir, state: &State, r: &ReportInputs<'_>) -> Result<(), Op
     md.push_str("## Where the signal goes\n\n");
     let _ = writeln!(
         md,
-        "- Proposals: {} requested, {} format failures (no `<prompt>` block), {} rejected by the sanitizer, {} duplicates/unchanged, {} evaluated, {} accepted.",
-        p.requested, p.format_failures, p.rejected, p.duplicates, p.evaluated, p.accepted
+        "- Proposals: {} requested, {} format failures (no `<prompt>` block), {} rejected by the sanitizer, {} duplicates/unchanged, {} evaluated, {} accepted{}.",
+        p.requested,
+        p.format_failures,
+        p.rejected,
+        p.duplicates,
+        p.evaluated,
+        p.accepted,
+        if p.raced_out > 0 {
+            format!(
+                "; racing dropped {} after half their batch (they could no longer be accepted)",
+                p.raced_out
+            )
+        } else {
+            String::new()
+        }
     );
     let first = if j.verdicts > 0 {
         j.chose_first as f64 / j.verdicts as f64

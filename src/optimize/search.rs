@@ -164,6 +164,9 @@ pub struct CandidateRecord {
     pub questions: Vec<String>,
     /// Misalignment rate of this candidate.
     pub misalignment: Option<f64>,
+    /// Dropped by racing after half its batch (its rates cover that half).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub raced_out: bool,
     /// PromptBreeder: the operator that made it and the mutation prompt it carries.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub operator: Option<&'static str>,
@@ -194,6 +197,7 @@ impl CandidateRecord {
             accepted: false,
             questions: Vec::new(),
             misalignment: None,
+            raced_out: false,
             operator: None,
             mutation: None,
         }
@@ -211,6 +215,20 @@ struct Eval {
     bad: Vec<BadCase>,
     misleading: Vec<String>,
     misalignment: Option<f64>,
+    /// Dropped by racing after half its batch.
+    raced_out: bool,
+    /// Per judged question (pool index): the candidate's joint win there (Pareto selection).
+    per_q: Vec<(usize, f64)>,
+}
+
+/// Re-runs and judged comparisons of some (candidate, question) pairs.
+struct Judged {
+    /// The candidate's trace per (candidate, batch position).
+    new_of: HashMap<(usize, usize), Trace>,
+    /// The comparisons.
+    pend: Vec<Pending>,
+    /// Candidate win per comparison (0, ½ or 1).
+    win: Vec<f64>,
 }
 
 /// A pending pairwise comparison of one candidate on one question.
@@ -740,6 +758,7 @@ impl<'a> Search<'a> {
             &drawn.iter().map(|d| d.1.clone()).collect::<Vec<_>>(),
             &base,
             self.s.lookahead,
+            self.s.racing,
             state,
             observe,
         )?;
@@ -766,6 +785,10 @@ impl<'a> Search<'a> {
 
         // Children, the node's best, the new beam.
         let mut pool: Vec<BeamNode> = Vec::new();
+        // Per pool member: its per-question wins (a parent ties itself on its batch).
+        let mut pool_q: Vec<Vec<(usize, f64)>> = Vec::new();
+        let parent_q =
+            |i: usize| -> Vec<(usize, f64)> { batches[i].iter().map(|&q| (q, 0.5)).collect() };
         // (cum, prompt, id, eval idx, mutation prompt)
         let mut best_step: Option<(f64, String, u64, usize, Option<String>)> = None;
         let mut mis_rates = Vec::new();
@@ -778,6 +801,7 @@ impl<'a> Search<'a> {
             let mut local_best: (f64, Option<usize>) = (0.0, None);
             if mine.is_empty() || parent_kept[i] {
                 pool.push(node.clone());
+                pool_q.push(parent_q(i));
             }
             for &c in &mine {
                 let e = &evals[c];
@@ -793,8 +817,10 @@ impl<'a> Search<'a> {
                         id: cands[c].id,
                         mutation: cands[c].mutation.clone(),
                     });
+                    pool_q.push(e.per_q.clone());
                 } else {
                     pool.push(node.clone());
+                    pool_q.push(parent_q(i));
                 }
                 if e.score > local_best.0 {
                     local_best = (e.score, Some(c));
@@ -807,6 +833,7 @@ impl<'a> Search<'a> {
                 r.score = Some(e.score);
                 r.accepted = e.score > 0.0;
                 r.misalignment = e.misalignment;
+                r.raced_out = e.raced_out;
             }
             let cum = node.cum + local_best.0.max(0.0);
             let (prompt, id, ev, mutation) = match local_best.1 {
@@ -828,21 +855,13 @@ impl<'a> Search<'a> {
             }
         }
         state.proposals.accepted += accepted as u64;
-        pool.sort_by(|x, y| y.cum.total_cmp(&x.cum));
-        if !self.s.dedupe_beam {
-            pool.truncate(self.s.beam);
-        } else {
-            let mut seen = Vec::new();
-            pool.retain(|n| {
-                if seen.contains(&n.prompt) {
-                    false
-                } else {
-                    seen.push(n.prompt.clone());
-                    true
-                }
-            });
-            pool.truncate(self.s.beam);
-        }
+        let pool = select_beam(
+            &pool,
+            &pool_q,
+            self.s.beam,
+            self.s.dedupe_beam,
+            self.s.pareto,
+        );
         let st = &mut state.agents[pos];
         st.beam = pool;
         let mut improved = false;
@@ -1017,6 +1036,7 @@ impl<'a> Search<'a> {
             &[vec![true; batch.len()]],
             &base,
             false,
+            self.s.racing,
             state,
             observe,
         )?;
@@ -1027,6 +1047,7 @@ impl<'a> Search<'a> {
                 rec.terminal = e.terminal;
                 rec.score = Some(e.score);
                 rec.accepted = e.score > 0.0;
+                rec.raced_out = e.raced_out;
             }
             if e.score > 0.0 && best.is_none_or(|b| e.score > b.0) {
                 best = Some((e.score, c));
@@ -1245,6 +1266,8 @@ impl<'a> Search<'a> {
             &[vec![true; batch.len()]],
             &base,
             false,
+            // TPE learns from every trial's score: no racing.
+            false,
             state,
             observe,
         )?;
@@ -1356,6 +1379,8 @@ impl<'a> Search<'a> {
             &[vec![true; batch.len()]],
             &base,
             false,
+            // A refresh re-ranks the beam by these scores: no racing.
+            false,
             state,
             observe,
         )?;
@@ -1423,7 +1448,9 @@ impl<'a> Search<'a> {
     }
 
     /// Re-runs each candidate (`cands[i] = (node, id)`, prompts `sets[i]`) on its node's batch
-    /// from agent `a` and judges it against the node's baseline.
+    /// from agent `a` and judges it against the node's baseline. With `race`, every candidate
+    /// first gets the first half of its batch; one that cannot be accepted even by winning
+    /// everything left is dropped there (see [`OptimizeSettings::racing`]).
     #[allow(clippy::too_many_arguments)]
     fn evaluate(
         &self,
@@ -1434,9 +1461,117 @@ impl<'a> Search<'a> {
         random: &[Vec<bool>],
         base: &[Vec<Trace>],
         lookahead: bool,
+        race: bool,
         state: &mut State,
         observe: &mut dyn FnMut(SearchEvent),
     ) -> Result<Vec<Eval>, OptimizeError> {
+        let lens: Vec<usize> = cands.iter().map(|&(n, _)| batches[n].len()).collect();
+        let span = |ci: usize, from: usize, to: usize| (from..to).map(move |k| (ci, k));
+        if !race || lens.iter().all(|&n| n < 2) {
+            let all: Vec<(usize, usize)> = (0..cands.len())
+                .flat_map(|ci| span(ci, 0, lens[ci]))
+                .collect();
+            let j = self.judge_pairs(
+                a, cands, sets, batches, base, lookahead, &all, state, observe,
+            )?;
+            return Ok(self.score_evals(a, cands, batches, random, lookahead, &j, &lens));
+        }
+        let half: Vec<usize> = lens.iter().map(|n| n.div_ceil(2)).collect();
+        let first: Vec<(usize, usize)> = (0..cands.len())
+            .flat_map(|ci| span(ci, 0, half[ci]))
+            .collect();
+        let mut j = self.judge_pairs(
+            a, cands, sets, batches, base, lookahead, &first, state, observe,
+        )?;
+        let alive: Vec<bool> = (0..cands.len())
+            .map(|ci| self.may_win(a, ci, lens[ci] - half[ci], lens[ci], lookahead, &j))
+            .collect();
+        let rest: Vec<(usize, usize)> = (0..cands.len())
+            .filter(|&ci| alive[ci])
+            .flat_map(|ci| span(ci, half[ci], lens[ci]))
+            .collect();
+        if !rest.is_empty() {
+            let more = self.judge_pairs(
+                a, cands, sets, batches, base, lookahead, &rest, state, observe,
+            )?;
+            j.new_of.extend(more.new_of);
+            j.pend.extend(more.pend);
+            j.win.extend(more.win);
+        }
+        let judged: Vec<usize> = (0..cands.len())
+            .map(|ci| if alive[ci] { lens[ci] } else { half[ci] })
+            .collect();
+        let mut out = self.score_evals(a, cands, batches, random, lookahead, &j, &judged);
+        for (e, alive) in out.iter_mut().zip(&alive) {
+            e.raced_out = !alive;
+        }
+        state.proposals.raced_out += alive.iter().filter(|x| !**x).count() as u64;
+        Ok(out)
+    }
+
+    /// Whether candidate `ci`, judged so far in `j` on `n − remaining` of its `n` questions,
+    /// could still be accepted (joint win rate above ½) if it won every comparison left.
+    fn may_win(
+        &self,
+        a: usize,
+        ci: usize,
+        remaining: usize,
+        n: usize,
+        lookahead: bool,
+        j: &Judged,
+    ) -> bool {
+        let g = self.ev.graph();
+        let sum = |c: Comparison| -> (f64, usize) {
+            j.pend
+                .iter()
+                .zip(&j.win)
+                .filter(|(p, _)| p.cand == ci && p.comparison == c)
+                .fold((0.0, 0), |(s, k), (_, w)| (s + w, k + 1))
+        };
+        let (n, rem) = (n.max(1) as f64, remaining as f64);
+        if a == g.terminal() {
+            return (sum(Comparison::Terminal).0 + rem) / n > 0.5;
+        }
+        let [wl, wn, wg] = self.s.joint_weights();
+        let [fl, fg] = self.s.fallback();
+        let rl = (sum(Comparison::Local).0 + rem) / n;
+        let rg = if self.s.judges_global() {
+            (sum(Comparison::Global).0 + rem) / n
+        } else {
+            0.0
+        };
+        let (nx, nn) = sum(Comparison::Lookahead);
+        let more = if lookahead && self.s.judges_lookahead() {
+            rem * g.successors(a).len() as f64
+        } else {
+            0.0
+        };
+        let mut best = f64::NEG_INFINITY;
+        if lookahead && nn as f64 + more > 0.0 {
+            let rn = (nx + more) / (nn as f64 + more);
+            best = wl * rl + wn * rn + wg * rg;
+        }
+        if !(lookahead && nn > 0) {
+            // No lookahead comparison may exist in the end: the fallback weights apply.
+            best = best.max(fl * rl + fg * rg);
+        }
+        best > 0.5
+    }
+
+    /// Re-runs and judgements of the (candidate, batch position) `pairs`.
+    #[allow(clippy::too_many_arguments)]
+    fn judge_pairs(
+        &self,
+        a: usize,
+        cands: &[(usize, u64)],
+        sets: &[PromptSet],
+        batches: &[Vec<usize>],
+        base: &[Vec<Trace>],
+        lookahead: bool,
+        pairs: &[(usize, usize)],
+        state: &mut State,
+        observe: &mut dyn FnMut(SearchEvent),
+    ) -> Result<Judged, OptimizeError> {
         let g = self.ev.graph();
         let kind = self.ev.kind();
         let terminal = a == g.terminal();
@@ -1450,28 +1585,24 @@ impl<'a> Search<'a> {
         // Re-runs.
         let mut jobs = Vec::new();
         let mut at = Vec::new();
-        for (ci, &(node, _)) in cands.iter().enumerate() {
-            for (k, &q) in batches[node].iter().enumerate() {
-                // Naive joint and TPE candidates change every agent: a whole run.
-                let whole = matches!(self.s.method, Method::NaiveJoint | Method::Tpe);
-                let from = (!whole).then(|| (&base[node][k], a));
-                jobs.push(RolloutJob {
-                    prompts: &sets[ci],
-                    example: q,
-                    base: from,
-                });
-                at.push((ci, k));
-            }
+        for &(ci, k) in pairs {
+            let node = cands[ci].0;
+            let q = batches[node][k];
+            // Naive joint and TPE candidates change every agent: a whole run.
+            let whole = matches!(self.s.method, Method::NaiveJoint | Method::Tpe);
+            let from = (!whole).then(|| (&base[node][k], a));
+            jobs.push(RolloutJob {
+                prompts: &sets[ci],
+                example: q,
+                base: from,
+            });
+            at.push((ci, k));
         }
         observe(SearchEvent::Phase {
             phase: "rerun",
             jobs: jobs.len(),
         });
         let new = self.ev.rollouts(&jobs)?;
-        let mut new_of: HashMap<(usize, usize), &Trace> = HashMap::new();
-        for (t, key) in new.iter().zip(&at) {
-            new_of.insert(*key, t);
-        }
         // Labels: grade final outputs of baselines and re-runs.
         let graded: Option<HashMap<(usize, usize, bool), Option<bool>>> =
             if self.s.judge.labels && !terminal {
@@ -1489,12 +1620,15 @@ impl<'a> Search<'a> {
             } else {
                 None
             };
+        let new_of: HashMap<(usize, usize), Trace> = at.into_iter().zip(new).collect();
         // Judgements.
         let mut pend: Vec<Pending> = Vec::new();
         let mut jj: Vec<JudgeJob> = Vec::new();
-        for (ci, &(node, id)) in cands.iter().enumerate() {
-            for (k, &q) in batches[node].iter().enumerate() {
-                let n = new_of[&(ci, k)];
+        for &(ci, k) in pairs {
+            let (node, id) = cands[ci];
+            let q = batches[node][k];
+            {
+                let n = &new_of[&(ci, k)];
                 let b = &base[node][k];
                 let question = &self.ev.pool()[q].question;
                 let mut comps: Vec<(Comparison, usize, &str, &str)> = Vec::new();
@@ -1645,15 +1779,35 @@ impl<'a> Search<'a> {
             }
             win.push(vals.iter().sum::<f64>() / vals.len().max(1) as f64);
         }
+        Ok(Judged { new_of, pend, win })
+    }
+
+    /// Each candidate's rates, score, bad cases and mined cases from its judged comparisons
+    /// (`judged[ci]`: how many of its batch's questions, a prefix, were judged).
+    #[allow(clippy::too_many_arguments)]
+    fn score_evals(
+        &self,
+        a: usize,
+        cands: &[(usize, u64)],
+        batches: &[Vec<usize>],
+        random: &[Vec<bool>],
+        lookahead: bool,
+        j: &Judged,
+        judged: &[usize],
+    ) -> Vec<Eval> {
+        let g = self.ev.graph();
+        let terminal = a == g.terminal();
+        let (pend, win, new_of) = (&j.pend, &j.win, &j.new_of);
         // Scores.
         let [wl, wn, wg] = self.s.joint_weights();
         let [fl, fg] = self.s.fallback();
         let mut out = Vec::new();
         for (ci, &(node, _)) in cands.iter().enumerate() {
-            let nq = batches[node].len().max(1) as f64;
+            let nq = judged[ci].max(1) as f64;
+            let asked = &batches[node][..judged[ci]];
             let mine: Vec<(&Pending, f64)> = pend
                 .iter()
-                .zip(&win)
+                .zip(win.iter())
                 .filter(|(p, _)| p.cand == ci)
                 .map(|(p, w)| (p, *w))
                 .collect();
@@ -1688,13 +1842,38 @@ impl<'a> Search<'a> {
                 };
                 e.score = w - 0.5;
             }
+            // Per question: the same weights over that question's comparisons.
+            let at = |c: Comparison, k: usize| -> Vec<f64> {
+                mine.iter()
+                    .filter(|(p, _)| p.comparison == c && p.q == k)
+                    .map(|(_, w)| *w)
+                    .collect()
+            };
+            let mean = |v: &[f64]| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
+            for (k, &q) in asked.iter().enumerate() {
+                let v = if terminal {
+                    mean(&at(Comparison::Terminal, k)).unwrap_or(0.5)
+                } else {
+                    let l = mean(&at(Comparison::Local, k)).unwrap_or(0.5);
+                    let gq = if self.s.judges_global() {
+                        mean(&at(Comparison::Global, k)).unwrap_or(0.5)
+                    } else {
+                        0.0
+                    };
+                    match mean(&at(Comparison::Lookahead, k)).filter(|_| lookahead) {
+                        Some(n) => wl * l + wn * n + wg * gq,
+                        None => fl * l + fg * gq,
+                    }
+                };
+                e.per_q.push((q, v));
+            }
             // Bad cases: local (or terminal) losses, first three in batch order.
             let c = if terminal {
                 Comparison::Terminal
             } else {
                 Comparison::Local
             };
-            for (k, &q) in batches[node].iter().enumerate() {
+            for (k, &q) in asked.iter().enumerate() {
                 if e.bad.len() >= 3 {
                     break;
                 }
@@ -1710,7 +1889,7 @@ impl<'a> Search<'a> {
                 let mut denom = 0usize;
                 let mut mis = 0usize;
                 let mut cases: Vec<(u8, usize)> = Vec::new();
-                for (k, &q) in batches[node].iter().enumerate() {
+                for (k, &q) in asked.iter().enumerate() {
                     let local = mine
                         .iter()
                         .find(|(p, _)| p.comparison == Comparison::Local && p.q == k)
@@ -1754,7 +1933,7 @@ impl<'a> Search<'a> {
             }
             out.push(e);
         }
-        Ok(out)
+        out
     }
 
     /// A comparison decided without asking the judge (the default fixes): identical outputs tie,
@@ -1783,6 +1962,85 @@ pub fn priority(lookahead_lost: bool, global_lost: bool) -> Option<u8> {
         (false, true) => Some(2),
         (false, false) => None,
     }
+}
+
+/// The next beam from a step's pool (children and surviving parents, with their per-question
+/// wins): by cumulative score (duplicates dropped when `dedupe`), or with `pareto` GEPA's
+/// selection — the members that are best on at least one question and not dominated by another
+/// such member on the questions both were judged on, most questions won first, then the rest by
+/// cumulative score. Questions every member ties on decide nothing.
+pub fn select_beam(
+    pool: &[BeamNode],
+    per_q: &[Vec<(usize, f64)>],
+    k: usize,
+    dedupe: bool,
+    pareto: bool,
+) -> Vec<BeamNode> {
+    let mut idx: Vec<usize> = (0..pool.len()).collect();
+    idx.sort_by(|&x, &y| pool[y].cum.total_cmp(&pool[x].cum));
+    if dedupe {
+        let mut seen: Vec<&str> = Vec::new();
+        idx.retain(|&i| {
+            if seen.contains(&pool[i].prompt.as_str()) {
+                false
+            } else {
+                seen.push(&pool[i].prompt);
+                true
+            }
+        });
+    }
+    if pareto && idx.len() > k {
+        let score = |i: usize, q: usize| per_q[i].iter().find(|x| x.0 == q).map(|x| x.1);
+        let questions: std::collections::BTreeSet<usize> = idx
+            .iter()
+            .flat_map(|&i| per_q[i].iter().map(|x| x.0))
+            .collect();
+        let mut wins = vec![0usize; pool.len()];
+        for q in questions {
+            let have: Vec<(usize, f64)> = idx
+                .iter()
+                .filter_map(|&i| score(i, q).map(|v| (i, v)))
+                .collect();
+            let best = have.iter().map(|x| x.1).fold(f64::NEG_INFINITY, f64::max);
+            if have.iter().all(|x| (x.1 - best).abs() < 1e-9) {
+                continue;
+            }
+            for (i, v) in have {
+                if v >= best - 1e-9 {
+                    wins[i] += 1;
+                }
+            }
+        }
+        let dominates = |a: usize, b: usize| {
+            let mut shared = false;
+            let mut strictly = false;
+            for &(q, vb) in &per_q[b] {
+                if let Some(va) = score(a, q) {
+                    shared = true;
+                    if va < vb - 1e-9 {
+                        return false;
+                    }
+                    if va > vb + 1e-9 {
+                        strictly = true;
+                    }
+                }
+            }
+            shared && strictly
+        };
+        let winners: Vec<usize> = idx.iter().copied().filter(|&i| wins[i] > 0).collect();
+        let mut front: Vec<usize> = winners
+            .iter()
+            .copied()
+            .filter(|&b| !winners.iter().any(|&a| a != b && dominates(a, b)))
+            .collect();
+        // Most questions won first; the cumulative order breaks ties (stable sort).
+        front.sort_by(|&x, &y| wins[y].cmp(&wins[x]));
+        let rest: Vec<usize> = idx.iter().copied().filter(|i| !front.contains(i)).collect();
+        front.extend(rest);
+        idx = front;
+    }
+    idx.truncate(k);
+    idx.into_iter().map(|i| pool[i].clone()).collect()
 }
 
 /// The `k` most severe cases (lowest priority number; batch order among equals).

@@ -113,6 +113,13 @@ pub struct ProposalStats {
     pub evaluated: u64,
     /// Candidates accepted (score > 0).
     pub accepted: u64,
+    /// Candidates dropped by racing after half their batch (could not be accepted).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub raced_out: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 /// One finished unit of work, for the report.

@@ -49,7 +49,9 @@ impl Scripted {
 }
 
 fn output(prompt: &str, upstream: &str) -> String {
-    if prompt.contains("LOCALONLY") {
+    if prompt.contains("WORSE") {
+        "bad".into()
+    } else if prompt.contains("LOCALONLY") {
         "good-local".into()
     } else if upstream.contains("good-local") {
         "bad".into()
@@ -793,4 +795,85 @@ fn tpe_builds_a_pool_then_runs_trials_judged_on_the_final_answer_against_the_see
     let again = Scripted::new(&["GOOD", "FAIL", "plain one", "GOOD"]);
     let (state2, recs2) = run_units(&again, &s, 100);
     assert_eq!((state2, recs2), (state.clone(), recs));
+}
+
+#[test]
+fn racing_drops_hopeless_candidates_and_commits_the_same_prompts() {
+    let script: Vec<&str> = ["WORSE", "GOOD"].iter().cycle().take(60).copied().collect();
+    for method in [super::config::Method::Maspo, super::config::Method::Spo] {
+        let plain = settings().with_method(method);
+        let mut raced = plain.clone();
+        raced.racing = true;
+        let (ev1, ev2) = (Scripted::new(&script), Scripted::new(&script));
+        let (s1, r1) = run_units(&ev1, &plain, 100);
+        let (s2, r2) = run_units(&ev2, &raced, 100);
+        assert_eq!(s1.prompts, s2.prompts, "{method:?}");
+        assert_eq!(s1.history.len(), s2.history.len());
+        for (a, b) in s1.agents.iter().zip(&s2.agents) {
+            assert_eq!((&a.beam, &a.best), (&b.beam, &b.best), "{method:?}");
+        }
+        for (a, b) in s1.history.iter().zip(&s2.history) {
+            assert_eq!(
+                (a.accepted, a.improved, &a.beam),
+                (b.accepted, b.improved, &b.beam)
+            );
+        }
+        assert!(s2.proposals.raced_out > 0, "{method:?}");
+        assert_eq!(s1.proposals.raced_out, 0);
+        assert!(*ev2.judged.borrow() < *ev1.judged.borrow(), "{method:?}");
+        // Dropped candidates were hopeless (never accepted); every other record is identical.
+        assert_eq!(r1.len(), r2.len());
+        for (x, y) in r1.iter().zip(&r2) {
+            if y.raced_out {
+                assert!(
+                    !x.accepted && !y.accepted && x.prompt.contains("WORSE"),
+                    "{y:?}"
+                );
+            } else {
+                assert_eq!(x, y);
+            }
+        }
+    }
+}
+
+#[test]
+fn pareto_selection_keeps_a_specialist_over_a_dominated_member() {
+    use super::search::select_beam;
+    use super::state::BeamNode;
+    let node = |p: &str, cum: f64| BeamNode {
+        prompt: p.into(),
+        cum,
+        id: 0,
+        mutation: None,
+    };
+    // A wins q1 and q2; C is as good as A on q1 only (dominated by A); B wins q3.
+    let pool = vec![
+        node("A", 1.0),
+        node("C", 0.95),
+        node("B", 0.9),
+        node("A", 0.5),
+    ];
+    let q = vec![
+        vec![(1, 1.0), (2, 1.0), (3, 0.0)],
+        vec![(1, 1.0), (2, 0.5), (3, 0.0)],
+        vec![(1, 0.5), (2, 0.5), (3, 1.0)],
+        vec![(1, 0.5), (2, 0.5), (3, 0.5)],
+    ];
+    let names = |v: Vec<BeamNode>| v.into_iter().map(|n| n.prompt).collect::<Vec<_>>();
+    assert_eq!(names(select_beam(&pool, &q, 2, true, false)), ["A", "C"]);
+    assert_eq!(names(select_beam(&pool, &q, 2, true, true)), ["A", "B"]);
+    // Without dedupe the top-K keeps the duplicate; with everything tied Pareto is top-K.
+    assert_eq!(
+        names(select_beam(&pool, &q, 3, false, false)),
+        ["A", "C", "B"]
+    );
+    let tied = vec![vec![(1, 0.5)]; 4];
+    assert_eq!(names(select_beam(&pool, &tied, 2, true, true)), ["A", "C"]);
+    // A search with Pareto selection runs and keeps a beam of at most `beam`.
+    let mut s = settings();
+    s.pareto = true;
+    let ev = Scripted::new(&["GOOD", "LOCALONLY", "plain words"]);
+    let (state, _) = run_units(&ev, &s, 100);
+    assert!(state.agents.iter().all(|a| a.beam.len() <= s.beam));
+    assert!(state.prompts.get("predictor").unwrap().contains("GOOD"));
 }

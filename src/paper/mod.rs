@@ -129,6 +129,9 @@ pub struct CellSpec {
     pub method: Method,
     /// Table 2 ablation (MASPO only).
     pub ablation: Option<String>,
+    /// An option beyond the paper on MASPO (`racing`), compared with MASPO's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub option: Option<String>,
     /// Run seed (the optimizer's draws and the pool; the test items do not depend on it).
     pub seed: u64,
 }
@@ -147,48 +150,75 @@ impl CellSpec {
             id.push('.');
             id.push_str(&safe(a));
         }
+        if let Some(o) = &self.option {
+            id.push('+');
+            id.push_str(&safe(o));
+        }
         id.push_str(&format!(".s{}", self.seed));
         id
     }
 
-    /// The row label of the table: the method, or `maspo: <ablation>`.
+    /// The row label of the table: the method, `maspo: <ablation>` or `maspo+<option>`.
     pub fn label(&self) -> String {
-        match &self.ablation {
-            Some(a) => format!("{}: {a}", method_name(self.method)),
-            None => method_name(self.method),
+        let mut l = method_name(self.method);
+        if let Some(a) = &self.ablation {
+            l = format!("{l}: {a}");
         }
+        if let Some(o) = &self.option {
+            l = format!("{l}+{o}");
+        }
+        l
     }
 }
 
+/// Options beyond the paper that `--options` adds as MASPO rows.
+pub const OPTIONS: [(&str, &str); 2] = [
+    (
+        "racing",
+        "racing: candidates judged on half their batch first, the hopeless dropped",
+    ),
+    (
+        "pareto",
+        "Pareto-front parent selection (GEPA) instead of the top-K beam",
+    ),
+];
+
 /// The cells of a bench, in run order: task-major (one task's methods share its completion
 /// cache entries, e.g. the seed system's held-out rollouts), then topology, method, ablation
-/// (Table 2 ablations on the first topology, the paper's Sequential MAS) and seed.
+/// (Table 2 ablations on the first topology, the paper's Sequential MAS), options and seed.
 pub fn plan_cells(
     tasks: &[String],
     topologies: &[String],
     methods: &[Method],
     ablations: bool,
+    options: &[String],
     seeds: u64,
 ) -> Vec<CellSpec> {
     let mut cells = Vec::new();
     for task in tasks {
         for (ti, topology) in topologies.iter().enumerate() {
-            let mut variants: Vec<(Method, Option<String>)> =
-                methods.iter().map(|m| (*m, None)).collect();
+            let mut variants: Vec<(Method, Option<String>, Option<String>)> =
+                methods.iter().map(|m| (*m, None, None)).collect();
             if ablations && ti == 0 {
                 variants.extend(
                     ABLATIONS
                         .iter()
-                        .map(|(a, _)| (Method::Maspo, Some(a.to_string()))),
+                        .map(|(a, _)| (Method::Maspo, Some(a.to_string()), None)),
                 );
             }
-            for (method, ablation) in variants {
+            variants.extend(
+                options
+                    .iter()
+                    .map(|o| (Method::Maspo, None, Some(o.clone()))),
+            );
+            for (method, ablation, option) in variants {
                 for seed in 0..seeds.max(1) {
                     cells.push(CellSpec {
                         task: task.clone(),
                         topology: topology.clone(),
                         method,
                         ablation: ablation.clone(),
+                        option: option.clone(),
                         seed,
                     });
                 }
@@ -315,12 +345,24 @@ mod tests {
         }
         let tasks = vec!["aqua".to_string(), "bbh/navigate".to_string()];
         let topos = vec!["reflect".to_string(), "hierarchical".to_string()];
-        let cells = plan_cells(&tasks, &topos, &[Method::Seed, Method::Maspo], true, 2);
-        // Per task: reflect (2 methods + 7 ablations) + hierarchical (2 methods), × 2 seeds.
-        assert_eq!(cells.len(), 2 * (9 + 2) * 2);
+        let racing = vec!["racing".to_string()];
+        let cells = plan_cells(
+            &tasks,
+            &topos,
+            &[Method::Seed, Method::Maspo],
+            true,
+            &racing,
+            2,
+        );
+        // Per task: reflect (2 methods + 7 ablations + racing) + hierarchical (2 methods +
+        // racing), × 2 seeds.
+        assert_eq!(cells.len(), 2 * (10 + 3) * 2);
         let ids: std::collections::HashSet<String> = cells.iter().map(|c| c.id()).collect();
         assert_eq!(ids.len(), cells.len(), "ids are unique");
         assert!(ids.contains("aqua.reflect.maspo.no_beam.s1"));
+        assert!(ids.contains("aqua.hierarchical.maspo+racing.s0"));
+        let r = cells.iter().find(|c| c.option.is_some()).unwrap();
+        assert_eq!(r.label(), "maspo+racing");
         assert!(ids.contains("bbh_navigate.hierarchical.seed.s0"));
         assert!(!ids
             .iter()
@@ -332,6 +374,7 @@ mod tests {
                 topology: "reflect".into(),
                 method: Method::CotSc,
                 ablation: None,
+                option: None,
                 seed: 0
             }
             .id(),

@@ -391,6 +391,7 @@ mod tests {
             topology: "reflect".into(),
             method,
             ablation: None,
+            option: None,
             seed,
         };
         let iv = Interval {
@@ -453,6 +454,7 @@ mod tests {
             &["reflect".to_string()],
             &[Method::Seed, Method::Maspo, Method::Spo],
             false,
+            &[],
             1,
         );
         let t = [true; 10];
@@ -507,6 +509,7 @@ mod tests {
             &["reflect".to_string()],
             &[Method::Maspo],
             false,
+            &[],
             2,
         );
         let cells = vec![
