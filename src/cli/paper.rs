@@ -94,7 +94,8 @@ fn commit(exclude: &[&Path]) -> String {
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     match git(&refs) {
         Some(s) if s.is_empty() => head,
-        _ => format!("{head}+dirty"),
+        Some(_) => format!("{head}+dirty"),
+        None => format!("{head} (working tree state unknown)"),
     }
 }
 
@@ -371,6 +372,12 @@ impl Bench<'_> {
             self.preset.reduced
         ));
         md.push_str(&table.markdown());
+        // The reader's notes (what the numbers say), kept beside the cells and never rewritten.
+        if let Ok(notes) = std::fs::read_to_string(self.out.join("notes.md")) {
+            md.push('\n');
+            md.push_str(notes.trim_end());
+            md.push('\n');
+        }
         md.push_str("\n### Cells\n\n| cell | system | seed MAS → method (%) | optimization: units, proposals evaluated / accepted, calls, tokens | wall | commit | command |\n|---|---|---|---|---|---|---|\n");
         for c in cells {
             let o = &c.optimization;

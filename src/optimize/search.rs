@@ -56,6 +56,8 @@ pub fn next_unit(state: &mut State, s: &OptimizeSettings) -> Option<Unit> {
             let (_, trials, _) = tpe::plan(state.agents.len(), s.proposals, s.depth());
             return match &state.tpe {
                 None => Some(Unit::TpePool),
+                // Every proposal failed: nothing to choose between.
+                Some(t) if t.pool.iter().all(|p| p.len() <= 1) => None,
                 Some(t) if t.trials.len() < trials => Some(Unit::TpeTrial),
                 Some(_) => None,
             };

@@ -795,6 +795,11 @@ fn tpe_builds_a_pool_then_runs_trials_judged_on_the_final_answer_against_the_see
     let again = Scripted::new(&["GOOD", "FAIL", "plain one", "GOOD"]);
     let (state2, recs2) = run_units(&again, &s, 100);
     assert_eq!((state2, recs2), (state.clone(), recs));
+    // No valid proposal: nothing to search over, no trial.
+    let none = Scripted::new(&["FAIL"]);
+    let (state3, _) = run_units(&none, &s, 100);
+    assert_eq!(state3.history.len(), 1);
+    assert_eq!(state3.prompts, state3.seeds);
 }
 
 #[test]

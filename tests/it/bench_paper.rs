@@ -171,9 +171,11 @@ fn bench_paper_tiny_resumes_after_ctrl_c_and_equals_an_uninterrupted_bench() {
         );
     }
 
-    // --table-only rebuilds the same table from the cells, running nothing.
+    // --table-only rebuilds the same table from the cells, running nothing; a notes.md beside
+    // the cells goes into the page.
     let json_before = std::fs::read_to_string(out.join("table.json")).unwrap();
     std::fs::remove_file(out.join("table.json")).unwrap();
+    std::fs::write(out.join("notes.md"), "### Reading\n\nNoise at n = 4.\n").unwrap();
     let st = bench(&out, &work, &["--table-only"]).output().unwrap();
     assert!(
         st.status.success(),
@@ -184,6 +186,8 @@ fn bench_paper_tiny_resumes_after_ctrl_c_and_equals_an_uninterrupted_bench() {
         std::fs::read_to_string(out.join("table.json")).unwrap(),
         json_before
     );
+    let page = std::fs::read_to_string(out.join("table.md")).unwrap();
+    assert!(page.contains("### Reading\n\nNoise at n = 4."), "{page}");
 
     // Another agents' model must not mix into these cells.
     let st = Command::new(maspo_bin())

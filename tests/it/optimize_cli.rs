@@ -524,6 +524,42 @@ fn an_ablation_from_the_command_line_or_the_config_is_applied_and_recorded() {
     assert!(s["ablation"].is_null() && s["case_sampling"] == "misaligned");
 }
 
+/// A small `[optimize]` config in `dir`: pool 3, batch 3, one sweep of `steps` steps per agent,
+/// 24 agent tokens, 3 held-out items.
+fn small_config(dir: &Path, steps: usize) -> PathBuf {
+    model_path(SMOLLM2);
+    model_path(QWEN);
+    let cfg = dir.join("small.toml");
+    std::fs::write(
+        &cfg,
+        format!("[optimize]\nbudget = \"light\"\npool = 3\nbatch = 3\nsweeps = 1\nsteps_per_turn = {steps}\nagent_max_tokens = 24\nmutator_max_tokens = 320\ntest_limit = 3\n[optimize.judge]\nmax_tokens = 16\n"),
+    )
+    .unwrap();
+    cfg
+}
+
+/// `maspo optimize` on `gen:arithmetic` with `cfg`: SmolLM2 agents and evaluator, Qwen proposing
+/// (SmolLM2 rarely writes the `<prompt>` block), `extra` arguments; must succeed.
+fn optimize_small(cfg: &Path, run_dir: &Path, extra: &[&str]) {
+    let out = Command::new(maspo_bin())
+        .current_dir(repo_root())
+        .env("MASPO_THREADS", "2")
+        .args(["--quiet", "--config"])
+        .arg(cfg)
+        .args(["optimize", "--task", "gen:arithmetic", "-m", SMOLLM2])
+        .args(["--mutator-model", QWEN])
+        .args(extra)
+        .arg("--run-dir")
+        .arg(run_dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{extra:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// The baselines under `maspo optimize --method` on the real engine (SmolLM2 agents and
 /// evaluator, Qwen proposing as in the other runs): SPO's run judges locally only and writes the
 /// same files as MASPO; the seed method runs no unit and its held-out comparison is the seed
@@ -531,32 +567,11 @@ fn an_ablation_from_the_command_line_or_the_config_is_applied_and_recorded() {
 #[test]
 fn every_method_runs_end_to_end_on_the_real_engine() {
     let _g = heavy();
-    model_path(SMOLLM2);
-    model_path(QWEN);
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = tmp.path().join("c.toml");
-    std::fs::write(
-        &cfg,
-        "[optimize]\nbudget = \"light\"\npool = 3\nbatch = 3\nsweeps = 1\nsteps_per_turn = 3\nagent_max_tokens = 24\nmutator_max_tokens = 320\ntest_limit = 3\n[optimize.judge]\nmax_tokens = 16\n",
-    )
-    .unwrap();
+    let cfg = small_config(tmp.path(), 3);
     let run = |method: &str| {
         let dir = tmp.path().join(method);
-        let out = Command::new(maspo_bin())
-            .current_dir(repo_root())
-            .env("MASPO_THREADS", "2")
-            .args(["--quiet", "--config"])
-            .arg(&cfg)
-            .args(["optimize", "--task", "gen:arithmetic", "-m", SMOLLM2])
-            .args(["--mutator-model", QWEN, "--method", method, "--run-dir"])
-            .arg(&dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{method}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        optimize_small(&cfg, &dir, &["--method", method]);
         let json = |f: &str| -> serde_json::Value {
             serde_json::from_slice(&std::fs::read(dir.join(f)).unwrap()).unwrap()
         };
@@ -782,4 +797,43 @@ fn racing_commits_the_same_prompts_with_fewer_judge_calls_on_the_real_engine() {
         plain["cost"]["evaluator"]["calls"],
         raced["cost"]["evaluator"]["calls"]
     );
+}
+
+#[test]
+fn an_ablation_runs_end_to_end_on_the_real_engine() {
+    // `no_joint` (the paper's "w/o Joint Evaluate"): MASPO's schedule and beam, scored on local
+    // validity only (downstream comparisons are still judged for misalignment mining, with no
+    // weight in the score).
+    let _g = heavy();
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = small_config(tmp.path(), 2);
+    let dir = tmp.path().join("run");
+    optimize_small(&cfg, &dir, &["--ablation", "no_joint"]);
+    let config: serde_json::Value = serde_json::from_str(&read(&dir.join("config.json"))).unwrap();
+    let s = &config["settings"];
+    assert_eq!(s["ablation"], "no_joint");
+    assert_eq!(
+        (s["lookahead"].as_bool(), s["beam"].as_u64()),
+        (Some(false), Some(2))
+    );
+    let state: serde_json::Value =
+        serde_json::from_str(&read(&dir.join("checkpoint.json"))).unwrap();
+    let cands: Vec<serde_json::Value> = read(&dir.join("candidates.jsonl"))
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let evaluated = cands.iter().filter(|c| c["status"] == "evaluated").count() as u64;
+    assert!(evaluated > 0, "no proposal reached the judge");
+    for c in cands.iter().filter(|c| c["status"] == "evaluated") {
+        assert!(c["lookahead"].is_null(), "{c}");
+        let own = if c["agent"] == "reflector" {
+            &c["terminal"]
+        } else {
+            &c["local"]
+        };
+        let score = c["score"].as_f64().unwrap();
+        assert!((score - (own.as_f64().unwrap() - 0.5)).abs() < 1e-9, "{c}");
+    }
+    assert!(state["history"].as_array().unwrap().len() >= 4);
+    assert!(read(&dir.join("report.md")).contains("ablation no_joint"));
 }
