@@ -346,10 +346,20 @@ impl Bench<'_> {
 
     /// The results page.
     fn page(&self, table: &Table, cells: &[CellResult], svg: &str) -> String {
-        let invocation: Vec<String> = std::iter::once("maspo".to_string())
-            .chain(std::env::args().skip(1))
-            .map(|w| shell_word(&w))
-            .collect();
+        // The command that produces this table (flags that only change how this call runs —
+        // quiet, table only, a cell limit — left out).
+        let mut invocation: Vec<String> = vec!["maspo".to_string()];
+        let mut args = std::env::args().skip(1);
+        while let Some(w) = args.next() {
+            match w.as_str() {
+                "--quiet" | "-q" | "--table-only" => {}
+                "--max-cells" => {
+                    args.next();
+                }
+                _ if w.starts_with("--max-cells=") => {}
+                _ => invocation.push(shell_word(&w)),
+            }
+        }
         let mut md = format!(
             "# maspo bench paper — preset `{}`\n\nCommand: `{}`\n\n",
             self.preset.name,
