@@ -99,30 +99,29 @@ pub fn project(
     let mut steps = 0;
     let mut refreshes = 0;
     let mut first_min = None;
+    // (calls, generated tokens) of `k` whole-system runs of a batch.
+    let whole = |k: u64| {
+        (
+            k * batch * (fa + fs),
+            k * batch * (fa * agent_tok + fs * sum_tok),
+        )
+    };
     if s.method == Method::NaiveJoint {
         // Per step: the current system on the batch, one rewrite per agent per part, whole
         // re-runs of each joint candidate, and the final answers judged.
         let n = g.optimizable().len() as u64;
         for _ in 0..s.depth() {
             steps += 1;
-            add(
-                "baseline",
-                "agents",
-                batch * (fa + fs),
-                batch * (fa * agent_tok + fs * sum_tok),
-            );
+            let (c, t) = whole(1);
+            add("baseline", "agents", c, t);
             add(
                 "propose",
                 "mutator",
                 p * n,
                 p * n * s.mutator_max_tokens as u64,
             );
-            add(
-                "rerun",
-                "agents",
-                p * batch * (fa + fs),
-                p * batch * (fa * agent_tok + fs * sum_tok),
-            );
+            let (c, t) = whole(p);
+            add("rerun", "agents", c, t);
             let jc = p * batch * orders;
             add("judge", "evaluator", jc, jc * judge_tokens(true));
             first_min.get_or_insert(batch * (fa + fs) + p * n);
@@ -134,16 +133,9 @@ pub fn project(
         // judged.
         let n = g.optimizable().len() as u64;
         let (candidates, trials, _) = super::tpe::plan(n as usize, s.proposals, s.depth());
-        let whole = |add: &mut dyn FnMut(&'static str, &'static str, u64, u64), phase| {
-            add(
-                phase,
-                "agents",
-                batch * (fa + fs),
-                batch * (fa * agent_tok + fs * sum_tok),
-            )
-        };
         steps += 1;
-        whole(&mut add, "baseline");
+        let (wc, wt) = whole(1);
+        add("baseline", "agents", wc, wt);
         let c = candidates as u64;
         add(
             "propose",
@@ -154,8 +146,8 @@ pub fn project(
         first_min.get_or_insert(batch * (fa + fs) + c * n);
         for _ in 0..trials {
             steps += 1;
-            whole(&mut add, "baseline");
-            whole(&mut add, "rerun");
+            add("baseline", "agents", wc, wt);
+            add("rerun", "agents", wc, wt);
             let jc = batch * orders;
             add("judge", "evaluator", jc, jc * judge_tokens(true));
         }

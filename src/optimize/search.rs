@@ -914,6 +914,38 @@ impl<'a> Search<'a> {
         Ok(record)
     }
 
+    /// A mutator job rewriting agent `a`'s prompt in the system `current`, from its traces
+    /// `base` on the questions `range` of `batch` (naive joint steps and TPE's pool).
+    fn rewrite_job(
+        &self,
+        a: usize,
+        current: &PromptSet,
+        batch: &[usize],
+        base: &[Trace],
+        range: std::ops::Range<usize>,
+        seed: u64,
+    ) -> ProposeJob {
+        let agent = self.ev.graph().agent(a);
+        let samples: Vec<Sample<'_>> = range
+            .map(|k| Sample {
+                question: &self.ev.pool()[batch[k]].question,
+                context: &base[k].nodes[a].context,
+                output: &base[k].nodes[a].raw,
+            })
+            .collect();
+        ProposeJob {
+            prompt: meta::proposal_prompt(&ProposalInput {
+                kind: self.ev.kind(),
+                role: &agent.role,
+                description: &self.description(a),
+                samples: &samples,
+                prompt: current.get(&agent.id).unwrap_or_default(),
+                feedback: None,
+            }),
+            seed,
+        }
+    }
+
     /// Naive joint optimization (a baseline): the mutator rewrites every agent's prompt at once
     /// from the current system's traces (one rewrite per agent per batch part), and each joint
     /// candidate is scored by the final answer only — the terminal agent's output on whole
@@ -925,7 +957,6 @@ impl<'a> Search<'a> {
         observe: &mut dyn FnMut(SearchEvent),
     ) -> Result<StepRecord, OptimizeError> {
         let g = self.ev.graph();
-        let kind = self.ev.kind();
         let t = g.terminal();
         let explored = state.agents.iter().map(|a| a.explored).min().unwrap_or(0);
         let current = state.prompts.clone();
@@ -943,32 +974,19 @@ impl<'a> Search<'a> {
         let mut jobs = Vec::new();
         for (part, range) in ranges.iter().enumerate() {
             for &a in &self.order {
-                let agent = g.agent(a);
-                let description = self.description(a);
-                let samples: Vec<Sample<'_>> = range
-                    .clone()
-                    .map(|k| Sample {
-                        question: &self.ev.pool()[batch[k]].question,
-                        context: &base[0][k].nodes[a].context,
-                        output: &base[0][k].nodes[a].raw,
-                    })
-                    .collect();
-                jobs.push(ProposeJob {
-                    prompt: meta::proposal_prompt(&ProposalInput {
-                        kind,
-                        role: &agent.role,
-                        description: &description,
-                        samples: &samples,
-                        prompt: current.get(&agent.id).unwrap_or_default(),
-                        feedback: None,
-                    }),
-                    seed: self.seed(&[
+                jobs.push(self.rewrite_job(
+                    a,
+                    &current,
+                    &batch,
+                    &base[0],
+                    range.clone(),
+                    self.seed(&[
                         str_seed("joint-propose"),
                         a as u64,
                         explored as u64,
                         part as u64,
                     ]),
-                });
+                ));
             }
         }
         observe(SearchEvent::Phase {
@@ -1109,7 +1127,6 @@ impl<'a> Search<'a> {
         observe: &mut dyn FnMut(SearchEvent),
     ) -> Result<StepRecord, OptimizeError> {
         let g = self.ev.graph();
-        let kind = self.ev.kind();
         let (candidates, _, _) = tpe::plan(self.order.len(), self.s.proposals, self.s.depth());
         let current = state.prompts.clone();
         let batch = sample_indices(
@@ -1125,28 +1142,15 @@ impl<'a> Search<'a> {
         let ranges = parts(batch.len(), candidates.min(batch.len()).max(1));
         let mut jobs = Vec::new();
         for &a in &self.order {
-            let agent = g.agent(a);
-            let description = self.description(a);
             for c in 0..candidates {
-                let samples: Vec<Sample<'_>> = ranges[c % ranges.len()]
-                    .clone()
-                    .map(|k| Sample {
-                        question: &self.ev.pool()[batch[k]].question,
-                        context: &base[0][k].nodes[a].context,
-                        output: &base[0][k].nodes[a].raw,
-                    })
-                    .collect();
-                jobs.push(ProposeJob {
-                    prompt: meta::proposal_prompt(&ProposalInput {
-                        kind,
-                        role: &agent.role,
-                        description: &description,
-                        samples: &samples,
-                        prompt: current.get(&agent.id).unwrap_or_default(),
-                        feedback: None,
-                    }),
-                    seed: self.seed(&[str_seed("tpe-propose"), a as u64, c as u64]),
-                });
+                jobs.push(self.rewrite_job(
+                    a,
+                    &current,
+                    &batch,
+                    &base[0],
+                    ranges[c % ranges.len()].clone(),
+                    self.seed(&[str_seed("tpe-propose"), a as u64, c as u64]),
+                ));
             }
         }
         observe(SearchEvent::Phase {

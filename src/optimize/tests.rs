@@ -171,12 +171,12 @@ fn settings() -> OptimizeSettings {
 }
 
 fn run_units(
-    ev: &Scripted,
+    ev: &dyn Evaluator,
     s: &OptimizeSettings,
     n: usize,
 ) -> (State, Vec<super::search::CandidateRecord>) {
     let search = Search::new(ev, s);
-    let mut state = State::new(&PromptSet::seeds(&ev.graph), &search.agent_ids());
+    let mut state = State::new(&PromptSet::seeds(ev.graph()), &search.agent_ids());
     let mut recs = Vec::new();
     for _ in 0..n {
         let Some(u) = next_unit(&mut state, s) else {
@@ -625,31 +625,6 @@ impl Evaluator for Recording {
     }
 }
 
-fn recording_run(
-    ev: &Recording,
-    s: &OptimizeSettings,
-    n: usize,
-) -> (State, Vec<super::search::CandidateRecord>) {
-    let search = Search::new(ev, s);
-    let mut state = State::new(&PromptSet::seeds(ev.graph()), &search.agent_ids());
-    let mut recs = Vec::new();
-    for _ in 0..n {
-        let Some(u) = next_unit(&mut state, s) else {
-            break;
-        };
-        let rec = search
-            .run_unit(u, &mut state, &mut |e| {
-                if let SearchEvent::Candidate(c) = e {
-                    recs.push(*c)
-                }
-            })
-            .unwrap();
-        state.history.push(rec);
-        state.units += 1;
-    }
-    (state, recs)
-}
-
 #[test]
 fn opro_shows_the_scored_trajectory_and_judges_locally() {
     let s = settings().with_method(super::config::Method::Opro);
@@ -663,7 +638,7 @@ fn opro_shows_the_scored_trajectory_and_judges_locally() {
         inner: Scripted::new(&["GOOD", "FAIL", "better", "worded"]),
         sent: RefCell::new(Vec::new()),
     };
-    let (state, recs) = recording_run(&ev, &s, 10);
+    let (state, recs) = run_units(&ev, &s, 10);
     let agents: Vec<&str> = state.history.iter().map(|h| h.agent.as_str()).collect();
     assert_eq!(agents, ["predictor", "predictor", "reflector", "reflector"]);
     for r in recs.iter().filter(|r| r.status == "evaluated") {
@@ -704,7 +679,7 @@ fn prompt_breeder_evolves_a_population_with_its_operators() {
         inner: Scripted::new(&["GOOD"]),
         sent: RefCell::new(Vec::new()),
     };
-    let (state, recs) = recording_run(&ev, &s, 10);
+    let (state, recs) = run_units(&ev, &s, 10);
     assert_eq!(state.history.len(), 4);
     let ops: Vec<&str> = recs.iter().filter_map(|r| r.operator).collect();
     assert_eq!(ops.len(), recs.len(), "every proposal names its operator");
@@ -738,7 +713,7 @@ fn prompt_breeder_evolves_a_population_with_its_operators() {
         inner: Scripted::new(&["GOOD"]),
         sent: RefCell::new(Vec::new()),
     };
-    let (state2, recs2) = recording_run(&again, &s, 10);
+    let (state2, recs2) = run_units(&again, &s, 10);
     assert_eq!(recs, recs2);
     assert_eq!(state, state2);
 }
