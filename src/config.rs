@@ -41,6 +41,8 @@ pub struct EngineFile {
     pub step_tokens: Option<usize>,
     /// See [`EngineSettings::prefix_cache_mb`].
     pub prefix_cache_mb: Option<usize>,
+    /// See [`EngineSettings::kv_mb`].
+    pub kv_mb: Option<usize>,
     /// See [`EngineSettings::completion_cache_dir`].
     pub completion_cache_dir: Option<PathBuf>,
 }
@@ -156,6 +158,9 @@ impl EngineFile {
         }
         if let Some(v) = self.prefix_cache_mb {
             base.prefix_cache_mb = v;
+        }
+        if let Some(v) = self.kv_mb {
+            base.kv_mb = v;
         }
         if let Some(v) = &self.completion_cache_dir {
             base.completion_cache_dir = Some(v.clone());

@@ -11,12 +11,17 @@ use std::path::{Path, PathBuf};
 /// Writes `bytes` to `path` atomically: a sibling temp file is written, synced and renamed over.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = temp_sibling(path);
-    {
+    let written = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if written.is_err() {
+        // A full disk leaves no half-written temp behind (the old file is untouched).
+        let _ = std::fs::remove_file(&tmp);
     }
-    std::fs::rename(&tmp, path)
+    written
 }
 
 /// A unique temp path next to `path` (same directory, so a rename is atomic).

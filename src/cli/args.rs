@@ -24,6 +24,10 @@ pub struct EngineArgs {
     /// Memory for reusable prefix KV in MiB, 0 disables prefix reuse [default: 2048].
     #[arg(long)]
     pub prefix_cache_mb: Option<usize>,
+    /// Memory for the KV of sequences in flight in MiB; admission waits while it is full and a
+    /// request that cannot fit alone is refused, 0 = unbounded [default: 4096].
+    #[arg(long)]
+    pub kv_mb: Option<usize>,
     /// Persistent completion cache directory (identical requests are answered from it).
     #[arg(long, env = "MASPO_COMPLETION_CACHE")]
     pub completion_cache: Option<PathBuf>,
@@ -50,6 +54,7 @@ impl EngineArgs {
             max_running: self.max_running,
             step_tokens: self.step_tokens,
             prefix_cache_mb: self.prefix_cache_mb,
+            kv_mb: self.kv_mb,
             completion_cache_dir: self.completion_cache.clone(),
         };
         let s = cli.apply(file.engine.apply(EngineSettings::default()));

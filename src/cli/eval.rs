@@ -180,6 +180,15 @@ pub fn run(global: &GlobalArgs, args: EvalArgs) -> anyhow::Result<ExitCode> {
         &choice.settings,
         choice.settings.completion_cache_dir.as_deref(),
     )?;
+    if !global.quiet {
+        for engine in backends.engines() {
+            eprintln!(
+                "memory ({}): {}",
+                super::file_name(engine.path()),
+                engine.memory_plan()
+            );
+        }
+    }
     let lm = backends.role(0).lm();
     let extractor = TaskExtractor::new(&plan.task, plan.answer_mode);
     let answer_judge = AnswerJudge::for_task(&plan.task, plan.answer_mode);
@@ -187,7 +196,8 @@ pub fn run(global: &GlobalArgs, args: EvalArgs) -> anyhow::Result<ExitCode> {
     let llm_judge;
     let judge: &dyn Judge = match (cfg.judge.as_deref().unwrap_or("auto"), plan.task.kind) {
         ("auto" | "exact", TaskKind::Code) => {
-            code_judge = CodeJudge::new_default().context("setting up the code sandbox")?;
+            code_judge = CodeJudge::hiding(std::slice::from_ref(&plan.data_dir))
+                .context("setting up the code sandbox")?;
             &code_judge
         }
         ("auto" | "exact", _) => &answer_judge,

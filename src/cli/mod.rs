@@ -113,6 +113,14 @@ fn configure_threads(threads: Option<usize>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The last component of a path, for one-line reports.
+fn file_name(path: &std::path::Path) -> String {
+    path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
+}
+
 /// The catalog the global options select.
 fn catalog(global: &GlobalArgs) -> anyhow::Result<Catalog> {
     Ok(Catalog::load(

@@ -461,6 +461,15 @@ fn execute(
         &r.engine,
         r.engine.completion_cache_dir.as_deref(),
     )?;
+    if !global.quiet {
+        for engine in backends.engines() {
+            eprintln!(
+                "memory ({}): {}",
+                super::file_name(engine.path()),
+                engine.memory_plan()
+            );
+        }
+    }
     // The time projection needs the agents' speed: measured for an in-process engine only.
     let peak = backends.role(0).engine().map(measure_speed);
     let proj: Projection = project(&plan.graph, &plan.run, s, peak);
@@ -471,7 +480,8 @@ fn execute(
     let answer_judge = AnswerJudge::for_task(&plan.task, plan.answer_mode);
     let code_judge;
     let gold: &dyn Judge = if plan.task.kind == TaskKind::Code {
-        code_judge = CodeJudge::new_default().context("setting up the code sandbox")?;
+        code_judge = CodeJudge::hiding(std::slice::from_ref(&plan.data_dir))
+            .context("setting up the code sandbox")?;
         &code_judge
     } else {
         &answer_judge

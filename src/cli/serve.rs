@@ -38,6 +38,9 @@ pub fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<ExitCode> {
     let path = cat.resolve(choice.local("serve")?, &mut FetchBar::new(global.quiet))?;
     let engine = Engine::load(&path, choice.settings)
         .with_context(|| format!("loading {}", path.display()))?;
+    if !global.quiet {
+        eprintln!("memory: {}", engine.memory_plan());
+    }
     let model_id = args
         .model_id
         .clone()

@@ -71,6 +71,16 @@ pub enum EngineError {
         /// The context window.
         ctx: usize,
     },
+    /// A request's KV (prompt plus new or scored tokens) cannot fit the engine's KV budget.
+    #[error("the request needs up to {need_mib} MiB of KV for {tokens} tokens, more than the engine's KV budget of {budget_mib} MiB (raise --kv-mb / `kv_mb`, or lower the max tokens)")]
+    KvBudget {
+        /// Positions of KV the request may need.
+        tokens: usize,
+        /// Their size in MiB.
+        need_mib: usize,
+        /// The budget in MiB.
+        budget_mib: usize,
+    },
     /// A request was malformed (empty prompt, bad sampling parameters...).
     #[error("invalid request: {0}")]
     Request(String),

@@ -220,6 +220,8 @@ fn prepare(engine: &Engine, index: usize, req: &GenRequest, ctx: usize) -> Resul
         }
         None => None,
     };
+    // Refused before anything is allocated (a cached answer above needs no KV).
+    engine.check_kv(worst_case(prompt.len(), req.max_new_tokens, ctx))?;
     Ok(Prepared::Run(Box::new(Seq {
         request: index,
         prompt,
@@ -238,9 +240,16 @@ fn prepare(engine: &Engine, index: usize, req: &GenRequest, ctx: usize) -> Resul
     })))
 }
 
+/// Positions of KV a sequence may hold: its prompt and every new token the context allows.
+fn worst_case(prompt: usize, max_new: usize, ctx: usize) -> usize {
+    prompt + max_new.min(ctx.saturating_sub(prompt))
+}
+
 /// Moves waiting requests into the running set, in order, starting each from the longest cached
 /// prefix. A request that would share a longer prefix with a prompt still being prefilled
-/// waits one step or more, so the shared part is computed once.
+/// waits one step or more, so the shared part is computed once. Admission stops, in order,
+/// at the first request whose worst-case KV would not fit the budget beside the running ones
+/// (each fits alone: [`prepare`] refused the others).
 fn admit(
     engine: &Engine,
     prefix: &mut PrefixCache,
@@ -248,11 +257,20 @@ fn admit(
     running: &mut Vec<Seq>,
 ) {
     let max_running = engine.settings.max_running.max(1);
+    let ctx = engine.context_len();
+    let kv = |s: &Seq| engine.kv_bytes(worst_case(s.prompt.len(), s.max_new, ctx));
+    let budget = engine.kv_budget_bytes();
+    let mut reserved: usize = running.iter().map(kv).sum();
     let mut deferred = VecDeque::new();
     while running.len() < max_running {
         let Some(mut s) = waiting.pop_front() else {
             break;
         };
+        if budget.is_some_and(|b| !running.is_empty() && reserved + kv(&s) > b) {
+            waiting.push_front(s);
+            break;
+        }
+        reserved += kv(&s);
         let cached = prefix.peek(&s.prompt);
         let pending = running
             .iter()
@@ -275,6 +293,10 @@ fn admit(
             s.cache = KvCache::from_prefix(seg, n, s.cache_row(engine));
             s.fed = n;
             s.reused = n;
+        }
+        if budget.is_some() {
+            // The prompt now; the new tokens once the prompt is frozen into a shared segment.
+            s.cache.reserve(s.prompt.len() - s.fed);
         }
         running.push(*s);
     }
@@ -348,6 +370,11 @@ fn step(engine: &Engine, prefix: &mut PrefixCache, running: &mut [Seq]) -> Resul
             if let Some(seg) = s.cache.freeze() {
                 prefix.insert(seg);
             }
+            if engine.kv_budget_bytes().is_some() {
+                let ctx = engine.context_len();
+                s.cache
+                    .reserve(worst_case(s.prompt.len(), s.max_new, ctx) - s.prompt.len());
+            }
         }
         if !row.is_empty() {
             let banned: &[u32] = if s.ignore_eos {
@@ -363,7 +390,12 @@ fn step(engine: &Engine, prefix: &mut PrefixCache, running: &mut [Seq]) -> Resul
         }
     }
     let secs = t0.elapsed().as_secs_f64();
+    // Every position a sequence computed itself (its prompt stays its own even once frozen
+    // into a shared segment); reused prefix positions belong to the prefix cache.
+    let private: usize = running.iter().map(|s| s.cache.len() - s.reused).sum();
     let mut st = engine.stats.lock().unwrap_or_else(|p| p.into_inner());
+    st.peak_running = st.peak_running.max(running.len() as u64);
+    st.peak_kv_bytes = st.peak_kv_bytes.max(engine.kv_bytes(private) as u64);
     st.steps += 1;
     st.prefill_tokens += prefill as u64;
     st.decode_tokens += sampled as u64;

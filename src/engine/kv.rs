@@ -113,6 +113,18 @@ impl KvCache {
         }
     }
 
+    /// Makes room for `positions` more tail positions in one allocation per layer, so a
+    /// sequence admitted under a KV budget holds no more than its reservation (growth by
+    /// doubling could take twice its contents).
+    pub fn reserve(&mut self, positions: usize) {
+        let n = positions.saturating_mul(self.row);
+        for layer in &mut self.tail {
+            layer.k.reserve_exact(n);
+            layer.v.reserve_exact(n);
+        }
+        self.tail_tokens.reserve_exact(positions);
+    }
+
     /// Number of positions held (prefix plus tail).
     pub fn len(&self) -> usize {
         self.prefix_len + self.tail_tokens.len()
@@ -173,12 +185,21 @@ impl KvCache {
             return self.prefix.clone();
         }
         let n_layer = self.tail.len();
+        let mut layers = std::mem::replace(&mut self.tail, vec![LayerKv::default(); n_layer]);
+        // A shared segment holds exactly its positions (a reserved or doubled tail has spare
+        // capacity that the prefix cache's byte count would not see).
+        for l in &mut layers {
+            l.k.shrink_to_fit();
+            l.v.shrink_to_fit();
+        }
+        let mut tokens = std::mem::take(&mut self.tail_tokens);
+        tokens.shrink_to_fit();
         let seg = Arc::new(KvSegment {
             parent: self.prefix.take(),
             start: self.prefix_len,
-            len: self.tail_tokens.len(),
-            layers: std::mem::replace(&mut self.tail, vec![LayerKv::default(); n_layer]),
-            tokens: std::mem::take(&mut self.tail_tokens),
+            len: tokens.len(),
+            layers,
+            tokens,
         });
         self.prefix_len = seg.end();
         self.prefix = Some(seg.clone());

@@ -46,6 +46,10 @@ pub struct EngineSettings {
     pub step_tokens: usize,
     /// Memory for reusable prefix KV, in MiB (0 disables prefix reuse).
     pub prefix_cache_mb: usize,
+    /// Memory for the KV of sequences in flight, in MiB (0: unbounded). A sequence is admitted
+    /// only while the worst case of all running ones (prompt plus max new tokens) fits, and a
+    /// request that cannot fit alone is refused before anything is allocated.
+    pub kv_mb: usize,
     /// Directory of the persistent completion cache (`None` disables it).
     pub completion_cache_dir: Option<PathBuf>,
 }
@@ -58,6 +62,7 @@ impl Default for EngineSettings {
             max_running: 64,
             step_tokens: 512,
             prefix_cache_mb: 2048,
+            kv_mb: 4096,
             completion_cache_dir: None,
         }
     }
@@ -97,6 +102,63 @@ pub struct EngineStats {
     pub decode_only_tokens: u64,
     /// Seconds of those pure-decode steps, sampling included.
     pub decode_only_secs: f64,
+    /// Most sequences in one generation step.
+    pub peak_running: u64,
+    /// Most KV bytes held privately by the sequences of one step (shared prefixes excluded:
+    /// the prefix cache bounds those).
+    pub peak_kv_bytes: u64,
+}
+
+/// The engine's memory under its settings: fixed weights, bounded KV, bounded prefix cache and
+/// the activations of one forward step.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct MemoryPlan {
+    /// The model file (weights dominate it).
+    pub weights_bytes: u64,
+    /// KV per token.
+    pub kv_bytes_per_token: usize,
+    /// Bound on the KV of sequences in flight (`None`: unbounded).
+    pub kv_budget_bytes: Option<u64>,
+    /// Bound on the prefix cache.
+    pub prefix_cache_bytes: u64,
+    /// Activations of one forward step at the step-token budget (attention scratch excluded).
+    pub step_bytes: u64,
+    /// The step-token budget.
+    pub step_tokens: usize,
+}
+
+impl std::fmt::Display for MemoryPlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const MIB: f64 = (1u64 << 20) as f64;
+        let mib = |b: u64| b as f64 / MIB;
+        write!(f, "weights {:.0} MiB + KV ", mib(self.weights_bytes))?;
+        match self.kv_budget_bytes {
+            Some(b) => write!(
+                f,
+                "≤ {:.0} MiB ({:.1} KiB/token, {} tokens in flight)",
+                mib(b),
+                self.kv_bytes_per_token as f64 / 1024.0,
+                b / self.kv_bytes_per_token.max(1) as u64
+            )?,
+            None => write!(
+                f,
+                "unbounded ({:.1} KiB/token)",
+                self.kv_bytes_per_token as f64 / 1024.0
+            )?,
+        }
+        write!(
+            f,
+            " + prefix cache ≤ {:.0} MiB + activations ≈ {:.0} MiB ({} tokens/step)",
+            mib(self.prefix_cache_bytes),
+            mib(self.step_bytes),
+            self.step_tokens
+        )?;
+        if let Some(b) = self.kv_budget_bytes {
+            let total = self.weights_bytes + b + self.prefix_cache_bytes + self.step_bytes;
+            write!(f, " = ≤ {:.0} MiB", mib(total))?;
+        }
+        Ok(())
+    }
 }
 
 /// A streamed piece of output.
@@ -177,6 +239,50 @@ impl Engine {
     /// The settings the engine was loaded with.
     pub fn settings(&self) -> &EngineSettings {
         &self.settings
+    }
+
+    /// Bytes of KV one token takes (f16 keys and values of every layer).
+    pub fn kv_bytes_per_token(&self) -> usize {
+        let c = &self.model.transformer().cfg;
+        c.n_layer * 2 * c.n_kv_head * c.head_dim * 2
+    }
+
+    /// Bytes of KV `tokens` positions take.
+    pub fn kv_bytes(&self, tokens: usize) -> usize {
+        tokens.saturating_mul(self.kv_bytes_per_token())
+    }
+
+    /// The KV budget of sequences in flight, in bytes (`None`: unbounded).
+    pub fn kv_budget_bytes(&self) -> Option<usize> {
+        (self.settings.kv_mb > 0).then_some(self.settings.kv_mb.saturating_mul(1 << 20))
+    }
+
+    /// Refuses a request whose `tokens` positions of KV cannot fit the budget even alone.
+    pub(crate) fn check_kv(&self, tokens: usize) -> Result<()> {
+        match self.kv_budget_bytes() {
+            Some(budget) if self.kv_bytes(tokens) > budget => Err(EngineError::KvBudget {
+                tokens,
+                need_mib: self.kv_bytes(tokens).div_ceil(1 << 20),
+                budget_mib: self.settings.kv_mb,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// What the engine may hold in memory under its settings (reported when a command starts).
+    pub fn memory_plan(&self) -> MemoryPlan {
+        let c = &self.model.transformer().cfg;
+        // Per token of a forward step: the residual, normed copy, q/k/v, attention output and
+        // the MLP's gate, up and product rows, in f32.
+        let per_token = (4 * c.hidden + 2 * c.n_kv_head * c.head_dim + 3 * c.ffn) * 4;
+        MemoryPlan {
+            weights_bytes: std::fs::metadata(&self.path).map_or(0, |m| m.len()),
+            kv_bytes_per_token: self.kv_bytes_per_token(),
+            kv_budget_bytes: self.kv_budget_bytes().map(|b| b as u64),
+            prefix_cache_bytes: (self.settings.prefix_cache_mb as u64) << 20,
+            step_bytes: (self.settings.step_tokens.max(1) * per_token) as u64,
+            step_tokens: self.settings.step_tokens.max(1),
+        }
     }
 
     /// sha256 of the model file (computed once, on first use).

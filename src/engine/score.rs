@@ -37,6 +37,15 @@ fn log_softmax_at(row: &[f32], token: u32) -> f64 {
     row[token as usize] as f64 - lse
 }
 
+/// One prepared item of [`Engine::score_batch`].
+struct ScoreItem {
+    ids: Vec<u32>,
+    conts: Vec<Vec<u32>>,
+    cache: KvCache,
+    fed: usize,
+    first_row: Vec<f32>,
+}
+
 impl Engine {
     /// Scores each continuation (tokenized as plain text, no special tokens) after `prompt`.
     pub fn score(&self, prompt: &Prompt, continuations: &[String]) -> Result<Vec<Scored>> {
@@ -61,16 +70,8 @@ impl Engine {
     /// judgement) need nothing beyond the prefill. One result per item, each with its own error.
     pub fn score_batch(&self, items: &[(Prompt, Vec<String>)]) -> Vec<Result<Vec<Scored>>> {
         let model = self.model.transformer();
-        let row = model.cfg.n_kv_head * model.cfg.head_dim;
         // Validation and tokenization, per item.
-        struct Item {
-            ids: Vec<u32>,
-            conts: Vec<Vec<u32>>,
-            cache: KvCache,
-            fed: usize,
-            first_row: Vec<f32>,
-        }
-        let mut prepared: Vec<Result<Item>> = items
+        let prepared: Vec<Result<ScoreItem>> = items
             .iter()
             .map(|(prompt, conts)| {
                 let ids = self.prompt_ids(prompt)?;
@@ -79,7 +80,7 @@ impl Engine {
                     .map(|c| self.tokenizer.encode_plain(c))
                     .collect::<Result<Vec<_>>>()?;
                 self.check_scoring(&ids, &conts)?;
-                Ok(Item {
+                Ok(ScoreItem {
                     ids,
                     conts,
                     cache: model.new_cache(),
@@ -88,6 +89,31 @@ impl Engine {
                 })
             })
             .collect();
+        // Groups whose KV fits the budget together (each item fits alone: checked above); the
+        // results do not depend on the grouping, every row being computed on its own.
+        let budget = self.kv_budget_bytes();
+        let mut out = Vec::with_capacity(items.len());
+        let mut group = Vec::new();
+        let mut used = 0usize;
+        for it in prepared {
+            let need = it.as_ref().map_or(0, |it| {
+                self.kv_bytes(it.ids.len() + it.conts.iter().map(Vec::len).sum::<usize>())
+            });
+            if !group.is_empty() && budget.is_some_and(|b| used + need > b) {
+                out.extend(self.score_group(std::mem::take(&mut group)));
+                used = 0;
+            }
+            used += need;
+            group.push(it);
+        }
+        out.extend(self.score_group(group));
+        out
+    }
+
+    /// [`Engine::score_batch`] on prepared items held in memory together.
+    fn score_group(&self, mut prepared: Vec<Result<ScoreItem>>) -> Vec<Result<Vec<Scored>>> {
+        let model = self.model.transformer();
+        let row = model.cfg.n_kv_head * model.cfg.head_dim;
         // Batched prefill.
         {
             let mut prefix = self.prefix_cache.lock().unwrap_or_else(|p| p.into_inner());
@@ -179,7 +205,8 @@ impl Engine {
                 ctx: self.context_len(),
             });
         }
-        Ok(())
+        // The prompt's KV plus one private tail per continuation.
+        self.check_kv(ids.len() + conts.iter().map(Vec::len).sum::<usize>())
     }
 
     /// Log-probabilities of continuations after a prefilled prompt (`cache`, `first_row`).

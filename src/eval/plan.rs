@@ -77,6 +77,8 @@ pub struct Plan {
     pub split_seed: u64,
     /// The resolved settings that `config.json` records.
     pub record: serde_json::Value,
+    /// The dataset folder (the code sandbox hides it: its files hold the tests).
+    pub data_dir: std::path::PathBuf,
 }
 
 /// Resolves the task, split, graph, prompts and settings of an `[eval]` layer.
@@ -137,6 +139,7 @@ pub fn resolve_plan(cfg: &EvalFile) -> Result<Plan, PlanError> {
         split_mode,
         split_seed,
         record,
+        data_dir,
     })
 }
 

@@ -2,10 +2,19 @@
 //! per-assert results into a [`TestReport`] and a [`Verdict`] (pass@1 and the fraction of
 //! asserts passed).
 //!
-//! Owns program assembly (import lines, the `import math` rule), the harness protocol (a random
-//! nonce per run; only lines that start with it count, so printed "PASS" lines or an early
-//! `exit(0)` score nothing) and parallel judging. It must not spawn processes itself: every run
-//! goes through the sandbox.
+//! The candidate and the tests never share a process. Each judgement is a pair of sandboxed
+//! programs ([`Sandbox::run_pair`]): the *runner* (`harness/run.py`) loads the candidate and
+//! answers requests — call this function with these arguments, read this attribute — with
+//! values; the *checker* (`harness/check.py`, trusted) runs the tests' prelude and asserts,
+//! where every name of the program is a proxy for such requests, decodes the answers into
+//! plain builtin values (`harness/codec.py`) and compares them itself. The runner never sees
+//! an assert, an expected value or the report channel, so a program that walks the
+//! interpreter's frames, returns an object equal to everything, prints "PASS" lines or writes
+//! forged answers gets no further than its own return values.
+//!
+//! Owns program assembly (import lines, the `import math` rule), the report protocol (a random
+//! nonce per run on the checker's stdout; only lines that start with it count) and parallel
+//! judging. It must not spawn processes itself: every run goes through the sandbox.
 
 use super::sandbox::{
     random_hex, Isolation, ProcessSandbox, PythonJob, RunOutcome, Sandbox, SandboxError,
@@ -18,8 +27,16 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// The runner, executed inside the sandbox with `python -c`.
-const HARNESS: &str = include_str!("harness.py");
+/// The checker (trusted: runs the asserts on values), executed with `python -c`.
+const CHECKER: &str = concat!(
+    include_str!("harness/codec.py"),
+    include_str!("harness/check.py")
+);
+/// The runner (untrusted: loads the candidate, answers the checker's requests).
+const RUNNER: &str = concat!(
+    include_str!("harness/codec.py"),
+    include_str!("harness/run.py")
+);
 /// Bytes of nonce (32 hex digits).
 const NONCE_BYTES: usize = 16;
 /// Characters of stderr kept in a report.
@@ -158,6 +175,18 @@ impl CodeJudge {
         Self::from_policy(SandboxPolicy::default())
     }
 
+    /// A judge with the default policy that also hides `dirs` (the dataset folder: its files
+    /// hold the tests a program could otherwise read).
+    pub fn hiding(dirs: &[std::path::PathBuf]) -> Result<Self, SandboxError> {
+        let mut policy = SandboxPolicy::default();
+        for dir in dirs {
+            if !policy.hide_paths.contains(dir) {
+                policy.hide_paths.push(dir.clone());
+            }
+        }
+        Self::from_policy(policy)
+    }
+
     /// The sandbox it runs programs in.
     pub fn sandbox(&self) -> &dyn Sandbox {
         self.sandbox.as_ref()
@@ -170,20 +199,32 @@ impl CodeJudge {
             return Ok(self.empty_report());
         }
         let nonce = random_hex(NONCE_BYTES).map_err(SandboxError::Random)?;
-        let policy = self.sandbox.policy();
-        let input = serde_json::json!({
-            "nonce": nonce,
-            "program": assemble_program(code, tests),
-            "asserts": tests.asserts,
-            "assert_timeout": policy.assert_timeout_ms as f64 / 1000.0,
-        });
-        let job = PythonJob {
-            script: HARNESS.to_string(),
-            stdin: input.to_string().into_bytes(),
+        let assert_timeout = self.sandbox.policy().assert_timeout_ms as f64 / 1000.0;
+        let checker = PythonJob {
+            script: CHECKER.to_string(),
+            stdin: serde_json::json!({
+                "nonce": nonce,
+                "asserts": tests.asserts,
+                "prelude": checker_prelude(tests),
+                "entry_point": tests.entry_point,
+                "assert_timeout": assert_timeout,
+            })
+            .to_string()
+            .into_bytes(),
             marker: format!("{nonce} ").into_bytes(),
         };
-        let outcome = self.sandbox.run(&job)?;
-        Ok(report_from(&outcome, tests.asserts.len()))
+        let runner = PythonJob {
+            script: RUNNER.to_string(),
+            stdin: serde_json::json!({
+                "program": runner_program(code, tests),
+                "assert_timeout": assert_timeout,
+            })
+            .to_string()
+            .into_bytes(),
+            marker: Vec::new(),
+        };
+        let (checked, ran) = self.sandbox.run_pair(&checker, &runner)?;
+        Ok(report_from(&checked, &ran, tests.asserts.len()))
     }
 
     /// [`Self::run_tests`] then [`TestReport::to_verdict`].
@@ -311,6 +352,42 @@ pub fn assemble_program(code: &str, tests: &CodeTests) -> String {
     program
 }
 
+/// What the runner loads: [`assemble_program`] with only the tests' one-line import statements
+/// (the names the candidate may use without importing them). Original HumanEval's test source,
+/// which holds the expected values, stays with the checker.
+pub fn runner_program(code: &str, tests: &CodeTests) -> String {
+    let imports = tests
+        .imports
+        .iter()
+        .filter(|l| is_import_line(l))
+        .cloned()
+        .collect();
+    assemble_program(
+        code,
+        &CodeTests {
+            imports,
+            ..tests.clone()
+        },
+    )
+}
+
+/// What the checker runs before the asserts: the tests' imports and prelude, and `import math`
+/// when an assert uses `math.` and nothing imports it.
+pub fn checker_prelude(tests: &CodeTests) -> Vec<String> {
+    let mut prelude = tests.imports.clone();
+    let uses_math = tests.asserts.iter().any(|a| a.contains("math."));
+    if uses_math && !prelude.iter().any(|l| imports_math(l)) {
+        prelude.push("import math".into());
+    }
+    prelude
+}
+
+/// One `import …` / `from … import …` statement on one line.
+fn is_import_line(line: &str) -> bool {
+    let line = line.trim();
+    !line.contains('\n') && (line.starts_with("import ") || line.starts_with("from "))
+}
+
 /// Whether some line is `import math` (possibly among others, e.g. `import os, math`).
 fn imports_math(text: &str) -> bool {
     text.lines().any(|line| {
@@ -344,8 +421,9 @@ fn parse_line(line: &str) -> Option<Line<'_>> {
     }
 }
 
-/// Builds the report from the marked lines; asserts without a result failed.
-fn report_from(outcome: &RunOutcome, total: usize) -> TestReport {
+/// Builds the report from the checker's marked lines (asserts without a result failed) and
+/// the runner's output (the program's own stdout and stderr).
+fn report_from(outcome: &RunOutcome, runner: &RunOutcome, total: usize) -> TestReport {
     let mut results: Vec<Option<AssertResult>> = vec![None; total];
     let (mut load_error, mut finished) = (None, false);
     for line in outcome.marked_lines.iter().filter_map(|l| parse_line(l)) {
@@ -362,7 +440,7 @@ fn report_from(outcome: &RunOutcome, total: usize) -> TestReport {
             Line::Result(..) => {}
         }
     }
-    let missing = missing_reason(outcome, load_error.is_some());
+    let missing = missing_reason(outcome, runner, load_error.is_some());
     let per_assert: Vec<AssertResult> = results
         .into_iter()
         .enumerate()
@@ -380,20 +458,31 @@ fn report_from(outcome: &RunOutcome, total: usize) -> TestReport {
         total,
         per_assert,
         load_error,
-        timed_out: outcome.timed_out,
+        timed_out: outcome.timed_out || runner.timed_out,
         finished,
         isolation: outcome.isolation,
-        isolation_warning: outcome.warning.clone(),
-        stdout_truncated: outcome.stdout_truncated,
-        stderr_tail: tail(&outcome.stderr, STDERR_TAIL),
-        wall_ms: outcome.wall_ms,
+        isolation_warning: outcome.warning.clone().or_else(|| runner.warning.clone()),
+        stdout_truncated: runner.stdout_truncated,
+        stderr_tail: stderr_tail(outcome, runner),
+        wall_ms: outcome.wall_ms.max(runner.wall_ms),
     }
 }
 
-fn missing_reason(outcome: &RunOutcome, load_failed: bool) -> String {
+/// The program's stderr; the checker's too when it wrote any (a harness failure).
+fn stderr_tail(checker: &RunOutcome, runner: &RunOutcome) -> String {
+    let program = tail(&runner.stderr, STDERR_TAIL);
+    let checker = tail(&checker.stderr, STDERR_TAIL);
+    if checker.is_empty() {
+        program
+    } else {
+        format!("{program}\n[checker] {checker}").trim().to_string()
+    }
+}
+
+fn missing_reason(outcome: &RunOutcome, runner: &RunOutcome, load_failed: bool) -> String {
     if load_failed {
         "not run: the program failed to load".into()
-    } else if outcome.timed_out {
+    } else if outcome.timed_out || runner.timed_out {
         "no result: the program hit the wall-clock limit".into()
     } else {
         format!(
@@ -446,6 +535,27 @@ mod tests {
     }
 
     #[test]
+    fn the_runner_gets_import_lines_and_the_checker_the_whole_prelude() {
+        let t = tests_with(
+            &["check(add)"],
+            &[
+                "from typing import List",
+                "def check(candidate):\n    assert candidate(1, 2) == 3",
+            ],
+        );
+        let p = runner_program("def add(a, b): return a + b", &t);
+        assert_eq!(p, "from typing import List\ndef add(a, b): return a + b\n");
+        assert!(
+            !p.contains("check"),
+            "the expected values stay with the checker: {p}"
+        );
+        assert_eq!(checker_prelude(&t), t.imports);
+        let t = tests_with(&["assert math.isclose(f(1), 1.0)"], &[]);
+        assert_eq!(checker_prelude(&t), ["import math"]);
+        assert!(runner_program("def f(x): return x", &t).starts_with("import math\n"));
+    }
+
+    #[test]
     fn future_imports_stay_first() {
         let t = tests_with(&["assert True"], &["from typing import List"]);
         let p = assemble_program("from __future__ import annotations\ndef f(): pass", &t);
@@ -485,7 +595,11 @@ mod tests {
 
     #[test]
     fn missing_and_duplicate_results_fail() {
-        let r = report_from(&outcome(&["0 PASS", "0 FAIL x", "2 PASS", "9 PASS"]), 3);
+        let r = report_from(
+            &outcome(&["0 PASS", "0 FAIL x", "2 PASS", "9 PASS"]),
+            &outcome(&[]),
+            3,
+        );
         assert_eq!((r.passed, r.total, r.finished), (2, 3, false));
         assert!(r.per_assert[0].passed && !r.per_assert[1].passed && r.per_assert[2].passed);
         assert!((r.fraction() - 2.0 / 3.0).abs() < 1e-9 && !r.pass_at_1());
@@ -495,14 +609,18 @@ mod tests {
 
     #[test]
     fn a_load_error_fails_everything() {
-        let r = report_from(&outcome(&["LOAD SyntaxError: bad", "0 PASS", "DONE 1"]), 1);
+        let r = report_from(
+            &outcome(&["LOAD SyntaxError: bad", "0 PASS", "DONE 1"]),
+            &outcome(&[]),
+            1,
+        );
         assert_eq!(r.passed, 0);
         assert_eq!(r.load_error.as_deref(), Some("SyntaxError: bad"));
     }
 
     #[test]
     fn zero_asserts_is_not_correct() {
-        let mut r = report_from(&outcome(&[]), 0);
+        let mut r = report_from(&outcome(&[]), &outcome(&[]), 0);
         r.finished = true;
         let v = r.to_verdict("x");
         assert!(!v.correct && v.score == 0.0 && v.detail.contains("no tests"));

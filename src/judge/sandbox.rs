@@ -2,8 +2,9 @@
 //!
 //! Owns the [`Sandbox`] seam, its [`SandboxPolicy`] and the one real implementation,
 //! [`ProcessSandbox`]. It knows nothing about asserts or verdicts (that is [`super::code`]); it
-//! runs one Python script with some stdin and reports exit, capped output and the lines that carry
-//! a caller-chosen marker. There is deliberately no unsandboxed implementation.
+//! runs one Python script with some stdin (or two at once, each sandboxed on its own, joined only
+//! by a pair of pipes) and reports exit, capped output and the lines that carry a caller-chosen
+//! marker. There is deliberately no unsandboxed implementation.
 //!
 //! Isolation is layered (see `child.rs` for the exact syscalls):
 //!
@@ -33,10 +34,12 @@ mod supervise;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::io::Read;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::{chown, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 /// The uid/gid programs run as when maspo itself runs as root (`nobody` on Linux).
@@ -116,9 +119,10 @@ pub struct SandboxPolicy {
     /// Programs run at once by [`super::code::CodeJudge::run_many`] (default 2).
     pub max_parallel: usize,
     /// Host directories hidden from the program under namespaces (an empty read-only tmpfs
-    /// over each): by default `$HOME` and the current directory — the project, its models, run
-    /// directories and datasets. A directory holding the interpreter or the system (`/usr`,
-    /// `/lib`, `/bin`, `/etc`) is never hidden.
+    /// over each): by default `$HOME`, the current directory — the project, its models and run
+    /// directories — and the default dataset folder (`$MASPO_DATA_DIR` or `../shared/data`).
+    /// A directory holding the interpreter or the system (`/usr`, `/lib`, `/bin`, `/etc`) is
+    /// never hidden.
     pub hide_paths: Vec<PathBuf>,
 }
 
@@ -141,6 +145,7 @@ impl Default for SandboxPolicy {
                 .map(PathBuf::from)
                 .into_iter()
                 .chain(std::env::current_dir().ok())
+                .chain([crate::tasks::default_data_dir()])
                 .collect(),
         }
     }
@@ -200,6 +205,9 @@ pub enum SandboxError {
     /// The OS random source failed.
     #[error("cannot read random bytes from /dev/urandom: {0}")]
     Random(std::io::Error),
+    /// The pipes between the two programs of a pair could not be made.
+    #[error("cannot create the channel between the code checker and the program: {0}")]
+    Channel(std::io::Error),
     /// The private temp dir could not be made.
     #[error("cannot create the sandbox directory {path}: {source}")]
     TempDir {
@@ -265,7 +273,20 @@ pub trait Sandbox: Send + Sync {
     fn isolation(&self) -> Isolation;
     /// Runs one program to completion or timeout; errors are systemic only.
     fn run(&self, job: &PythonJob) -> Result<RunOutcome, SandboxError>;
+    /// Runs two programs at once, each in a sandbox of its own, joined by a channel of two
+    /// pipes (one each way) and nothing else: each finds its read and write descriptors in
+    /// [`CHANNEL_ENV`] (`"<read fd> <write fd>"`). The second is stopped once the first has
+    /// ended. The code judge runs its trusted checker as the first and the candidate as the
+    /// second. Errors are systemic only.
+    fn run_pair(
+        &self,
+        first: &PythonJob,
+        second: &PythonJob,
+    ) -> Result<(RunOutcome, RunOutcome), SandboxError>;
 }
+
+/// The environment variable that gives each program of [`Sandbox::run_pair`] its channel.
+pub const CHANNEL_ENV: &str = "MASPO_CHANNEL";
 
 /// The process sandbox: namespaces when permitted, rlimits otherwise (see the module docs).
 #[derive(Debug, Clone)]
@@ -372,7 +393,12 @@ impl ProcessSandbox {
         }
     }
 
-    fn command(&self, job: &PythonJob, dir: Option<&PrivateDir>) -> Command {
+    fn command(
+        &self,
+        job: &PythonJob,
+        dir: Option<&PrivateDir>,
+        channel: Option<[libc::c_int; 2]>,
+    ) -> Command {
         let mut cmd = Command::new(&self.python);
         cmd.arg("-s");
         if !self.policy.site_packages {
@@ -395,6 +421,9 @@ impl ProcessSandbox {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        if let Some([read, write]) = channel {
+            cmd.env(CHANNEL_ENV, format!("{read} {write}"));
+        }
         let ids = sandbox_ids();
         if ids.drop_root {
             cmd.uid(ids.uid).gid(ids.gid);
@@ -404,6 +433,7 @@ impl ProcessSandbox {
             self.isolation == Isolation::Namespaces,
             ids,
             &self.python,
+            channel,
         );
         // SAFETY: `ChildPlan::apply` only makes async-signal-safe calls on data prepared above.
         unsafe { cmd.pre_exec(move || plan.apply()) };
@@ -421,26 +451,97 @@ impl Sandbox for ProcessSandbox {
     }
 
     fn run(&self, job: &PythonJob) -> Result<RunOutcome, SandboxError> {
-        let dir = match self.isolation {
-            Isolation::RlimitsOnly => Some(PrivateDir::create(sandbox_ids())?),
-            Isolation::Namespaces => None,
-        };
-        let child =
-            self.command(job, dir.as_ref())
-                .spawn()
-                .map_err(|source| SandboxError::Spawn {
-                    python: self.python.clone(),
-                    source,
-                })?;
-        let done = supervise::supervise(child, &job.stdin, &job.marker, &self.policy);
+        let dir = self.private_dir()?;
+        let child = self.spawn(job, dir.as_ref(), None)?;
+        let never = AtomicBool::new(false);
+        let done = supervise::supervise(child, &job.stdin, &job.marker, &self.policy, &never);
         drop(dir);
+        Ok(self.outcome(done))
+    }
+
+    fn run_pair(
+        &self,
+        first: &PythonJob,
+        second: &PythonJob,
+    ) -> Result<(RunOutcome, RunOutcome), SandboxError> {
+        // `to_second` carries what the first writes; `to_first` what the second writes.
+        let (to_second_read, to_second_write) = pipe()?;
+        let (to_first_read, to_first_write) = pipe()?;
+        let (dir1, dir2) = (self.private_dir()?, self.private_dir()?);
+        let child1 = self.spawn(
+            first,
+            dir1.as_ref(),
+            Some([to_first_read.as_raw_fd(), to_second_write.as_raw_fd()]),
+        )?;
+        let stop = AtomicBool::new(false);
+        let child2 = match self.spawn(
+            second,
+            dir2.as_ref(),
+            Some([to_second_read.as_raw_fd(), to_first_write.as_raw_fd()]),
+        ) {
+            Ok(child) => child,
+            Err(e) => {
+                stop.store(true, Ordering::Relaxed);
+                supervise::supervise(child1, &[], &[], &self.policy, &stop);
+                return Err(e);
+            }
+        };
+        // Only the programs hold the ends now: one that exits is an end of file to the other.
+        drop((
+            to_second_read,
+            to_second_write,
+            to_first_read,
+            to_first_write,
+        ));
+        let never = AtomicBool::new(false);
+        let (done1, done2) = std::thread::scope(|scope| {
+            let second_done = scope.spawn(|| {
+                supervise::supervise(child2, &second.stdin, &second.marker, &self.policy, &stop)
+            });
+            let done1 =
+                supervise::supervise(child1, &first.stdin, &first.marker, &self.policy, &never);
+            stop.store(true, Ordering::Relaxed);
+            (done1, second_done.join())
+        });
+        drop((dir1, dir2));
+        let done2 = done2.map_err(|_| {
+            SandboxError::Channel(std::io::Error::other("the supervising thread panicked"))
+        })?;
+        Ok((self.outcome(done1), self.outcome(done2)))
+    }
+}
+
+impl ProcessSandbox {
+    /// A private temp dir (rlimits only; namespaces get a private tmpfs instead).
+    fn private_dir(&self) -> Result<Option<PrivateDir>, SandboxError> {
+        match self.isolation {
+            Isolation::RlimitsOnly => Ok(Some(PrivateDir::create(sandbox_ids())?)),
+            Isolation::Namespaces => Ok(None),
+        }
+    }
+
+    fn spawn(
+        &self,
+        job: &PythonJob,
+        dir: Option<&PrivateDir>,
+        channel: Option<[libc::c_int; 2]>,
+    ) -> Result<std::process::Child, SandboxError> {
+        self.command(job, dir, channel)
+            .spawn()
+            .map_err(|source| SandboxError::Spawn {
+                python: self.python.clone(),
+                source,
+            })
+    }
+
+    fn outcome(&self, done: supervise::Finished) -> RunOutcome {
         let mut warning = self.warning.clone();
         if done.pipes_left_open {
             let note = "processes that left the process group kept the output open and may \
                         still be running";
             warning = Some(warning.map_or(note.to_string(), |w| format!("{w}; {note}")));
         }
-        Ok(RunOutcome {
+        RunOutcome {
             exit: done.exit,
             stdout: String::from_utf8_lossy(&done.stdout.plain.data).into_owned(),
             stderr: String::from_utf8_lossy(&done.stderr.data).into_owned(),
@@ -451,7 +552,19 @@ impl Sandbox for ProcessSandbox {
             wall_ms: done.wall.as_millis() as u64,
             isolation: self.isolation,
             warning,
-        })
+        }
+    }
+}
+
+/// A pipe, both ends close-on-exec (a spawned program keeps only the ends it is given).
+fn pipe() -> Result<(OwnedFd, OwnedFd), SandboxError> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: pipe2 writes two descriptors into `fds`, which we then own.
+    unsafe {
+        if libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
+            return Err(SandboxError::Channel(std::io::Error::last_os_error()));
+        }
+        Ok((OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])))
     }
 }
 

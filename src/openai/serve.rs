@@ -544,6 +544,7 @@ fn handle(sh: &Shared<'_>, body: &[u8], chat: bool, w: &mut TcpStream, keep: boo
 fn status_of(e: &EngineError) -> (u16, &'static str) {
     match e {
         EngineError::ContextOverflow { .. }
+        | EngineError::KvBudget { .. }
         | EngineError::Request(_)
         | EngineError::Template(_)
         | EngineError::Tokenizer(_) => (400, "invalid_request_error"),

@@ -240,6 +240,9 @@ pub struct OptimizeSettings {
     /// Fix: proposals with fewer words than this besides their placeholders are rejected as
     /// stubs (0 = off, the reference).
     pub min_prompt_words: usize,
+    /// Fix: a proposal must keep the answer format its parent asks for (`<answer>` tags, a code
+    /// block); the reference accepts a prompt that drops it.
+    pub keep_answer_format: bool,
     /// Pool from the `opt` split (`heldout`) or, as the reference, from the file that is tested
     /// (`paper`).
     pub pool_split: String,
@@ -308,6 +311,7 @@ impl OptimizeSettings {
             literal_braces: true,
             feedback: true,
             min_prompt_words: 8,
+            keep_answer_format: true,
             pool_split: "heldout".into(),
             mutator_temperature: 0.7,
             mutator_max_tokens: 1024,
@@ -328,6 +332,7 @@ impl OptimizeSettings {
                 s.literal_braces = false;
                 s.feedback = false;
                 s.min_prompt_words = 0;
+                s.keep_answer_format = false;
                 s.pool_split = "paper".into();
                 s.judge.order = JudgeOrder::CandidateFirst;
                 s.judge.unparsed_is_a = true;
@@ -558,7 +563,7 @@ mod tests {
         );
         assert_eq!(d.weights, [0.4, 0.4, 0.2]);
         assert_eq!(f.judge.order, JudgeOrder::CandidateFirst);
-        assert!(!f.dedupe_beam && !f.literal_braces && !f.feedback);
+        assert!(!f.dedupe_beam && !f.literal_braces && !f.feedback && !f.keep_answer_format);
         assert_eq!(f.pool_split, "paper");
         let l = OptimizeSettings::preset("default", "light").unwrap();
         assert!(l.batch < d.batch && l.depth() < d.depth());

@@ -41,8 +41,9 @@ pub enum OptimizeError {
     /// The MAS could not run.
     #[error(transparent)]
     Mas(#[from] MasError),
-    /// A run file could not be read or written.
-    #[error("{path}: {source}")]
+    /// A run file could not be read or written (the checkpoint before it stays intact: run the
+    /// same command again once the cause, e.g. a full disk, is fixed).
+    #[error("{path}: {source} (the last checkpoint is intact: fix this and run the same command again to continue)")]
     Io {
         /// The file.
         path: PathBuf,

@@ -204,13 +204,18 @@ impl RunDir {
             .append(true)
             .open(&p)
             .map_err(io(&p))?;
+        let before = f.metadata().map_err(io(&p))?.len();
         let mut buf = String::new();
         for l in lines {
             buf.push_str(l);
             buf.push('\n');
         }
-        f.write_all(buf.as_bytes()).map_err(io(&p))?;
-        f.sync_data().map_err(io(&p))
+        let written = f.write_all(buf.as_bytes()).and_then(|()| f.sync_data());
+        if written.is_err() {
+            // A full disk must not leave half a line: cut back to the last whole one.
+            let _ = f.set_len(before);
+        }
+        written.map_err(io(&p))
     }
 
     /// Writes `best_prompts.json` (the reference shape, loadable by `maspo eval --prompts`).

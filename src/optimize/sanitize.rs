@@ -6,6 +6,30 @@
 //! rejects every other brace group, so literal braces such as `{1,2}` or JSON make it fall back
 //! to the parent; maspo allows them unless `literal_braces` is off (the `faithful` preset).
 
+use crate::tasks::TaskKind;
+
+/// Rejects a proposal that drops the answer format its parent asks for: a parent prompt that
+/// mentions `<answer>` tags (math, multiple choice) or a code block (code) hands that ask on.
+/// Small mutators sometimes return a "prompt" that is only a remark about the question plus
+/// `{question}`; the agent then answers in free form, the extractor finds nothing, and a batch
+/// of four judged by a small judge cannot show it (the AQuA cell in `docs/results/light/`).
+pub fn check_answer_format(new: &str, old: &str, kind: TaskKind) -> Result<(), String> {
+    let (markers, what): (&[&str], &str) = match kind {
+        TaskKind::Math | TaskKind::Choice => (&["<answer>"], "the final answer in <answer> tags"),
+        TaskKind::Code => (&["```", "code block"], "the function in a code block"),
+    };
+    let asks = |s: &str| {
+        let s = s.to_lowercase();
+        markers.iter().any(|m| s.contains(m))
+    };
+    if asks(old) && !asks(new) {
+        return Err(format!(
+            "the proposal drops the answer format its parent asks for ({what})"
+        ));
+    }
+    Ok(())
+}
+
 /// Rejects a proposal with fewer than `min_words` words besides its placeholders: small
 /// mutators often return a stub (a copied format hint, a bare "Question: {question}").
 pub fn check_substance(prompt: &str, min_words: usize) -> Result<(), String> {
@@ -130,6 +154,36 @@ mod tests {
         assert!(sanitize("{question}", "{question}", true).unwrap() == "{question}");
         assert!(sanitize("{question}{context}{context}", "{question}", true).is_err());
         assert!(sanitize("   ", OLD, true).is_err());
+    }
+
+    #[test]
+    fn the_answer_format_is_kept_once_the_parent_asks_for_it() {
+        let parent =
+            "Solve it. End with the final answer inside <answer></answer> tags.\n{question}";
+        let kept = "Think carefully, check each step, and write the result as <ANSWER>x</ANSWER>. {question}";
+        let dropped =
+            "The question is incomplete; please provide the options.\n\nQuestion: {question}";
+        for kind in [TaskKind::Math, TaskKind::Choice] {
+            assert!(check_answer_format(kept, parent, kind).is_ok());
+            let why = check_answer_format(dropped, parent, kind).unwrap_err();
+            assert!(why.contains("<answer> tags"), "{why}");
+            // A parent without the ask (an intermediate agent) constrains nothing.
+            assert!(check_answer_format(dropped, "Review the solution. {question}", kind).is_ok());
+        }
+        let code = "Write the function. End with one ```python code block.\n{question}";
+        assert!(check_answer_format(
+            "Return only a Python code block. {question}",
+            code,
+            TaskKind::Code
+        )
+        .is_ok());
+        assert!(check_answer_format(
+            "Reply with ```python fences. {question}",
+            code,
+            TaskKind::Code
+        )
+        .is_ok());
+        assert!(check_answer_format("Write clean code. {question}", code, TaskKind::Code).is_err());
     }
 
     #[test]

@@ -12,7 +12,7 @@ use super::config::{CaseSampling, JudgeOrder, Method, OptimizeSettings, Schedule
 use super::evaluator::{Evaluator, JudgeJob, ProposeJob, RolloutJob};
 use super::meta::{self, Choice, Comparison, JudgeInput, ProposalInput, Sample};
 use super::opro;
-use super::sanitize::{check_substance, sanitize};
+use super::sanitize::{check_answer_format, check_substance, sanitize};
 use super::state::{BadCase, BeamNode, Scored, State, StepRecord, TpeState};
 use super::tpe;
 use super::OptimizeError;
@@ -446,6 +446,12 @@ impl<'a> Search<'a> {
                 )),
                 Some(p) => sanitize(&p, parent, self.s.literal_braces)
                     .and_then(|p| check_substance(&p, self.s.min_prompt_words).map(|_| p))
+                    .and_then(|p| {
+                        if self.s.keep_answer_format {
+                            check_answer_format(&p, parent, self.ev.kind())?;
+                        }
+                        Ok(p)
+                    })
                     .map_err(|why| ("rejected", why)),
             },
         };

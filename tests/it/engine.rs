@@ -278,3 +278,85 @@ fn scoring_agrees_with_generation_and_is_batch_invariant() {
         );
     }
 }
+
+#[test]
+fn a_kv_budget_bounds_memory_refuses_what_cannot_fit_and_keeps_tokens() {
+    let _g = heavy();
+    let reqs: Vec<GenRequest> = mixed_requests().into_iter().take(24).collect();
+    let free = engine(EngineSettings {
+        prefix_cache_mb: 0,
+        kv_mb: 0,
+        ..EngineSettings::default()
+    });
+    let reference = tokens(free.generate(&reqs));
+    let unbounded = free.stats();
+    assert_eq!(unbounded.peak_running, 24, "{unbounded:?}");
+    // 6 MiB: a few worst cases (prompt + max new tokens, ~22.5 KiB per SmolLM2 position) at a
+    // time. Admission waits in order; the tokens cannot change.
+    let bounded = engine(EngineSettings {
+        prefix_cache_mb: 0,
+        kv_mb: 6,
+        ..EngineSettings::default()
+    });
+    let per_token = bounded.kv_bytes_per_token();
+    assert_eq!(
+        per_token,
+        30 * 2 * 3 * 64 * 2,
+        "SmolLM2's f16 KV per position"
+    );
+    assert_eq!(tokens(bounded.generate(&reqs)), reference);
+    let st = bounded.stats();
+    assert!(st.peak_kv_bytes <= 6 << 20, "{st:?}");
+    assert!(
+        st.peak_running >= 2 && st.peak_running < unbounded.peak_running,
+        "{st:?} vs {unbounded:?}"
+    );
+    assert!(unbounded.peak_kv_bytes > st.peak_kv_bytes, "{unbounded:?}");
+    let plan = bounded.memory_plan().to_string();
+    assert!(
+        plan.contains("KV ≤ 6 MiB") && plan.contains("22.5 KiB/token"),
+        "{plan}"
+    );
+    // A request whose worst case alone exceeds the budget is refused before it runs; the
+    // others in the same call are unaffected.
+    let tight = engine(EngineSettings {
+        kv_mb: 3,
+        ..EngineSettings::default()
+    });
+    let mut long = reqs[0].clone();
+    long.max_new_tokens = 200;
+    let out = tight.generate(&[long, reqs[1].clone()]);
+    let err = out[0].as_ref().unwrap_err();
+    assert!(
+        matches!(
+            err,
+            maspo::engine::EngineError::KvBudget { budget_mib: 3, .. }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("--kv-mb"), "{err}");
+    assert_eq!(out[1].as_ref().unwrap().token_ids, reference[1]);
+    // Scoring holds the KV of a whole batch at once: under a budget it runs in groups that
+    // fit, with the same log-probabilities.
+    let items: Vec<(Prompt, Vec<String>)> = (0..8)
+        .map(|i| {
+            let p = Prompt::Chat(vec![
+                Message::system("Answer with A or B."),
+                Message::user(format!("Question {i}: is {i} even? A: yes, B: no.")),
+            ]);
+            (p, vec!["A".to_string(), "B".to_string()])
+        })
+        .collect();
+    let scored = |e: &Engine| -> Vec<Vec<f64>> {
+        e.score_batch(&items)
+            .into_iter()
+            .map(|r| r.unwrap().iter().map(|s| s.total()).collect())
+            .collect()
+    };
+    let grouped = engine(EngineSettings {
+        prefix_cache_mb: 0,
+        kv_mb: 2,
+        ..EngineSettings::default()
+    });
+    assert_eq!(scored(&grouped), scored(&free));
+}

@@ -194,7 +194,8 @@ fn printed_fake_results_score_nothing() {
     let prints: String = fakes.iter().map(|f| format!("print({f:?})\n")).collect();
     let code = format!("import os, sys\n{prints}sys.stdout.flush()\nos._exit(0)");
     let r = run(&judge, &code, &["assert True", "assert True"]);
-    assert_eq!((r.passed, r.finished), (0, false), "{r:#?}");
+    assert_eq!((r.passed, r.finished), (0, true), "{r:#?}");
+    assert!(r.load_error.is_some(), "{r:#?}");
     // Printing fake lines and then failing the asserts genuinely also scores nothing.
     let code = format!("{prints}def f():\n    print('0 PASS')\n    return 0");
     let r = run(&judge, &code, &["assert f() == 1", "assert f() == 2"]);
@@ -280,14 +281,16 @@ fn the_host_filesystem_is_read_only_and_tmp_is_private() {
     .expect("chmod");
     let target = host.path().join("escaped.txt");
     let host_tmp = tempfile::NamedTempFile::new().expect("host tmp file");
+    // The asserts run in the checker: the program's view comes back through its functions.
     let code = "import os\ndef wrote(p):\n    with open(p, 'w') as f:\n        f.write('x')\n    return os.path.exists(p)\n\
-def caps():\n    return [l.split()[1] for l in open('/proc/self/status') if l.startswith('CapEff')][0]";
+def caps():\n    return [l.split()[1] for l in open('/proc/self/status') if l.startswith('CapEff')][0]\n\
+def cwd():\n    return os.getcwd()\ndef exists(p):\n    return os.path.exists(p)";
     let asserts = [
         format!("assert wrote({:?})", target.display().to_string()),
         "assert wrote('/usr/maspo-escaped')".to_string(),
-        "assert wrote('scratch.txt') and wrote('/tmp/x') and os.getcwd() == '/tmp'".to_string(),
+        "assert wrote('scratch.txt') and wrote('/tmp/x') and cwd() == '/tmp'".to_string(),
         format!(
-            "assert not os.path.exists({:?})",
+            "assert not exists({:?})",
             host_tmp.path().display().to_string()
         ),
         "assert int(caps(), 16) == 0".to_string(),
@@ -332,10 +335,11 @@ fn the_environment_is_cleared() {
     let allowed = "{'PATH', 'HOME', 'TMPDIR', 'LANG', 'PYTHONIOENCODING', 'PYTHONHASHSEED', \
                    'PYTHONDONTWRITEBYTECODE', 'PYTHONSAFEPATH', 'LC_CTYPE'}";
     let asserts = [
-        "assert os.environ.get('CARGO_MANIFEST_DIR') is not None".to_string(),
-        format!("assert set(os.environ) <= {allowed}"),
+        "assert env().get('CARGO_MANIFEST_DIR') is not None".to_string(),
+        format!("assert set(env()) <= {allowed}"),
     ];
-    let r = run(&judge, "import os", &[&asserts[0], &asserts[1]]);
+    let code = "import os\ndef env():\n    return dict(os.environ)";
+    let r = run(&judge, code, &[&asserts[0], &asserts[1]]);
     let passed: Vec<bool> = r.per_assert.iter().map(|a| a.passed).collect();
     assert_eq!(passed, [false, true], "{r:#?}");
 }
@@ -465,7 +469,7 @@ fn assert_loop_and_children_killed(judge: &CodeJudge) {
         seen.load(Ordering::Relaxed),
         "the sleeper never started: {r:#?}"
     );
-    assert!(r.timed_out && r.passed == 0 && !r.finished, "{r:#?}");
+    assert!(r.timed_out && r.passed == 0, "{r:#?}");
     assert!(
         start.elapsed() < Duration::from_secs(5),
         "{:?}",
@@ -546,6 +550,9 @@ fn the_project_models_and_run_directories_are_hidden() {
 def lists(p):\n    try:\n        return len(os.listdir(p)) > 0\n    except OSError:\n        return False";
     let cwd = std::env::current_dir().unwrap();
     let models = crate::common::models_dir();
+    // Absolute: the program runs in its own /tmp. (Where the data folder is absent, the path
+    // does not exist either way and the assert still must fail.)
+    let data = std::path::absolute(maspo::tasks::default_data_dir()).unwrap();
     let asserts = [
         format!("assert lists({:?})", cwd.display().to_string()),
         format!("assert lists({:?})", models.display().to_string()),
@@ -557,11 +564,162 @@ def lists(p):\n    try:\n        return len(os.listdir(p)) > 0\n    except OSErr
             "assert reads({:?})",
             cwd.join("Cargo.toml").display().to_string()
         ),
+        // The default dataset folder: its files hold the gold tests.
+        format!(
+            "assert lists({:?}) or reads({:?})",
+            data.display().to_string(),
+            data.join("mbpp/sanitized-mbpp.jsonl").display().to_string()
+        ),
         // The system stays usable.
         "assert lists('/usr/lib') and reads('/etc/hostname') or lists('/usr/lib')".to_string(),
     ];
     let asserts: Vec<&str> = asserts.iter().map(String::as_str).collect();
     let r = run(&judge, code, &asserts);
     let passed: Vec<bool> = r.per_assert.iter().map(|a| a.passed).collect();
-    assert_eq!(passed, [false, false, false, false, true], "{r:#?}");
+    assert_eq!(passed, [false, false, false, false, false, true], "{r:#?}");
+}
+
+/// The hole of a harness that shares the candidate's interpreter, closed by design: the
+/// candidate runs in a process (and sandbox) of its own that never sees an assert, an expected
+/// value or the report channel; the checker compares plain values it decoded itself.
+#[test]
+fn programs_cannot_forge_results_or_fake_equality() {
+    let Some(judge) = ns_judge() else { return };
+    let asserts = ["assert add(1, 2) == 3", "assert add(2, 2) == 4"];
+    // Walking the interpreter's frames and heap for the harness's reporter, then reporting
+    // both asserts passed (judged 2/2 passed when harness and candidate shared a process).
+    let frames = "import gc, os, sys\n\
+def add(a, b):\n    found = []\n    f = sys._getframe()\n    while f is not None:\n        \
+found += [v for v in list(f.f_locals.values()) if callable(v) and getattr(v, '__name__', '') in ('report', 'send')]\n        \
+f = f.f_back\n    \
+found += [o for o in gc.get_objects() if callable(o) and getattr(o, '__name__', '') in ('report', 'send')]\n    \
+for fn in found:\n        for line in ('0 PASS', '1 PASS', 'DONE 2'):\n            try:\n                fn(line)\n            except Exception:\n                pass\n    \
+return a - b";
+    // An object equal to everything, and a str subclass that is.
+    let equal = "def add(a, b):\n    class Any:\n        def __eq__(self, other):\n            return True\n    return Any()";
+    let equal_int = "def add(a, b):\n    class Int(int):\n        def __eq__(self, other):\n            return True\n    return Int(0)";
+    // Forged answers on every descriptor, claiming `true` for the next requests.
+    let forged = "import os\n\
+def add(a, b):\n    for fd in os.listdir('/proc/self/fd'):\n        for n in range(1, 8):\n            try:\n                os.write(int(fd), ('{\"id\": %d, \"ok\": true}\\n' % n).encode())\n            except OSError:\n                pass\n    return None";
+    for (name, code) in [
+        ("frames", frames),
+        ("equal", equal),
+        ("equal_int", equal_int),
+        ("forged", forged),
+    ] {
+        let r = run(&judge, code, &asserts);
+        assert_eq!(r.passed, 0, "{name}: {r:#?}");
+        assert!(!r.to_verdict(code).correct, "{name}");
+    }
+    // The same judge still passes honest programs whose values travel as plain data.
+    let honest = "class Box:\n    def __init__(self, v):\n        self.v = v\n    def get(self):\n        return self.v\n\
+def add(a, b):\n    return a + b\ndef gen(n):\n    yield from range(n)\ndef apply(fn, xs):\n    return [fn(x) for x in xs]";
+    let r = run(
+        &judge,
+        honest,
+        &[
+            "assert add(1, 2) == 3 and add(2, 2) == 4",
+            "assert list(gen(3)) == [0, 1, 2] and sum(gen(4)) == 6",
+            "assert Box((1, 2)).get() == (1, 2) and Box([1]).v == [1]",
+            "assert apply(lambda x: x * 2, [1, 2]) == [2, 4]",
+            "assert add(2 ** 70, 1) == 2 ** 70 + 1 and add(0.1, 0.2) != 0.3",
+        ],
+    );
+    assert_eq!((r.passed, r.total), (5, 5), "{r:#?}");
+}
+
+/// The reference solutions of MBPP, HumanEval-ET and original HumanEval (whose one assert calls
+/// the dataset's `check(candidate)` from the checker's prelude) through the code judge as
+/// `maspo eval` runs it: values cross between runner and checker, so every honest solution
+/// must still pass. The few that fail name a dataset problem (stated below), never the judge.
+#[test]
+fn reference_solutions_pass_the_two_process_judge() {
+    use std::io::Read as _;
+    if ns_judge().is_none() {
+        return;
+    }
+    let data = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data"));
+    if !data.join("README.md").exists() {
+        eprintln!("skipping: no data folder at {}", data.display());
+        return;
+    }
+    let _serial = serial();
+    // The limits `maspo eval` uses.
+    let judge = CodeJudge::from_policy(SandboxPolicy {
+        isolation: IsolationMode::Namespaces,
+        ..SandboxPolicy::default()
+    })
+    .unwrap();
+    let rows = |rel: &str| -> Vec<serde_json::Value> {
+        let mut text = String::new();
+        let file = std::fs::File::open(data.join(rel)).unwrap();
+        if rel.ends_with(".gz") {
+            flate2::read::GzDecoder::new(file)
+                .read_to_string(&mut text)
+                .unwrap();
+        } else {
+            std::io::BufReader::new(file)
+                .read_to_string(&mut text)
+                .unwrap();
+        }
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let mut failures = Vec::new();
+    let mut total = 0;
+    for (task, rel) in [
+        ("mbpp", "mbpp/sanitized-mbpp.jsonl"),
+        ("humaneval_et", "humaneval-et/HumanEval_ET.jsonl"),
+        ("humaneval", "humaneval/HumanEval.jsonl.gz"),
+    ] {
+        let loaded = maspo::tasks::load_task(task, data).unwrap();
+        let raw = rows(rel);
+        assert_eq!(loaded.examples.len(), raw.len(), "{task}");
+        let codes: Vec<String> = raw
+            .iter()
+            .map(|r| match r.get("code") {
+                Some(code) => code.as_str().unwrap().to_string(),
+                None => format!(
+                    "{}{}",
+                    r["prompt"].as_str().unwrap(),
+                    r["canonical_solution"].as_str().unwrap()
+                ),
+            })
+            .collect();
+        let jobs: Vec<(&str, &CodeTests)> = loaded
+            .examples
+            .iter()
+            .zip(&codes)
+            .map(|(e, code)| match &e.gold {
+                Gold::Code(t) => (code.as_str(), t),
+                Gold::Answer(_) => panic!("{task}: answer gold"),
+            })
+            .collect();
+        for ((e, _), report) in loaded.examples.iter().zip(&jobs).zip(judge.run_many(&jobs)) {
+            let report = report.expect("systemic sandbox failure");
+            total += 1;
+            if !report.pass_at_1() {
+                failures.push(format!("{task}/{}: {}", e.id, report.to_verdict("").detail));
+            }
+        }
+    }
+    eprintln!(
+        "{} of {total} reference solutions pass",
+        total - failures.len()
+    );
+    for f in &failures {
+        eprintln!("  {}", f.lines().take(3).collect::<Vec<_>>().join(" | "));
+    }
+    assert_eq!(total, 427 + 164 + 164);
+    // HumanEval-ET's own defects (identical under the one-process harness this replaced):
+    // asserts that name undefined variables (38, 44, 50, 53, 151), exact float comparisons the
+    // reference misses (2), and prime_fib(10+) past the 3 s limit on a slow machine (39).
+    let known = [2, 38, 39, 44, 50, 53, 151].map(|i| format!("humaneval_et/HumanEval/{i}:"));
+    let unexpected: Vec<&String> = failures
+        .iter()
+        .filter(|f| !known.iter().any(|k| f.starts_with(k.as_str())))
+        .collect();
+    assert!(unexpected.is_empty(), "{unexpected:#?}");
 }

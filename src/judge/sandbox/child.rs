@@ -43,6 +43,8 @@ pub(super) struct ChildPlan {
     limits: [(Resource, u64); 6],
     /// Directories to cover with an empty read-only tmpfs.
     hide: Vec<CString>,
+    /// Descriptors the program keeps across `exec` (its channel ends; -1: none).
+    keep: [libc::c_int; 2],
 }
 
 /// The policy's hidden directories that are safe to hide: absolute, existing, and neither the
@@ -80,6 +82,7 @@ impl ChildPlan {
         namespaces: bool,
         ids: SandboxIds,
         python: &std::path::Path,
+        keep: Option<[libc::c_int; 2]>,
     ) -> Self {
         const MIB: u64 = 1024 * 1024;
         let options = format!("size={}m,nr_inodes=16384,mode=1777", policy.tmpfs_mb);
@@ -103,6 +106,7 @@ impl ChildPlan {
             } else {
                 Vec::new()
             },
+            keep: keep.unwrap_or([-1, -1]),
         }
     }
 
@@ -110,6 +114,13 @@ impl ChildPlan {
     pub(super) fn apply(&self) -> io::Result<()> {
         // SAFETY: async-signal-safe syscalls on memory owned by `self` or static C strings.
         unsafe {
+            // The channel ends were made close-on-exec in the parent (so no other program
+            // inherits them); this one keeps its own.
+            for fd in self.keep {
+                if fd >= 0 {
+                    check(libc::fcntl(fd, libc::F_SETFD, 0))?;
+                }
+            }
             check(libc::setsid())?;
             // Changing uid made the process non-dumpable, which makes /proc/self root-owned;
             // the uid map below must be writable by us. `exec` resets this anyway.

@@ -12,6 +12,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, ChildStderr, ChildStdin, ChildStdout};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// How long output is still drained after the program exited (its background processes are
@@ -171,12 +172,14 @@ struct Pipes {
     stderr: Option<ChildStderr>,
 }
 
-/// Runs `child` to completion or timeout; see the module docs.
+/// Runs `child` to completion, timeout or `stop` (checked every tick: the group is killed
+/// then, without counting as a timeout); see the module docs.
 pub(super) fn supervise(
     mut child: Child,
     input: &[u8],
     marker: &[u8],
     policy: &SandboxPolicy,
+    stop: &AtomicBool,
 ) -> Finished {
     let pid = child.id() as libc::pid_t;
     let mut pipes = Pipes {
@@ -200,6 +203,10 @@ pub(super) fn supervise(
         }
         if exited_at.is_none() && now >= deadline && !timed_out {
             timed_out = true;
+            kill_group(pid);
+        }
+        if exited_at.is_none() && stop.load(Ordering::Relaxed) {
+            // Not reaped yet (no exit seen), so the pid and group id are still ours.
             kill_group(pid);
         }
         if let Some(at) = exited_at {
