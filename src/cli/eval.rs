@@ -180,15 +180,7 @@ pub fn run(global: &GlobalArgs, args: EvalArgs) -> anyhow::Result<ExitCode> {
         &choice.settings,
         choice.settings.completion_cache_dir.as_deref(),
     )?;
-    if !global.quiet {
-        for engine in backends.engines() {
-            eprintln!(
-                "memory ({}): {}",
-                super::file_name(engine.path()),
-                engine.memory_plan()
-            );
-        }
-    }
+    super::print_memory(&backends, global.quiet);
     let lm = backends.role(0).lm();
     let extractor = TaskExtractor::new(&plan.task, plan.answer_mode);
     let answer_judge = AnswerJudge::for_task(&plan.task, plan.answer_mode);

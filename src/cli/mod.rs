@@ -113,12 +113,19 @@ fn configure_threads(threads: Option<usize>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The last component of a path, for one-line reports.
-fn file_name(path: &std::path::Path) -> String {
-    path.file_name().map_or_else(
-        || path.display().to_string(),
-        |n| n.to_string_lossy().into_owned(),
-    )
+/// One `memory (<model file>): …` line per in-process engine, unless quiet.
+fn print_memory(backends: &crate::backend::Backends, quiet: bool) {
+    if quiet {
+        return;
+    }
+    for engine in backends.engines() {
+        let name = engine.path().file_name().unwrap_or_default();
+        eprintln!(
+            "memory ({}): {}",
+            name.to_string_lossy(),
+            engine.memory_plan()
+        );
+    }
 }
 
 /// The catalog the global options select.

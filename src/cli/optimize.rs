@@ -461,15 +461,7 @@ fn execute(
         &r.engine,
         r.engine.completion_cache_dir.as_deref(),
     )?;
-    if !global.quiet {
-        for engine in backends.engines() {
-            eprintln!(
-                "memory ({}): {}",
-                super::file_name(engine.path()),
-                engine.memory_plan()
-            );
-        }
-    }
+    super::print_memory(&backends, global.quiet);
     // The time projection needs the agents' speed: measured for an in-process engine only.
     let peak = backends.role(0).engine().map(measure_speed);
     let proj: Projection = project(&plan.graph, &plan.run, s, peak);
