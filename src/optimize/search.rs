@@ -164,6 +164,10 @@ pub struct CandidateRecord {
     pub accepted: bool,
     /// Questions of the batch (pool example ids).
     pub questions: Vec<String>,
+    /// Per question of `questions` (same order): the candidate's joint win there, the values
+    /// Pareto selection compares; `null` for a question it was not judged on (raced out).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub question_wins: Vec<Option<f64>>,
     /// Misalignment rate of this candidate.
     pub misalignment: Option<f64>,
     /// Dropped by racing after half its batch (its rates cover that half).
@@ -198,6 +202,7 @@ impl CandidateRecord {
             score: None,
             accepted: false,
             questions: Vec::new(),
+            question_wins: Vec::new(),
             misalignment: None,
             raced_out: false,
             operator: None,
@@ -842,6 +847,10 @@ impl<'a> Search<'a> {
                 r.accepted = e.score > 0.0;
                 r.misalignment = e.misalignment;
                 r.raced_out = e.raced_out;
+                r.question_wins = batches[i]
+                    .iter()
+                    .map(|&q| e.per_q.iter().find(|x| x.0 == q).map(|x| x.1))
+                    .collect();
             }
             let cum = node.cum + local_best.0.max(0.0);
             let (prompt, id, ev, mutation) = match local_best.1 {

@@ -821,6 +821,154 @@ fn racing_commits_the_same_prompts_with_fewer_judge_calls_on_the_real_engine() {
 }
 
 #[test]
+fn pareto_selection_runs_end_to_end_on_the_real_engine() {
+    // GEPA-style parent selection (`--pareto`): the evaluations are MASPO's own (the first
+    // step, whose only parent is the seed, judges the same candidates the same way), every
+    // candidate records its per-question wins, and the beam after that step is exactly the
+    // Pareto selection over those recorded wins.
+    let _g = heavy();
+    let tmp = tempfile::tempdir().unwrap();
+    setup(tmp.path());
+    let cfg = tmp.path().join("pareto.toml");
+    std::fs::write(
+        &cfg,
+        // Four proposals on a beam of 2, so the first step's pool is larger than the beam and
+        // the selection has something to choose; the guard is off as in `small_config`.
+        "[optimize]\nbudget = \"light\"\npool = 6\nbatch = 4\nsweeps = 1\nsteps_per_turn = 2\nproposals = 4\nbeam = 2\nagent_max_tokens = 24\nmutator_max_tokens = 320\ntest_limit = 0\nkeep_answer_format = false\n[optimize.judge]\nmax_tokens = 16\n",
+    )
+    .unwrap();
+    let run = |name: &str,
+               extra: &[&str]|
+     -> (serde_json::Value, serde_json::Value, Vec<serde_json::Value>) {
+        let dir = tmp.path().join(name);
+        let out = cmd(&cfg, &dir).args(extra).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (
+            serde_json::from_str(&read(&dir.join("config.json"))).unwrap(),
+            serde_json::from_str(&read(&dir.join("checkpoint.json"))).unwrap(),
+            read(&dir.join("candidates.jsonl"))
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect(),
+        )
+    };
+    let (_, plain, plain_cands) = run("plain", &["--judge-mode", "logprob"]);
+    let (config, pareto, cands) = run("pareto", &["--judge-mode", "logprob", "--pareto"]);
+    assert_eq!(config["settings"]["pareto"], true);
+    let first = |c: &[serde_json::Value]| -> Vec<serde_json::Value> {
+        c.iter()
+            .filter(|r| {
+                r["kind"] == "proposal"
+                    && r["sweep"] == 0
+                    && r["step"] == 0
+                    && r["agent"] == "predictor"
+            })
+            .cloned()
+            .collect()
+    };
+    let unit0 = first(&cands);
+    assert_eq!(unit0.len(), 4, "{unit0:?}");
+    assert_eq!(
+        first(&plain_cands),
+        unit0,
+        "pareto changed the first step's evaluations"
+    );
+    let evaluated: Vec<&serde_json::Value> = unit0
+        .iter()
+        .filter(|r| r["status"] == "evaluated")
+        .collect();
+    assert!(!evaluated.is_empty(), "no proposal reached the judge");
+    for r in &evaluated {
+        let n = r["questions"].as_array().unwrap().len();
+        let wins = r["question_wins"].as_array().unwrap();
+        assert_eq!(wins.len(), n, "{r}");
+        assert!(wins
+            .iter()
+            .all(|w| w.as_f64().is_some_and(|w| (0.0..=1.0).contains(&w))));
+    }
+    // The first step's pool, as the search builds it: the seed (kept when a proposal failed),
+    // then per evaluated proposal in order the child when accepted, else the seed again.
+    let qid = |r: &serde_json::Value| -> Vec<usize> {
+        r["questions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|q| {
+                unit0[0]["questions"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .position(|x| x == q)
+                    .unwrap()
+            })
+            .collect()
+    };
+    let seed = maspo::optimize::state::BeamNode {
+        prompt: "the seed prompt".to_string(),
+        cum: 0.0,
+        id: 0,
+        mutation: None,
+    };
+    let seed_q: Vec<(usize, f64)> = qid(&unit0[0]).into_iter().map(|q| (q, 0.5)).collect();
+    let mut pool = Vec::new();
+    let mut pool_q = Vec::new();
+    if evaluated.len() < unit0.len() {
+        pool.push(seed.clone());
+        pool_q.push(seed_q.clone());
+    }
+    for r in &evaluated {
+        if r["accepted"] == true {
+            pool.push(maspo::optimize::state::BeamNode {
+                prompt: r["prompt"].as_str().unwrap().to_string(),
+                cum: r["score"].as_f64().unwrap(),
+                id: r["id"].as_u64().unwrap(),
+                mutation: None,
+            });
+            pool_q.push(
+                qid(r)
+                    .into_iter()
+                    .zip(r["question_wins"].as_array().unwrap())
+                    .filter_map(|(q, w)| w.as_f64().map(|w| (q, w)))
+                    .collect(),
+            );
+        } else {
+            pool.push(seed.clone());
+            pool_q.push(seed_q.clone());
+        }
+    }
+    let dedupe = config["settings"]["dedupe_beam"].as_bool().unwrap();
+    let expect: Vec<f64> = maspo::optimize::search::select_beam(&pool, &pool_q, 2, dedupe, true)
+        .iter()
+        .map(|n| n.cum)
+        .collect();
+    let history = pareto["history"].as_array().unwrap();
+    let beam0: Vec<f64> = history[0]["beam"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert_eq!(
+        beam0, expect,
+        "the beam after the first step is not the Pareto selection"
+    );
+    for h in history {
+        assert!(h["beam"].as_array().unwrap().len() <= 2, "{h}");
+    }
+    eprintln!(
+        "pareto: first step pool {} ({} evaluated, {} accepted), beam {beam0:?}; plain beam {}",
+        pool.len(),
+        evaluated.len(),
+        evaluated.iter().filter(|r| r["accepted"] == true).count(),
+        plain["history"][0]["beam"]
+    );
+}
+
+#[test]
 fn an_ablation_runs_end_to_end_on_the_real_engine() {
     // `no_joint` (the paper's "w/o Joint Evaluate"): MASPO's schedule and beam, scored on local
     // validity only (downstream comparisons are still judged for misalignment mining, with no

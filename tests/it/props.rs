@@ -190,3 +190,42 @@ fn an_implausible_context_length_is_an_error_naming_the_key() {
         "{e}"
     );
 }
+
+/// The code judge's value codec (`src/judge/harness/codec.py`, Python on both sides of the
+/// runner/checker channel), driven by `tests/fixtures/codec_props.py`: round trips keep exact
+/// types and values (surrogate code points included), lying subclasses encode to the data they
+/// hold, arbitrary JSON decodes to builtins or an `Exception`, the size and depth limits hold.
+/// Cases: `PROPTEST_CASES` × 8 per property (2 048 by default), seeds 1..=3.
+/// Found by it: strings with surrogate code points came back joined into another character
+/// (now sent as UTF-32), and an `int` subclass's `__int__` chose its encoded value.
+#[test]
+fn the_code_judge_codec_round_trips_and_refuses_what_it_cannot_read() {
+    let cases: usize = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256)
+        * 8;
+    let root = crate::common::repo_root();
+    for seed in 1..=3 {
+        let out = std::process::Command::new("python3")
+            .arg(root.join("tests/fixtures/codec_props.py"))
+            .arg(root.join("src/judge/harness/codec.py"))
+            .arg(cases.to_string())
+            .arg(seed.to_string())
+            .output()
+            .expect("python3 runs");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "seed {seed}: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let counts: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+        assert_eq!(counts["round_trip"], cases as u64, "{counts}");
+        assert_eq!(counts["hostile"], cases as u64, "{counts}");
+        assert_eq!(counts["junk"], cases as u64, "{counts}");
+        // Both kinds of junk occur: some decodes, some is refused.
+        let refused = counts["junk_refused"].as_u64().unwrap();
+        assert!(refused > 0 && refused < cases as u64, "{counts}");
+    }
+}

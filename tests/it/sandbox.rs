@@ -601,10 +601,16 @@ return a - b";
     // Forged answers on every descriptor, claiming `true` for the next requests.
     let forged = "import os\n\
 def add(a, b):\n    for fd in os.listdir('/proc/self/fd'):\n        for n in range(1, 8):\n            try:\n                os.write(int(fd), ('{\"id\": %d, \"ok\": true}\\n' % n).encode())\n            except OSError:\n                pass\n    return None";
+    // An int subclass whose `__int__` (and float's `__float__`) names the expected value: the
+    // codec sends the value the object holds, as `==` in one process would see it.
+    let lying_int = "def add(a, b):\n    class Int(int):\n        def __int__(self):\n            return a + b\n        def __index__(self):\n            return a + b\n    return Int(a - b)";
+    let lying_float = "def add(a, b):\n    class F(float):\n        def __float__(self):\n            return float(a + b)\n    return F(a - b)";
     for (name, code) in [
         ("frames", frames),
         ("equal", equal),
         ("equal_int", equal_int),
+        ("lying_int", lying_int),
+        ("lying_float", lying_float),
         ("forged", forged),
     ] {
         let r = run(&judge, code, &asserts);
@@ -613,7 +619,8 @@ def add(a, b):\n    for fd in os.listdir('/proc/self/fd'):\n        for n in ran
     }
     // The same judge still passes honest programs whose values travel as plain data.
     let honest = "class Box:\n    def __init__(self, v):\n        self.v = v\n    def get(self):\n        return self.v\n\
-def add(a, b):\n    return a + b\ndef gen(n):\n    yield from range(n)\ndef apply(fn, xs):\n    return [fn(x) for x in xs]";
+def add(a, b):\n    return a + b\ndef gen(n):\n    yield from range(n)\ndef apply(fn, xs):\n    return [fn(x) for x in xs]\n\
+def pair():\n    return chr(0xd800) + chr(0xdfff)";
     let r = run(
         &judge,
         honest,
@@ -623,9 +630,12 @@ def add(a, b):\n    return a + b\ndef gen(n):\n    yield from range(n)\ndef appl
             "assert Box((1, 2)).get() == (1, 2) and Box([1]).v == [1]",
             "assert apply(lambda x: x * 2, [1, 2]) == [2, 4]",
             "assert add(2 ** 70, 1) == 2 ** 70 + 1 and add(0.1, 0.2) != 0.3",
+            // Surrogate code points arrive as sent (JSON text would join this pair into one
+            // character, U+103FF).
+            "assert pair() != chr(0x103ff) and len(pair()) == 2 and pair() == chr(0xd800) + chr(0xdfff)",
         ],
     );
-    assert_eq!((r.passed, r.total), (5, 5), "{r:#?}");
+    assert_eq!((r.passed, r.total), (6, 6), "{r:#?}");
 }
 
 /// The reference solutions of MBPP, HumanEval-ET and original HumanEval (whose one assert calls

@@ -215,29 +215,23 @@ def _checker():
                 raise AttributeError(name)
             return rpc("getattr", self._target, name=name)
 
+        def _typed(self, op, kind, what, **fields):
+            value = rpc(op, self._target, **fields)
+            if type(value) is not kind:
+                raise TypeError("%s of the program's object is not a %s" % (what, kind.__name__))
+            return value
+
         def __iter__(self):
-            value = rpc("list", self._target)
-            if type(value) is not list:
-                raise TypeError("the program's iterator did not give a list")
-            return iter(value)
+            return iter(self._typed("list", list, "iterating"))
 
         def __len__(self):
-            value = rpc("len", self._target)
-            if type(value) is not int:
-                raise TypeError("len() of the program's object is not an int")
-            return value
+            return self._typed("len", int, "len()")
 
         def __bool__(self):
-            value = rpc("bool", self._target)
-            if type(value) is not bool:
-                raise TypeError("bool() of the program's object is not a bool")
-            return value
+            return self._typed("bool", bool, "bool()")
 
         def __str__(self):
-            value = rpc("str", self._target)
-            if type(value) is not str:
-                raise TypeError("str() of the program's object is not a str")
-            return value
+            return self._typed("str", str, "str()")
 
         def __repr__(self):
             value = rpc("repr", self._target)
@@ -247,10 +241,7 @@ def _checker():
             return rpc("getitem", self._target, key=codec.encode(key))
 
         def __contains__(self, key):
-            value = rpc("contains", self._target, key=codec.encode(key))
-            if type(value) is not bool:
-                raise TypeError("membership in the program's object is not a bool")
-            return value
+            return self._typed("contains", bool, "membership", key=codec.encode(key))
 
         # Compared by identity only: equality of program objects is decided by their values.
         def __eq__(self, other):

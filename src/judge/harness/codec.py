@@ -3,7 +3,8 @@
 #
 # Values cross the channel between the two processes as one JSON line each. Plain data is
 # plain JSON (null, true/false, ints up to 2**62, floats incl. NaN/Infinity, strings); every
-# other value is a one-key object naming its type: {"list": [...]}, {"tuple": [...]},
+# other value is a one-key object naming its type: {"str": hex} (a string with surrogate code
+# points, as UTF-32LE), {"list": [...]}, {"tuple": [...]},
 # {"set": [...]}, {"frozenset": [...]}, {"dict": [[k, v], ...]}, {"bytes": hex},
 # {"bytearray": hex}, {"int": hex} (big ints: hex conversion has no digit limit),
 # {"complex": [re, im]}, {"range": [start, stop, step]}, {"fraction": [num, den]},
@@ -42,12 +43,19 @@ class _Codec(object):
         if isinstance(x, bool):
             return bool(x)
         if isinstance(x, int):
-            x = int(x)
+            x = int.__int__(x)  # the value it holds, not what a subclass's __int__ says
             return x if -_SMALL_INT < x < _SMALL_INT else {"int": hex(x)}
         if isinstance(x, float):
-            return float(x)
+            return float.__float__(x)
         if isinstance(x, str):
-            return str.__str__(x)
+            x = str.__str__(x)
+            try:
+                x.encode("utf-8")
+            except UnicodeEncodeError:
+                # Surrogate code points: JSON text would join a high and a low one into a
+                # different character; UTF-32 keeps each code point as it is.
+                return {"str": x.encode("utf-32-le", "surrogatepass").hex()}
+            return x
         if isinstance(x, (bytes, bytearray)):
             return {"bytearray" if isinstance(x, bytearray) else "bytes": bytes(x).hex()}
         e = self._enc
@@ -107,6 +115,8 @@ class _Codec(object):
             return out
         if tag == "int":
             return int(body, 16)
+        if tag == "str":
+            return bytes.fromhex(body).decode("utf-32-le", "surrogatepass")
         if tag in ("bytes", "bytearray"):
             raw = bytes.fromhex(body)
             return raw if tag == "bytes" else bytearray(raw)
