@@ -45,6 +45,8 @@ pub struct EngineFile {
     pub kv_mb: Option<usize>,
     /// See [`EngineSettings::completion_cache_dir`].
     pub completion_cache_dir: Option<PathBuf>,
+    /// See [`EngineSettings::thinking`].
+    pub thinking: Option<bool>,
 }
 
 /// A whole config file.
@@ -164,6 +166,9 @@ impl EngineFile {
         }
         if let Some(v) = &self.completion_cache_dir {
             base.completion_cache_dir = Some(v.clone());
+        }
+        if let Some(v) = self.thinking {
+            base.thinking = v;
         }
         base
     }

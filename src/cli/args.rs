@@ -31,6 +31,10 @@ pub struct EngineArgs {
     /// Persistent completion cache directory (identical requests are answered from it).
     #[arg(long, env = "MASPO_COMPLETION_CACHE")]
     pub completion_cache: Option<PathBuf>,
+    /// Let hybrid-thinking chat templates (Qwen3) open a reasoning block; off by default, as
+    /// in the paper.
+    #[arg(long)]
+    pub thinking: bool,
 }
 
 /// Resolved engine choice: which model, with which settings.
@@ -56,6 +60,7 @@ impl EngineArgs {
             prefix_cache_mb: self.prefix_cache_mb,
             kv_mb: self.kv_mb,
             completion_cache_dir: self.completion_cache.clone(),
+            thinking: self.thinking.then_some(true),
         };
         let s = cli.apply(file.engine.apply(EngineSettings::default()));
         let model = self

@@ -61,6 +61,7 @@ pub struct ChatTemplate {
     source: String,
     bos_token: String,
     eos_token: String,
+    enable_thinking: bool,
 }
 
 impl ChatTemplate {
@@ -88,7 +89,15 @@ impl ChatTemplate {
             source: source.to_string(),
             bos_token: bos_token.to_string(),
             eos_token: eos_token.to_string(),
+            enable_thinking: false,
         })
+    }
+
+    /// The value of the template's `enable_thinking` variable (false unless set here: a
+    /// hybrid-thinking template then closes an empty reasoning block in the generation prompt).
+    pub fn with_thinking(mut self, on: bool) -> Self {
+        self.enable_thinking = on;
+        self
     }
 
     /// The template source.
@@ -107,6 +116,7 @@ impl ChatTemplate {
             add_generation_prompt => add_generation_prompt,
             bos_token => self.bos_token,
             eos_token => self.eos_token,
+            enable_thinking => self.enable_thinking,
         })
         .map_err(|e| EngineError::Template(format!("rendering failed: {e:#}")))
     }
@@ -164,5 +174,35 @@ mod tests {
         let t = ChatTemplate::new("{{ raise_exception('no system role') }}", "", "").unwrap();
         let err = t.render(&[], true).unwrap_err();
         assert!(err.to_string().contains("no system role"), "{err}");
+    }
+
+    #[test]
+    fn thinking_is_off_unless_asked_for() {
+        // The generation-prompt tail of a hybrid-thinking (Qwen3-style) template: with the
+        // switch off an empty reasoning block is closed before the model speaks.
+        let hybrid = format!(
+            "{}{}",
+            CHATML_TEMPLATE.trim_end_matches("{% endif %}"),
+            "{% if enable_thinking is defined and enable_thinking is false %}{{ '<think>\n\n</think>\n\n' }}{% endif %}{% endif %}"
+        );
+        let msgs = [Message::user("hi")];
+        let off = ChatTemplate::new(&hybrid, "", "").unwrap();
+        assert!(off
+            .render(&msgs, true)
+            .unwrap()
+            .ends_with("<|im_start|>assistant\n<think>\n\n</think>\n\n"));
+        let on = ChatTemplate::new(&hybrid, "", "")
+            .unwrap()
+            .with_thinking(true);
+        assert!(on
+            .render(&msgs, true)
+            .unwrap()
+            .ends_with("<|im_start|>assistant\n"));
+        // Templates without the switch render the same either way.
+        let plain = ChatTemplate::new(CHATML_TEMPLATE, "", "").unwrap();
+        assert_eq!(
+            plain.render(&msgs, true).unwrap(),
+            plain.with_thinking(true).render(&msgs, true).unwrap()
+        );
     }
 }

@@ -52,6 +52,10 @@ pub struct EngineSettings {
     pub kv_mb: usize,
     /// Directory of the persistent completion cache (`None` disables it).
     pub completion_cache_dir: Option<PathBuf>,
+    /// Renders chat prompts with `enable_thinking = true` (hybrid-thinking templates such as
+    /// Qwen3's open a reasoning block); off by default, as the paper runs Qwen3 non-thinking.
+    /// Templates without the switch ignore it.
+    pub thinking: bool,
 }
 
 impl Default for EngineSettings {
@@ -64,6 +68,7 @@ impl Default for EngineSettings {
             prefix_cache_mb: 2048,
             kv_mb: 4096,
             completion_cache_dir: None,
+            thinking: false,
         }
     }
 }
@@ -189,7 +194,7 @@ impl Engine {
         let source = gguf
             .opt_str("tokenizer.chat_template")
             .unwrap_or_else(|| CHATML_TEMPLATE.to_string());
-        let template = ChatTemplate::new(&source, &bos, &eos)?;
+        let template = ChatTemplate::new(&source, &bos, &eos)?.with_thinking(settings.thinking);
         let control_texts: Vec<String> = tokenizer
             .control_ids
             .iter()

@@ -77,7 +77,12 @@ pub fn write_tiny(path: &Path, spec: &TinySpec) {
         let v: Vec<f32> = random(rng, n, 0.1).into_iter().map(|x| x + base).collect();
         QTensor::quantize(&Tensor::from_vec(v, n, &dev).unwrap(), GgmlDType::F32).unwrap()
     };
-    let head_dim = HIDDEN / HEADS;
+    // Qwen3's heads are wider than hidden / heads (`attention.key_length`).
+    let head_dim = if spec.arch == "qwen3" {
+        2 * HIDDEN / HEADS
+    } else {
+        HIDDEN / HEADS
+    };
     let mut tensors: Vec<(String, QTensor)> = vec![
         ("token_embd.weight".into(), q8(vocab, HIDDEN, &mut rng)),
         ("output_norm.weight".into(), f32v(HIDDEN, &mut rng, 1.0)),
@@ -102,6 +107,10 @@ pub fn write_tiny(path: &Path, spec: &TinySpec) {
         tensors.push((n("ffn_gate.weight"), q8(FFN, HIDDEN, &mut rng)));
         tensors.push((n("ffn_up.weight"), q8(FFN, HIDDEN, &mut rng)));
         tensors.push((n("ffn_down.weight"), q8(HIDDEN, FFN, &mut rng)));
+        if spec.arch == "qwen3" {
+            tensors.push((n("attn_q_norm.weight"), f32v(head_dim, &mut rng, 1.0)));
+            tensors.push((n("attn_k_norm.weight"), f32v(head_dim, &mut rng, 1.0)));
+        }
         if spec.arch == "qwen2" {
             tensors.push((n("attn_q.bias"), f32v(HEADS * head_dim, &mut rng, 0.0)));
             tensors.push((n("attn_k.bias"), f32v(KV_HEADS * head_dim, &mut rng, 0.0)));
@@ -114,7 +123,7 @@ pub fn write_tiny(path: &Path, spec: &TinySpec) {
     use gguf_file::Value as V;
     let a = spec.arch;
     let strs = |v: &[String]| V::Array(v.iter().map(|s| V::String(s.clone())).collect());
-    let meta: Vec<(String, V)> = vec![
+    let mut meta: Vec<(String, V)> = vec![
         ("general.architecture".into(), V::String(a.into())),
         (format!("{a}.block_count"), V::U32(LAYERS as u32)),
         (format!("{a}.context_length"), V::U32(256)),
@@ -133,7 +142,7 @@ pub fn write_tiny(path: &Path, spec: &TinySpec) {
         ("tokenizer.ggml.model".into(), V::String("gpt2".into())),
         (
             "tokenizer.ggml.pre".into(),
-            V::String(if a == "qwen2" { "qwen2" } else { "smollm" }.into()),
+            V::String(if a == "llama" { "smollm" } else { "qwen2" }.into()),
         ),
         ("tokenizer.ggml.tokens".into(), strs(&tokens)),
         (
@@ -153,6 +162,13 @@ pub fn write_tiny(path: &Path, spec: &TinySpec) {
             V::U32(vocab as u32 - 3),
         ),
     ];
+    if a == "qwen3" {
+        meta.push((format!("{a}.attention.key_length"), V::U32(head_dim as u32)));
+        meta.push((
+            format!("{a}.attention.value_length"),
+            V::U32(head_dim as u32),
+        ));
+    }
     let meta: Vec<(&str, &V)> = meta
         .iter()
         .filter(|(k, _)| !spec.drop_keys.contains(&k.as_str()))
@@ -258,6 +274,244 @@ fn tiny_qwen2_loads_runs_and_is_batch_invariant() {
 }
 
 #[test]
+fn tiny_qwen3_loads_runs_and_is_batch_invariant() {
+    check_arch("qwen3");
+}
+
+/// A plain f32 forward written from the architectures' definitions (no KV cache, no packing,
+/// no quantized activations), over the same dequantized weights: the engine's logits must
+/// match it for every architecture — for `llama` and `qwen2` this also checks the reference
+/// against the engine that matches llama.cpp on the real models (`golden`).
+/// A deliberate mistake in the reference, to show the comparison catches one.
+#[derive(Clone, Copy, PartialEq)]
+enum Mistake {
+    None,
+    /// Skip Qwen3's per-head q/k norm.
+    NoQkNorm,
+    /// Pair RoPE dimensions the llama way on a NEOX model.
+    InterleavedRope,
+}
+
+fn reference_logits(path: &Path, tokens: &[u32], mistake: Mistake) -> Vec<Vec<f32>> {
+    let mut f = std::fs::File::open(path).unwrap();
+    let content = gguf_file::Content::read(&mut f).unwrap();
+    let arch = content.metadata["general.architecture"]
+        .to_string()
+        .unwrap()
+        .clone();
+    let u =
+        |k: &str| -> usize { content.metadata[&format!("{arch}.{k}")].to_u32().unwrap() as usize };
+    let (d, n_head, n_kv, layers) = (
+        u("embedding_length"),
+        u("attention.head_count"),
+        u("attention.head_count_kv"),
+        u("block_count"),
+    );
+    let e = content
+        .metadata
+        .get(&format!("{arch}.attention.key_length"))
+        .map_or(d / n_head, |v| v.to_u32().unwrap() as usize);
+    let base = content.metadata[&format!("{arch}.rope.freq_base")]
+        .to_f32()
+        .unwrap();
+    let eps = content.metadata[&format!("{arch}.attention.layer_norm_rms_epsilon")]
+        .to_f32()
+        .unwrap() as f64;
+    let mut w = |name: &str| -> Option<Vec<f32>> {
+        content.tensor_infos.get(name)?;
+        let t = content.tensor(&mut f, name, &Device::Cpu).unwrap();
+        Some(
+            t.dequantize(&Device::Cpu)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap(),
+        )
+    };
+    // y = W x for W stored (rows, cols) row-major.
+    let mv = |m: &[f32], x: &[f32]| -> Vec<f32> {
+        m.chunks_exact(x.len())
+            .map(|r| r.iter().zip(x).map(|(a, b)| a * b).sum())
+            .collect()
+    };
+    let rms = |x: &[f32], g: &[f32]| -> Vec<f32> {
+        x.chunks_exact(g.len())
+            .flat_map(|c| {
+                let ss: f64 = c.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / c.len() as f64;
+                let s = (1.0 / (ss + eps).sqrt()) as f32;
+                c.iter()
+                    .zip(g)
+                    .map(move |(v, g)| v * s * g)
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    // RoPE on one head: llama pairs (2i, 2i+1), the NEOX convention (qwen2, qwen3) (i, i+e/2).
+    let rope = |h: &mut [f32], p: usize| {
+        for i in 0..e / 2 {
+            let theta = p as f32 * base.powf(-2.0 * i as f32 / e as f32);
+            let (s, c) = theta.sin_cos();
+            let interleaved = arch == "llama" || mistake == Mistake::InterleavedRope;
+            let (a, b) = if interleaved {
+                (2 * i, 2 * i + 1)
+            } else {
+                (i, i + e / 2)
+            };
+            let (x, y) = (h[a], h[b]);
+            h[a] = x * c - y * s;
+            h[b] = x * s + y * c;
+        }
+    };
+    let embed = w("token_embd.weight").unwrap();
+    let head = w("output.weight").unwrap_or_else(|| embed.clone());
+    let mut xs: Vec<Vec<f32>> = tokens
+        .iter()
+        .map(|&t| embed[t as usize * d..(t as usize + 1) * d].to_vec())
+        .collect();
+    for l in 0..layers {
+        let n = |t: &str| format!("blk.{l}.{t}");
+        let [an, wq, wk, wv, wo, fnorm, wg, wu, wd] = [
+            "attn_norm.weight",
+            "attn_q.weight",
+            "attn_k.weight",
+            "attn_v.weight",
+            "attn_output.weight",
+            "ffn_norm.weight",
+            "ffn_gate.weight",
+            "ffn_up.weight",
+            "ffn_down.weight",
+        ]
+        .map(|t| w(&n(t)).unwrap());
+        let bias = |t: &str, w: &mut dyn FnMut(&str) -> Option<Vec<f32>>, v: &mut Vec<f32>| {
+            if let Some(b) = w(&n(t)) {
+                v.iter_mut().zip(b).for_each(|(v, b)| *v += b);
+            }
+        };
+        let (qn, kn) = (w(&n("attn_q_norm.weight")), w(&n("attn_k_norm.weight")));
+        let mut qs = Vec::new();
+        let mut ks = Vec::new();
+        let mut vs = Vec::new();
+        for (p, x) in xs.iter().enumerate() {
+            let h = rms(x, &an);
+            let (mut q, mut k, mut v) = (mv(&wq, &h), mv(&wk, &h), mv(&wv, &h));
+            bias("attn_q.bias", &mut w, &mut q);
+            bias("attn_k.bias", &mut w, &mut k);
+            bias("attn_v.bias", &mut w, &mut v);
+            if let (Some(qn), Some(kn), false) = (&qn, &kn, mistake == Mistake::NoQkNorm) {
+                q = rms(&q, qn);
+                k = rms(&k, kn);
+            }
+            q.chunks_exact_mut(e).for_each(|h| rope(h, p));
+            k.chunks_exact_mut(e).for_each(|h| rope(h, p));
+            qs.push(q);
+            ks.push(k);
+            vs.push(v);
+        }
+        for p in 0..xs.len() {
+            let mut att = vec![0f32; n_head * e];
+            for hq in 0..n_head {
+                let hk = hq / (n_head / n_kv);
+                let q = &qs[p][hq * e..(hq + 1) * e];
+                let scores: Vec<f32> = (0..=p)
+                    .map(|j| {
+                        let k = &ks[j][hk * e..(hk + 1) * e];
+                        q.iter().zip(k).map(|(a, b)| a * b).sum::<f32>() / (e as f32).sqrt()
+                    })
+                    .collect();
+                let m = scores.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+                let ex: Vec<f32> = scores.iter().map(|s| (s - m).exp()).collect();
+                let z: f32 = ex.iter().sum();
+                for (j, a) in ex.iter().enumerate() {
+                    let v = &vs[j][hk * e..(hk + 1) * e];
+                    for (o, v) in att[hq * e..(hq + 1) * e].iter_mut().zip(v) {
+                        *o += a / z * v;
+                    }
+                }
+            }
+            let o = mv(&wo, &att);
+            xs[p].iter_mut().zip(o).for_each(|(x, o)| *x += o);
+            let h = rms(&xs[p], &fnorm);
+            let (g, up) = (mv(&wg, &h), mv(&wu, &h));
+            let act: Vec<f32> = g
+                .iter()
+                .zip(&up)
+                .map(|(g, u)| g / (1.0 + (-g).exp()) * u)
+                .collect();
+            let down = mv(&wd, &act);
+            xs[p].iter_mut().zip(down).for_each(|(x, o)| *x += o);
+        }
+    }
+    let norm = w("output_norm.weight").unwrap();
+    xs.iter().map(|x| mv(&head, &rms(x, &norm))).collect()
+}
+
+/// Max |Δlogit| / max |logit| of the engine against the reference, asserting top-1 agreement
+/// (unless the reference's top two are within 2% of the scale) when `strict`.
+fn engine_vs_reference(path: &Path, mistake: Mistake, strict: bool) -> f32 {
+    let engine = Engine::load(path, EngineSettings::default()).unwrap();
+    let arch = engine.model().arch();
+    let tokens: Vec<u32> = engine
+        .tokenizer()
+        .encode_plain("the theme of the thesis is the")
+        .unwrap();
+    assert!(tokens.len() > 8, "{tokens:?}");
+    let t = engine.model().transformer();
+    let mut cache = t.new_cache();
+    let got = t
+        .forward(&mut [maspo::engine::model::SeqStep {
+            tokens: &tokens,
+            cache: &mut cache,
+            logits: maspo::engine::model::LogitRows::All,
+        }])
+        .unwrap()
+        .remove(0);
+    let want = reference_logits(path, &tokens, mistake);
+    let vocab = want[0].len();
+    let mut worst = 0f32;
+    for (p, want) in want.iter().enumerate() {
+        let got = &got[p * vocab..(p + 1) * vocab];
+        let scale = want.iter().map(|v| v.abs()).fold(0f32, f32::max);
+        let diff = got
+            .iter()
+            .zip(want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        worst = worst.max(diff / scale);
+        let top = |v: &[f32]| (0..v.len()).max_by(|&a, &b| v[a].total_cmp(&v[b])).unwrap();
+        let (tg, tw) = (top(got), top(want));
+        assert!(
+            !strict || tg == tw || (want[tw] - want[tg]).abs() <= 0.02 * scale,
+            "{arch} position {p}: top-1 {tg} vs reference {tw}"
+        );
+    }
+    worst
+}
+
+#[test]
+fn every_architecture_matches_a_plain_reference_forward() {
+    let _g = heavy();
+    let dir = tempfile::tempdir().unwrap();
+    for arch in ["llama", "qwen2", "qwen3"] {
+        let path = tiny(dir.path(), &TinySpec::new(arch));
+        // The engine quantizes activations to 8 bits for its Q8_0 matmuls (as llama.cpp does);
+        // the reference stays in f32: 3–5% of the logits' scale when measured, for the two
+        // architectures that match llama.cpp on real models as for qwen3.
+        let worst = engine_vs_reference(&path, Mistake::None, true);
+        eprintln!("{arch}: max |Δlogit| / max |logit| = {worst:.4}");
+        assert!(worst < 0.08, "{arch}: max |Δlogit| / max |logit| = {worst}");
+    }
+    // The comparison catches a wrong convention: each of these mistakes in the reference is far
+    // outside the tolerance.
+    let path = tiny(dir.path(), &TinySpec::new("qwen3"));
+    for mistake in [Mistake::NoQkNorm, Mistake::InterleavedRope] {
+        let worst = engine_vs_reference(&path, mistake, false);
+        eprintln!("qwen3 with a mistaken reference: {worst:.4}");
+        assert!(worst > 0.24, "a mistaken reference still matched: {worst}");
+    }
+}
+
+#[test]
 fn a_tokenizer_json_beside_the_model_replaces_the_gguf_vocabulary() {
     let dir = tempfile::tempdir().unwrap();
     let path = tiny(dir.path(), &TinySpec::new("llama"));
@@ -350,7 +604,7 @@ fn unknown_architecture_is_named() {
         .unwrap()
         .to_string();
     assert!(
-        msg.contains("`mamba`") && msg.contains("llama, qwen2"),
+        msg.contains("`mamba`") && msg.contains("llama, qwen2, qwen3"),
         "{msg}"
     );
 }

@@ -10,6 +10,7 @@ use crate::engine::gguf::GgufFile;
 const CONVENTIONS: ArchConventions = ArchConventions {
     prefix: "llama",
     rope_style: RopeStyle::Interleaved,
+    qk_norm: false,
     qkv_bias: false,
     // llama.cpp's default when `llama.rope.freq_base` is absent.
     default_rope_base: 10_000.0,

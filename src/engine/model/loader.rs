@@ -1,7 +1,7 @@
 //! Reading a decoder-only transformer out of a GGUF: metadata checked at the door (every missing
 //! key reported together), then tensors by their standard GGUF names with shape checks.
 //!
-//! Owns the GGUF tensor naming scheme shared by `llama` and `qwen2`; the architecture files own
+//! Owns the GGUF tensor naming scheme shared by `llama`, `qwen2` and `qwen3`; the architecture files own
 //! their conventions (metadata prefix, RoPE style, biases).
 
 use super::attention::RopeStyle;
@@ -13,12 +13,15 @@ use candle_core::Device;
 
 /// What differs between architectures that share the layout.
 pub struct ArchConventions {
-    /// Metadata key prefix (`llama`, `qwen2`).
+    /// Metadata key prefix (`llama`, `qwen2`, `qwen3`).
     pub prefix: &'static str,
     /// RoPE pairing.
     pub rope_style: RopeStyle,
     /// Whether Q/K/V carry biases.
     pub qkv_bias: bool,
+    /// Whether queries and keys get a per-head RMSNorm before RoPE (`attn_q_norm`,
+    /// `attn_k_norm`: Qwen3).
+    pub qk_norm: bool,
     /// RoPE base when the file does not say.
     pub default_rope_base: f32,
 }
@@ -60,12 +63,34 @@ pub fn read_config(gguf: &GgufFile, conv: &ArchConventions) -> Result<Transforme
             return Err(bad(k, format!("{v} is not a plausible size (1..={max})")));
         }
     }
-    if n_head == 0 || !hidden.is_multiple_of(n_head) {
+    // The head width: `attention.key_length` when the file says (Qwen3's heads are wider than
+    // embedding_length / head_count), else embedding_length / head_count.
+    let key_length = gguf
+        .opt_u64(&key("attention.key_length"))
+        .map(|v| v as usize);
+    if let Some(e) = key_length {
+        if e == 0 || e > 4096 || e % 2 == 1 {
+            return Err(bad(
+                "attention.key_length",
+                format!("{e} is not a plausible head width (even, 2..=4096)"),
+            ));
+        }
+        let value_length = gguf
+            .opt_u64(&key("attention.value_length"))
+            .map_or(e, |v| v as usize);
+        if value_length != e {
+            return Err(bad(
+                "attention.value_length",
+                format!("{value_length} differs from attention.key_length {e} (not supported)"),
+            ));
+        }
+    } else if n_head == 0 || !hidden.is_multiple_of(n_head) {
         return Err(bad(
             "attention.head_count",
             format!("{n_head} does not divide embedding_length {hidden}"),
         ));
     }
+    let full_head = key_length.unwrap_or(hidden / n_head);
     if n_kv_head == 0 || !n_head.is_multiple_of(n_kv_head) {
         return Err(bad(
             "attention.head_count_kv",
@@ -74,15 +99,12 @@ pub fn read_config(gguf: &GgufFile, conv: &ArchConventions) -> Result<Transforme
     }
     let head_dim = gguf
         .opt_u64(&key("rope.dimension_count"))
-        .map_or(hidden / n_head, |v| v as usize);
+        .map_or(full_head, |v| v as usize);
     // The RoPE tables hold ctx × head_dim floats: keep them under 1 GiB.
-    if head_dim != hidden / n_head {
+    if head_dim != full_head {
         return Err(bad(
             "rope.dimension_count",
-            format!(
-                "partial rotary ({head_dim} of {}) is not supported",
-                hidden / n_head
-            ),
+            format!("partial rotary ({head_dim} of {full_head}) is not supported"),
         ));
     }
     if ctx_len.saturating_mul(head_dim).saturating_mul(4) > 1 << 30 {
@@ -152,8 +174,17 @@ pub fn load_blocks(
             };
             Ok(Linear::new(w, b))
         };
+        let head_norm = |t: &str| -> Result<Option<Vec<f32>>> {
+            if conv.qk_norm {
+                Ok(Some(f32_vector(gguf, &name(&format!("{t}.weight")), e)?))
+            } else {
+                Ok(None)
+            }
+        };
         blocks.push(Block {
             attn_norm: f32_vector(gguf, &name("attn_norm.weight"), d)?,
+            q_norm: head_norm("attn_q_norm")?,
+            k_norm: head_norm("attn_k_norm")?,
             wq: lin("attn_q", qn, d, conv.qkv_bias)?,
             wk: lin("attn_k", kn, d, conv.qkv_bias)?,
             wv: lin("attn_v", kn, d, conv.qkv_bias)?,

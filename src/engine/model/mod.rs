@@ -1,4 +1,4 @@
-//! Model code: one file per GGUF architecture (`llama`, `qwen2`), the shared packed transformer
+//! Model code: one file per GGUF architecture (`llama`, `qwen2`, `qwen3`), the shared packed transformer
 //! forward, and the host-side attention kernels.
 //!
 //! Owns weights (immutable, shareable: forward takes `&self`). Must not hold any per-sequence
@@ -8,6 +8,7 @@ pub mod attention;
 pub mod llama;
 mod loader;
 pub mod qwen2;
+pub mod qwen3;
 pub mod transformer;
 
 use crate::engine::error::{EngineError, Result};
@@ -15,7 +16,7 @@ use crate::engine::gguf::GgufFile;
 pub use transformer::{LogitRows, SeqStep, Transformer, TransformerConfig};
 
 /// Architectures maspo implements, by their GGUF `general.architecture` name.
-pub const SUPPORTED_ARCHS: &[&str] = &["llama", "qwen2"];
+pub const SUPPORTED_ARCHS: &[&str] = &["llama", "qwen2", "qwen3"];
 
 /// A loaded model of any supported architecture.
 pub enum Model {
@@ -23,6 +24,8 @@ pub enum Model {
     Llama(llama::Llama),
     /// GGUF `qwen2`.
     Qwen2(qwen2::Qwen2),
+    /// GGUF `qwen3`.
+    Qwen3(qwen3::Qwen3),
 }
 
 impl Model {
@@ -32,6 +35,7 @@ impl Model {
         match arch.as_str() {
             "llama" => Ok(Self::Llama(llama::Llama::load(gguf, threads)?)),
             "qwen2" => Ok(Self::Qwen2(qwen2::Qwen2::load(gguf, threads)?)),
+            "qwen3" => Ok(Self::Qwen3(qwen3::Qwen3::load(gguf, threads)?)),
             "" => Err(EngineError::Metadata {
                 path: gguf.path().to_path_buf(),
                 arch: "any".into(),
@@ -50,6 +54,7 @@ impl Model {
         match self {
             Self::Llama(_) => "llama",
             Self::Qwen2(_) => "qwen2",
+            Self::Qwen3(_) => "qwen3",
         }
     }
 
@@ -58,6 +63,7 @@ impl Model {
         match self {
             Self::Llama(m) => m.transformer(),
             Self::Qwen2(m) => m.transformer(),
+            Self::Qwen3(m) => m.transformer(),
         }
     }
 }

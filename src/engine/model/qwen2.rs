@@ -10,6 +10,7 @@ use crate::engine::gguf::GgufFile;
 const CONVENTIONS: ArchConventions = ArchConventions {
     prefix: "qwen2",
     rope_style: RopeStyle::Neox,
+    qk_norm: false,
     qkv_bias: true,
     default_rope_base: 1_000_000.0,
 };

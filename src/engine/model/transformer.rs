@@ -1,4 +1,4 @@
-//! The decoder-only transformer both shipped architectures share, with a packed ("varlen")
+//! The decoder-only transformer the supported architectures share, with a packed ("varlen")
 //! forward: the new tokens of every scheduled sequence form one `(T, hidden)` matrix for all
 //! row-wise work (embedding, norms, projections, MLP, LM head); only attention knows about
 //! sequences. No padding, per-token positions, per-sequence KV.
@@ -79,6 +79,10 @@ pub struct Block {
     pub wv: Linear,
     /// Attention output projection.
     pub wo: Linear,
+    /// Per-head RMSNorm of the queries before RoPE (Qwen3), `head_dim` weights.
+    pub q_norm: Option<Vec<f32>>,
+    /// Per-head RMSNorm of the keys before RoPE (Qwen3).
+    pub k_norm: Option<Vec<f32>>,
     /// Pre-MLP RMSNorm weight.
     pub ffn_norm: Vec<f32>,
     /// MLP gate.
@@ -311,6 +315,13 @@ impl Transformer {
         let mut q = block.wq.forward(pool, &a);
         let mut k = block.wk.forward(pool, &a);
         let v = block.wv.forward(pool, &a);
+        // Qwen3: RMSNorm over each head's `head_dim` values (the weight's length).
+        for (x, w) in [(&mut q, &block.q_norm), (&mut k, &block.k_norm)] {
+            if let Some(w) = w {
+                let raw = x.clone();
+                rms_norm(&raw, w, c.eps, x);
+            }
+        }
         q.chunks_exact_mut(qw)
             .zip(pos)
             .for_each(|(r, &p)| self.rope.apply(r, p));
