@@ -765,6 +765,8 @@ fn every_method_runs_end_to_end_on_the_real_engine() {
         (held["gained"].as_u64(), held["lost"].as_u64()),
         (Some(0), Some(0))
     );
+    // The same system on both sides is evaluated once: 3 items × 3 calls (reflect).
+    assert_eq!(held["calls"], 9, "{held}");
 }
 
 #[test]

@@ -1,14 +1,14 @@
-//! Model code: one file per GGUF architecture (`llama`, `qwen2`, `qwen3`), the shared packed transformer
-//! forward, and the host-side attention kernels.
+//! Model code: one file per GGUF architecture (`llama`, `qwen2`, `qwen3`: its conventions), the
+//! shared packed transformer forward, and the host-side attention kernels.
 //!
 //! Owns weights (immutable, shareable: forward takes `&self`). Must not hold any per-sequence
 //! state: every call gets the sequences' [`crate::engine::kv::KvCache`]s from the caller.
 
 pub mod attention;
-pub mod llama;
+mod llama;
 mod loader;
-pub mod qwen2;
-pub mod qwen3;
+mod qwen2;
+mod qwen3;
 pub mod transformer;
 
 use crate::engine::error::{EngineError, Result};
@@ -18,52 +18,66 @@ pub use transformer::{LogitRows, SeqStep, Transformer, TransformerConfig};
 /// Architectures maspo implements, by their GGUF `general.architecture` name.
 pub const SUPPORTED_ARCHS: &[&str] = &["llama", "qwen2", "qwen3"];
 
-/// A loaded model of any supported architecture.
-pub enum Model {
-    /// GGUF `llama`.
-    Llama(llama::Llama),
-    /// GGUF `qwen2`.
-    Qwen2(qwen2::Qwen2),
-    /// GGUF `qwen3`.
-    Qwen3(qwen3::Qwen3),
+/// Every supported architecture's conventions, by its GGUF `general.architecture` name.
+const ARCHS: [&loader::ArchConventions; 3] = [
+    &llama::CONVENTIONS,
+    &qwen2::CONVENTIONS,
+    &qwen3::CONVENTIONS,
+];
+
+/// A loaded model of any supported architecture: the shared transformer read with that
+/// architecture's conventions.
+pub struct Model {
+    arch: &'static str,
+    inner: Transformer,
 }
 
 impl Model {
     /// Loads the architecture that `general.architecture` names; `threads` sizes the compute pool.
     pub fn load(gguf: &GgufFile, threads: usize) -> Result<Self> {
         let arch = gguf.architecture().unwrap_or_default();
-        match arch.as_str() {
-            "llama" => Ok(Self::Llama(llama::Llama::load(gguf, threads)?)),
-            "qwen2" => Ok(Self::Qwen2(qwen2::Qwen2::load(gguf, threads)?)),
-            "qwen3" => Ok(Self::Qwen3(qwen3::Qwen3::load(gguf, threads)?)),
-            "" => Err(EngineError::Metadata {
+        if arch.is_empty() {
+            return Err(EngineError::Metadata {
                 path: gguf.path().to_path_buf(),
                 arch: "any".into(),
                 keys: "general.architecture".into(),
-            }),
-            other => Err(EngineError::UnknownArch {
-                path: gguf.path().to_path_buf(),
-                arch: other.to_string(),
-                supported: SUPPORTED_ARCHS.join(", "),
-            }),
+            });
         }
+        let Some(conv) = ARCHS.into_iter().find(|c| c.prefix == arch) else {
+            return Err(EngineError::UnknownArch {
+                path: gguf.path().to_path_buf(),
+                arch,
+                supported: SUPPORTED_ARCHS.join(", "),
+            });
+        };
+        let cfg = loader::read_config(gguf, conv)?;
+        Ok(Self {
+            arch: conv.prefix,
+            inner: loader::load_blocks(gguf, cfg, conv, threads)?,
+        })
     }
 
     /// The architecture name.
     pub fn arch(&self) -> &'static str {
-        match self {
-            Self::Llama(_) => "llama",
-            Self::Qwen2(_) => "qwen2",
-            Self::Qwen3(_) => "qwen3",
-        }
+        self.arch
     }
 
     /// The transformer that runs the forward pass.
     pub fn transformer(&self) -> &Transformer {
-        match self {
-            Self::Llama(m) => m.transformer(),
-            Self::Qwen2(m) => m.transformer(),
-            Self::Qwen3(m) => m.transformer(),
-        }
+        &self.inner
+    }
+
+    /// Hyper-parameters.
+    pub fn config(&self) -> &TransformerConfig {
+        &self.inner.cfg
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_supported_name_has_conventions() {
+        let names: Vec<&str> = super::ARCHS.iter().map(|c| c.prefix).collect();
+        assert_eq!(names, super::SUPPORTED_ARCHS);
     }
 }
