@@ -1,8 +1,8 @@
 //! Reading a decoder-only transformer out of a GGUF: metadata checked at the door (every missing
 //! key reported together), then tensors by their standard GGUF names with shape checks.
 //!
-//! Owns the GGUF tensor naming scheme shared by `llama`, `qwen2` and `qwen3`; the architecture files own
-//! their conventions (metadata prefix, RoPE style, biases).
+//! Owns the GGUF tensor naming scheme shared by `llama`, `qwen2` and `qwen3`; the architecture
+//! files own their conventions (metadata prefix, RoPE style, biases, q/k norm).
 
 use super::attention::RopeStyle;
 use super::transformer::{Block, Linear, Transformer, TransformerConfig};
