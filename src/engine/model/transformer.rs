@@ -139,6 +139,15 @@ fn rms_norm(x: &[f32], w: &[f32], eps: f64, out: &mut [f32]) {
     }
 }
 
+/// [`rms_norm`] in place (per-head q/k norm: no copy of the projections on the hot path).
+fn rms_norm_in_place(x: &mut [f32], w: &[f32], eps: f64) {
+    for r in x.chunks_exact_mut(w.len()) {
+        let ss: f64 = r.iter().map(|v| (*v as f64) * (*v as f64)).sum();
+        let scale = (1.0 / (ss / w.len() as f64 + eps).sqrt()) as f32;
+        r.iter_mut().zip(w).for_each(|(v, g)| *v = *v * scale * g);
+    }
+}
+
 fn add_into(x: &mut [f32], y: &[f32]) {
     x.iter_mut().zip(y).for_each(|(a, b)| *a += b);
 }
@@ -318,8 +327,7 @@ impl Transformer {
         // Qwen3: RMSNorm over each head's `head_dim` values (the weight's length).
         for (x, w) in [(&mut q, &block.q_norm), (&mut k, &block.k_norm)] {
             if let Some(w) = w {
-                let raw = x.clone();
-                rms_norm(&raw, w, c.eps, x);
+                rms_norm_in_place(x, w, c.eps);
             }
         }
         q.chunks_exact_mut(qw)
