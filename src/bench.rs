@@ -219,15 +219,9 @@ pub fn run(
     engine.reset_prefix_cache(cap);
     Ok(EngineReport {
         model: engine.path().display().to_string(),
-        threads: engine.model().transformer().threads(),
-        weight_formats: engine
-            .model()
-            .transformer()
-            .weight_formats()
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
-        decode_weight_bytes: engine.model().transformer().decode_weight_bytes(),
+        threads: engine.model().threads(),
+        weight_formats: engine.model().weight_formats(),
+        decode_weight_bytes: engine.model().decode_weight_bytes(),
         options: opts.clone(),
         prefill_tok_s: opts.prompt_tokens as f64 / ttft,
         ttft_ms: ttft * 1e3,

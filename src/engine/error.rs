@@ -95,6 +95,10 @@ pub enum EngineError {
         /// What went wrong, and what to check.
         reason: String,
     },
+    /// A device cannot be used (not compiled in, not present, out of memory).
+    #[error("device: {0}")]
+    Device(String),
+
     /// An error from candle's tensor library.
     #[error("tensor op failed: {0}")]
     Candle(#[from] candle_core::Error),

@@ -226,7 +226,7 @@ fn prepare(engine: &Engine, index: usize, req: &GenRequest, ctx: usize) -> Resul
         request: index,
         prompt,
         fed: 0,
-        cache: engine.model.transformer().new_cache(),
+        cache: engine.model.new_cache(),
         generated: Vec::new(),
         sampler: Sampler::new(req.sampling),
         matcher: StopMatcher::new(&req.stop),
@@ -307,14 +307,14 @@ fn admit(
 
 impl Seq {
     fn cache_row(&self, engine: &Engine) -> usize {
-        let c = &engine.model.transformer().cfg;
+        let c = &engine.model.config();
         c.n_kv_head * c.head_dim
     }
 }
 
 /// One forward over all decoding sequences plus as many prefill tokens as the budget allows.
 fn step(engine: &Engine, prefix: &mut PrefixCache, running: &mut [Seq]) -> Result<()> {
-    let model = engine.model.transformer();
+    let model = &engine.model;
     let decoding = running.iter().filter(|s| s.decoding()).count();
     let mut left = engine.settings.step_tokens.max(1).saturating_sub(decoding);
     let mut steps = Vec::new();

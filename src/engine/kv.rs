@@ -8,17 +8,149 @@
 //! has to split or copy a segment.
 
 use crate::engine::cpu::vmath::extend_f16;
+use candle_core::{DType, Device, Tensor};
 use std::sync::Arc;
 
-/// Keys and values of some positions for one layer, `[pos][kv_head][dim]` row-major, stored as
-/// f16 bits (llama.cpp's default KV type: half the memory traffic of f32, which is what bounds
-/// attention over long contexts in batched decode).
-#[derive(Debug, Clone, Default)]
-pub struct LayerKv {
-    /// Keys (f16 bits).
-    pub k: Vec<u16>,
-    /// Values (f16 bits).
-    pub v: Vec<u16>,
+/// Keys and values of some positions for one layer, `[pos][kv_head][dim]` row-major.
+#[derive(Debug, Clone)]
+pub enum LayerKv {
+    /// Host memory, f16 bits (llama.cpp's default KV type: half the memory traffic of f32,
+    /// which is what bounds attention over long contexts in batched decode).
+    Host {
+        /// Keys (f16 bits).
+        k: Vec<u16>,
+        /// Values (f16 bits).
+        v: Vec<u16>,
+    },
+    /// Device memory: `(capacity, kv_row)` key and value tensors (none allocated yet: `None`)
+    /// of which the first `len` rows are written.
+    Device {
+        /// Keys and values.
+        kv: Option<(Tensor, Tensor)>,
+        /// Rows written.
+        len: usize,
+    },
+}
+
+/// Where a cache keeps its K/V.
+#[derive(Debug, Clone)]
+pub enum KvStore {
+    /// Host f16 vectors (maspo's CPU kernels).
+    Host,
+    /// Tensors on a candle device.
+    Device {
+        /// The device.
+        device: Device,
+        /// Element type (the compute type of the device forward).
+        dtype: DType,
+    },
+}
+
+impl KvStore {
+    fn empty(&self) -> LayerKv {
+        match self {
+            Self::Host => LayerKv::Host {
+                k: Vec::new(),
+                v: Vec::new(),
+            },
+            Self::Device { .. } => LayerKv::Device { kv: None, len: 0 },
+        }
+    }
+}
+
+impl LayerKv {
+    /// Positions held (for a row width of `row`).
+    fn positions(&self, row: usize) -> usize {
+        match self {
+            Self::Host { k, .. } => k.len() / row.max(1),
+            Self::Device { len, .. } => *len,
+        }
+    }
+
+    /// Bytes allocated for the first `n` positions (`None`: all that is allocated).
+    fn bytes(&self, row: usize, n: Option<usize>) -> usize {
+        match self {
+            Self::Host { k, v } => (k.len() + v.len()) * 2,
+            Self::Device { kv: None, .. } => 0,
+            Self::Device {
+                kv: Some((k, _)), ..
+            } => {
+                let rows = n.unwrap_or_else(|| k.dim(0).unwrap_or(0));
+                2 * rows * row * k.dtype().size_in_bytes()
+            }
+        }
+    }
+
+    /// Keeps only the first `n` positions.
+    fn truncate(&mut self, n: usize, row: usize) {
+        match self {
+            Self::Host { k, v } => {
+                k.truncate(n * row);
+                v.truncate(n * row);
+            }
+            Self::Device { len, .. } => *len = (*len).min(n),
+        }
+    }
+
+    /// Releases spare capacity (a frozen segment holds exactly its positions).
+    fn shrink(&mut self) -> candle_core::Result<()> {
+        match self {
+            Self::Host { k, v } => {
+                k.shrink_to_fit();
+                v.shrink_to_fit();
+            }
+            Self::Device {
+                kv: Some((k, v)),
+                len,
+            } => {
+                if k.dim(0)? != *len {
+                    *k = k.narrow(0, 0, *len)?.copy()?;
+                    *v = v.narrow(0, 0, *len)?.copy()?;
+                }
+            }
+            Self::Device { kv: None, .. } => {}
+        }
+        Ok(())
+    }
+
+    /// Makes room for `extra` more positions on the device (one allocation, contents copied).
+    fn grow_device(
+        &mut self,
+        extra: usize,
+        row: usize,
+        store: &KvStore,
+    ) -> candle_core::Result<()> {
+        let (Self::Device { kv, len }, KvStore::Device { device, dtype }) = (&mut *self, store)
+        else {
+            return Ok(());
+        };
+        let cap = match kv {
+            Some((k, _)) => k.dim(0)?,
+            None => 0,
+        };
+        if *len + extra <= cap || extra == 0 {
+            return Ok(());
+        }
+        let new_cap = (*len + extra).max(cap * 2).max(16);
+        let nk = Tensor::zeros((new_cap, row), *dtype, device)?;
+        let nv = Tensor::zeros((new_cap, row), *dtype, device)?;
+        if let Some((k, v)) = kv {
+            if *len > 0 {
+                nk.slice_set(&k.narrow(0, 0, *len)?.contiguous()?, 0, 0)?;
+                nv.slice_set(&v.narrow(0, 0, *len)?.contiguous()?, 0, 0)?;
+            }
+        }
+        *kv = Some((nk, nv));
+        Ok(())
+    }
+}
+
+/// The host keys and values of a layer (maspo's CPU kernels never see a device cache).
+fn host(l: &LayerKv) -> (&[u16], &[u16]) {
+    match l {
+        LayerKv::Host { k, v } => (k.as_slice(), v.as_slice()),
+        LayerKv::Device { .. } => panic!("host blocks of a device KV cache"),
+    }
 }
 
 /// An immutable run of positions, shared between sequences.
@@ -31,6 +163,8 @@ pub struct KvSegment {
     layers: Vec<LayerKv>,
     /// The token ids these positions were computed from.
     tokens: Vec<u32>,
+    row: usize,
+    store: KvStore,
 }
 
 /// Walks a chain from `seg` (used up to absolute position `limit`) to the root, newest first,
@@ -67,7 +201,7 @@ impl KvSegment {
     pub fn bytes(&self) -> usize {
         self.layers
             .iter()
-            .map(|l| (l.k.len() + l.v.len()) * 2)
+            .map(|l| l.bytes(self.row, Some(self.len)))
             .sum()
     }
 
@@ -78,7 +212,7 @@ impl KvSegment {
 }
 
 /// The KV state of one sequence.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct KvCache {
     prefix: Option<Arc<KvSegment>>,
     /// Positions of the prefix chain in use (≤ its end).
@@ -86,41 +220,60 @@ pub struct KvCache {
     tail: Vec<LayerKv>,
     tail_tokens: Vec<u32>,
     row: usize,
+    store: KvStore,
 }
 
 impl KvCache {
-    /// An empty cache for a model with `n_layer` layers and `kv_row` = n_kv_head × head_dim.
+    /// An empty host cache for a model with `n_layer` layers and `kv_row` = n_kv_head × head_dim.
     pub fn new(n_layer: usize, kv_row: usize) -> Self {
+        Self::new_in(n_layer, kv_row, KvStore::Host)
+    }
+
+    /// An empty cache whose K/V live in `store`.
+    pub fn new_in(n_layer: usize, kv_row: usize, store: KvStore) -> Self {
         Self {
             prefix: None,
             prefix_len: 0,
-            tail: vec![LayerKv::default(); n_layer],
+            tail: (0..n_layer).map(|_| store.empty()).collect(),
             tail_tokens: Vec::new(),
             row: kv_row,
+            store,
         }
     }
 
-    /// A cache that continues from the first `len` positions of a shared prefix (O(1)).
+    /// A cache that continues from the first `len` positions of a shared prefix (O(1)); its
+    /// tail lives where the prefix does.
     pub fn from_prefix(prefix: Arc<KvSegment>, len: usize, kv_row: usize) -> Self {
         let n_layer = prefix.layers.len();
         let len = len.min(prefix.end());
+        let store = prefix.store.clone();
         Self {
+            tail: (0..n_layer).map(|_| store.empty()).collect(),
             prefix: Some(prefix),
             prefix_len: len,
-            tail: vec![LayerKv::default(); n_layer],
             tail_tokens: Vec::new(),
             row: kv_row,
+            store,
         }
     }
 
     /// Makes room for `positions` more tail positions in one allocation per layer, so a
     /// sequence admitted under a KV budget holds no more than its reservation (growth by
-    /// doubling could take twice its contents).
+    /// doubling could take twice its contents). On a device an allocation failure here is left
+    /// to the next append, which reports it.
     pub fn reserve(&mut self, positions: usize) {
         let n = positions.saturating_mul(self.row);
+        let row = self.row;
         for layer in &mut self.tail {
-            layer.k.reserve_exact(n);
-            layer.v.reserve_exact(n);
+            match layer {
+                LayerKv::Host { k, v } => {
+                    k.reserve_exact(n);
+                    v.reserve_exact(n);
+                }
+                LayerKv::Device { .. } => {
+                    let _ = layer.grow_device(positions, row, &self.store);
+                }
+            }
         }
         self.tail_tokens.reserve_exact(positions);
     }
@@ -156,26 +309,85 @@ impl KvCache {
         self.tail_tokens.extend_from_slice(tokens);
     }
 
-    /// Appends K/V rows (`n × kv_row` each, converted to f16) to one layer's tail.
+    /// Appends K/V rows (`n × kv_row` each, converted to f16) to one layer's host tail.
     pub fn append(&mut self, layer: usize, k: &[f32], v: &[f32]) {
-        let l = &mut self.tail[layer];
-        extend_f16(&mut l.k, k);
-        extend_f16(&mut l.v, v);
+        match &mut self.tail[layer] {
+            LayerKv::Host { k: hk, v: hv } => {
+                extend_f16(hk, k);
+                extend_f16(hv, v);
+            }
+            LayerKv::Device { .. } => panic!("host rows appended to a device KV cache"),
+        }
     }
 
-    /// The blocks of one layer, oldest first: `(keys, values, n_positions)` (f16 bits).
+    /// Appends K/V rows (`(n, kv_row)` tensors of the cache's type) to one layer's device tail,
+    /// growing it when the reservation is exceeded.
+    pub fn append_device(
+        &mut self,
+        layer: usize,
+        k: &Tensor,
+        v: &Tensor,
+    ) -> candle_core::Result<()> {
+        let row = self.row;
+        let n = k.dim(0)?;
+        let l = &mut self.tail[layer];
+        l.grow_device(n, row, &self.store)?;
+        match l {
+            LayerKv::Device {
+                kv: Some((dk, dv)),
+                len,
+            } => {
+                dk.slice_set(&k.contiguous()?, 0, *len)?;
+                dv.slice_set(&v.contiguous()?, 0, *len)?;
+                *len += n;
+                Ok(())
+            }
+            _ => candle_core::bail!("device rows appended to a host KV cache"),
+        }
+    }
+
+    /// The blocks of one layer, oldest first: `(keys, values, n_positions)` (f16 bits; host
+    /// caches only).
     pub fn blocks(&self, layer: usize) -> Vec<(&[u16], &[u16], usize)> {
         let row = self.row;
         let mut out: Vec<(&[u16], &[u16], usize)> = chain(self.prefix.as_ref(), self.prefix_len)
             .into_iter()
             .map(|(s, n)| {
-                let l = &s.layers[layer];
-                (&l.k[..n * row], &l.v[..n * row], n)
+                let (k, v) = host(&s.layers[layer]);
+                (&k[..n * row], &v[..n * row], n)
             })
             .collect();
-        let l = &self.tail[layer];
-        out.push((l.k.as_slice(), l.v.as_slice(), l.k.len() / row.max(1)));
+        let (k, v) = host(&self.tail[layer]);
+        out.push((k, v, k.len() / row.max(1)));
         out
+    }
+
+    /// The keys and values of one layer as `(positions, kv_row)` device tensors (prefix blocks
+    /// and tail joined, oldest first; no copy when there is one block).
+    pub fn device_kv(&self, layer: usize) -> candle_core::Result<(Tensor, Tensor)> {
+        let mut ks = Vec::new();
+        let mut vs = Vec::new();
+        let parts = chain(self.prefix.as_ref(), self.prefix_len)
+            .into_iter()
+            .map(|(s, n)| (&s.layers[layer], n))
+            .chain([(&self.tail[layer], self.tail[layer].positions(self.row))]);
+        for (l, n) in parts {
+            match l {
+                LayerKv::Device {
+                    kv: Some((k, v)), ..
+                } if n > 0 => {
+                    ks.push(k.narrow(0, 0, n)?);
+                    vs.push(v.narrow(0, 0, n)?);
+                }
+                LayerKv::Device { .. } => {}
+                LayerKv::Host { .. } => candle_core::bail!("device blocks of a host KV cache"),
+            }
+        }
+        match ks.len() {
+            0 => candle_core::bail!("attention over an empty KV cache"),
+            1 => Ok((ks.remove(0), vs.remove(0))),
+            _ => Ok((Tensor::cat(&ks, 0)?, Tensor::cat(&vs, 0)?)),
+        }
     }
 
     /// Freezes the tail into a new shared segment (its parent is the current prefix view) and
@@ -184,13 +396,13 @@ impl KvCache {
         if self.tail_tokens.is_empty() {
             return self.prefix.clone();
         }
-        let n_layer = self.tail.len();
-        let mut layers = std::mem::replace(&mut self.tail, vec![LayerKv::default(); n_layer]);
+        let fresh = (0..self.tail.len()).map(|_| self.store.empty()).collect();
+        let mut layers = std::mem::replace(&mut self.tail, fresh);
         // A shared segment holds exactly its positions (a reserved or doubled tail has spare
-        // capacity that the prefix cache's byte count would not see).
+        // capacity that the prefix cache's byte count would not see). A device copy that
+        // fails keeps the spare capacity (counted low, still correct).
         for l in &mut layers {
-            l.k.shrink_to_fit();
-            l.v.shrink_to_fit();
+            let _ = l.shrink();
         }
         let mut tokens = std::mem::take(&mut self.tail_tokens);
         tokens.shrink_to_fit();
@@ -200,6 +412,8 @@ impl KvCache {
             len: tokens.len(),
             layers,
             tokens,
+            row: self.row,
+            store: self.store.clone(),
         });
         self.prefix_len = seg.end();
         self.prefix = Some(seg.clone());
@@ -209,28 +423,23 @@ impl KvCache {
     /// Keeps only the first `len` positions (shrinking the prefix view if needed; shared
     /// segments themselves are never modified).
     pub fn truncate(&mut self, len: usize) {
+        let row = self.row;
         if len >= self.prefix_len {
             let keep = len - self.prefix_len;
             if keep < self.tail_tokens.len() {
                 self.tail_tokens.truncate(keep);
-                for l in &mut self.tail {
-                    l.k.truncate(keep * self.row);
-                    l.v.truncate(keep * self.row);
-                }
+                self.tail.iter_mut().for_each(|l| l.truncate(keep, row));
             }
         } else {
             self.prefix_len = len;
             self.tail_tokens.clear();
-            for l in &mut self.tail {
-                l.k.clear();
-                l.v.clear();
-            }
+            self.tail.iter_mut().for_each(|l| l.truncate(0, row));
         }
     }
 
     /// Bytes held privately by this sequence.
     pub fn private_bytes(&self) -> usize {
-        self.tail.iter().map(|l| (l.k.len() + l.v.len()) * 2).sum()
+        self.tail.iter().map(|l| l.bytes(self.row, None)).sum()
     }
 }
 

@@ -8,6 +8,7 @@
 pub mod chat_template;
 pub mod completion_cache;
 pub mod cpu;
+pub mod device;
 pub mod error;
 mod generate;
 pub mod gguf;
@@ -56,6 +57,9 @@ pub struct EngineSettings {
     /// Qwen3's open a reasoning block); off by default, as the paper runs Qwen3 non-thinking.
     /// Templates without the switch ignore it.
     pub thinking: bool,
+    /// Where the forward runs: `cpu` (maspo's kernels), `cuda[:N]` (candle's CUDA backend;
+    /// needs a build with the `cuda` feature) or `candle-cpu` (the device code on the host).
+    pub device: device::DeviceSpec,
 }
 
 impl Default for EngineSettings {
@@ -69,6 +73,7 @@ impl Default for EngineSettings {
             kv_mb: 4096,
             completion_cache_dir: None,
             thinking: false,
+            device: device::DeviceSpec::Cpu,
         }
     }
 }
@@ -183,7 +188,7 @@ impl Engine {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
-        let model = Model::load(&gguf, threads)?;
+        let model = Model::load_on(&gguf, threads, settings.device)?;
         let tokenizer = Tokenizer::load(&gguf)?;
         let token_str = |id: Option<u32>| {
             id.and_then(|i| tokenizer.decode(&[i]).ok())
@@ -246,10 +251,11 @@ impl Engine {
         &self.settings
     }
 
-    /// Bytes of KV one token takes (f16 keys and values of every layer).
+    /// Bytes of KV one token takes (keys and values of every layer: f16 on the CPU kernels,
+    /// the activation type on a device).
     pub fn kv_bytes_per_token(&self) -> usize {
-        let c = &self.model.transformer().cfg;
-        c.n_layer * 2 * c.n_kv_head * c.head_dim * 2
+        let c = &self.model.config();
+        c.n_layer * 2 * c.n_kv_head * c.head_dim * self.model.kv_elem_bytes()
     }
 
     /// Bytes of KV `tokens` positions take.
@@ -276,7 +282,7 @@ impl Engine {
 
     /// What the engine may hold in memory under its settings (reported when a command starts).
     pub fn memory_plan(&self) -> MemoryPlan {
-        let c = &self.model.transformer().cfg;
+        let c = &self.model.config();
         // Per token of a forward step: the residual, normed copy, q/k/v, attention output and
         // the MLP's gate, up and product rows, in f32.
         let per_token = (4 * c.hidden + 2 * c.n_kv_head * c.head_dim + 3 * c.ffn) * 4;
@@ -353,7 +359,7 @@ impl Engine {
 
     /// Context window in tokens.
     pub fn context_len(&self) -> usize {
-        self.model.transformer().cfg.ctx_len
+        self.model.config().ctx_len
     }
 
     /// Renders chat messages with the generation prompt.

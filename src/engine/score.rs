@@ -69,7 +69,7 @@ impl Engine {
     /// continuations are scored as in [`Engine::score`]. Continuations of one token (an A/B
     /// judgement) need nothing beyond the prefill. One result per item, each with its own error.
     pub fn score_batch(&self, items: &[(Prompt, Vec<String>)]) -> Vec<Result<Vec<Scored>>> {
-        let model = self.model.transformer();
+        let model = &self.model;
         // Validation and tokenization, per item.
         let prepared: Vec<Result<ScoreItem>> = items
             .iter()
@@ -112,8 +112,8 @@ impl Engine {
 
     /// [`Engine::score_batch`] on prepared items held in memory together.
     fn score_group(&self, mut prepared: Vec<Result<ScoreItem>>) -> Vec<Result<Vec<Scored>>> {
-        let model = self.model.transformer();
-        let row = model.cfg.n_kv_head * model.cfg.head_dim;
+        let model = &self.model;
+        let row = model.config().n_kv_head * model.config().head_dim;
         // Batched prefill.
         {
             let mut prefix = self.prefix_cache.lock().unwrap_or_else(|p| p.into_inner());
@@ -188,7 +188,7 @@ impl Engine {
 
     /// A scoring request must have a prompt, known token ids and fit the context.
     fn check_scoring(&self, ids: &[u32], conts: &[Vec<u32>]) -> Result<()> {
-        let vocab = self.model.transformer().cfg.vocab;
+        let vocab = self.model.config().vocab;
         if ids.is_empty() {
             return Err(EngineError::Request("the prompt is empty".into()));
         }
@@ -217,10 +217,10 @@ impl Engine {
         first_row: &[f32],
         conts: &[Vec<u32>],
     ) -> Result<Vec<Scored>> {
-        let model = self.model.transformer();
-        let vocab = model.cfg.vocab;
+        let model = &self.model;
+        let vocab = model.config().vocab;
         let base = cache.freeze();
-        let row = model.cfg.n_kv_head * model.cfg.head_dim;
+        let row = model.config().n_kv_head * model.config().head_dim;
         let mut caches: Vec<KvCache> = conts
             .iter()
             .map(|_| match &base {
@@ -268,8 +268,8 @@ impl Engine {
 
     /// Computes the prompt's KV (reusing a cached prefix) and the logits after its last token.
     fn prefill_for_scoring(&self, ids: &[u32]) -> Result<(KvCache, Vec<f32>)> {
-        let model = self.model.transformer();
-        let row = model.cfg.n_kv_head * model.cfg.head_dim;
+        let model = &self.model;
+        let row = model.config().n_kv_head * model.config().head_dim;
         let mut prefix = self.prefix_cache.lock().unwrap_or_else(|p| p.into_inner());
         let (mut cache, start) = match prefix.lookup(ids) {
             Some((seg, n)) => (KvCache::from_prefix(seg, n, row), n),

@@ -234,7 +234,7 @@ fn scoring_agrees_with_generation_and_is_batch_invariant() {
     );
     // The first token's log-prob is the log-softmax of the prompt's last logits row.
     let ids = e.prompt_ids(&prompt).unwrap();
-    let model = e.model().transformer();
+    let model = e.model();
     let mut cache = model.new_cache();
     let mut steps = [maspo::engine::model::SeqStep {
         tokens: &ids,

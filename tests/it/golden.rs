@@ -155,7 +155,7 @@ fn qwen_greedy_matches_llama_cpp() {
 
 /// Feeds llama.cpp's prompt + greedy tokens one step at a time and compares our logits.
 fn teacher_forced(e: &Engine, case: &GreedyCase) -> (usize, usize, f32) {
-    let model = e.model().transformer();
+    let model = e.model();
     let mut cache = model.new_cache();
     let mut disagree = 0;
     let mut confident = 0;

@@ -5,6 +5,7 @@ use crate::common::heavy;
 use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 use maspo::engine::chat_template::Message;
+use maspo::engine::device::DeviceSpec;
 use maspo::engine::sampling::{SamplingParams, SplitMix64};
 use maspo::engine::{Engine, EngineError, EngineSettings, GenRequest, Prompt};
 use std::path::{Path, PathBuf};
@@ -218,11 +219,15 @@ fn tokens_of(engine: &Engine, reqs: &[GenRequest]) -> Vec<Vec<u32>> {
         .collect()
 }
 
-fn check_arch(arch: &'static str) {
+fn check_arch(arch: &'static str, device: DeviceSpec) {
     let _g = heavy();
     let dir = tempfile::tempdir().unwrap();
     let path = tiny(dir.path(), &TinySpec::new(arch));
-    let engine = Engine::load(&path, EngineSettings::default()).unwrap();
+    let settings = EngineSettings {
+        device,
+        ..EngineSettings::default()
+    };
+    let engine = Engine::load(&path, settings.clone()).unwrap();
     assert_eq!(engine.model().arch(), arch);
     // The tokenizer built from the GGUF applies its merges and keeps specials whole.
     let ids = engine
@@ -250,14 +255,14 @@ fn check_arch(arch: &'static str) {
             threads: 1,
             max_running: 2,
             step_tokens: 2,
-            ..EngineSettings::default()
+            ..settings.clone()
         },
     )
     .unwrap();
     assert_eq!(
         tokens_of(&chunked, &reqs),
         together,
-        "{arch}: chunked prefill"
+        "{arch} on {device}: chunked prefill"
     );
     // Deterministic run to run.
     assert_eq!(tokens_of(&engine, &reqs), together);
@@ -265,17 +270,17 @@ fn check_arch(arch: &'static str) {
 
 #[test]
 fn tiny_llama_loads_runs_and_is_batch_invariant() {
-    check_arch("llama");
+    check_arch("llama", DeviceSpec::Cpu);
 }
 
 #[test]
 fn tiny_qwen2_loads_runs_and_is_batch_invariant() {
-    check_arch("qwen2");
+    check_arch("qwen2", DeviceSpec::Cpu);
 }
 
 #[test]
 fn tiny_qwen3_loads_runs_and_is_batch_invariant() {
-    check_arch("qwen3");
+    check_arch("qwen3", DeviceSpec::Cpu);
 }
 
 /// A plain f32 forward written from the architectures' definitions (no KV cache, no packing,
@@ -448,15 +453,19 @@ fn reference_logits(path: &Path, tokens: &[u32], mistake: Mistake) -> Vec<Vec<f3
 
 /// Max |Δlogit| / max |logit| of the engine against the reference, asserting top-1 agreement
 /// (unless the reference's top two are within 2% of the scale) when `strict`.
-fn engine_vs_reference(path: &Path, mistake: Mistake, strict: bool) -> f32 {
-    let engine = Engine::load(path, EngineSettings::default()).unwrap();
+fn engine_vs_reference(path: &Path, mistake: Mistake, strict: bool, device: DeviceSpec) -> f32 {
+    let settings = EngineSettings {
+        device,
+        ..EngineSettings::default()
+    };
+    let engine = Engine::load(path, settings).unwrap();
     let arch = engine.model().arch();
     let tokens: Vec<u32> = engine
         .tokenizer()
         .encode_plain("the theme of the thesis is the")
         .unwrap();
     assert!(tokens.len() > 8, "{tokens:?}");
-    let t = engine.model().transformer();
+    let t = engine.model();
     let mut cache = t.new_cache();
     let got = t
         .forward(&mut [maspo::engine::model::SeqStep {
@@ -497,7 +506,7 @@ fn every_architecture_matches_a_plain_reference_forward() {
         // The engine quantizes activations to 8 bits for its Q8_0 matmuls (as llama.cpp does);
         // the reference stays in f32: 3–5% of the logits' scale when measured, for the two
         // architectures that match llama.cpp on real models as for qwen3.
-        let worst = engine_vs_reference(&path, Mistake::None, true);
+        let worst = engine_vs_reference(&path, Mistake::None, true, DeviceSpec::Cpu);
         eprintln!("{arch}: max |Δlogit| / max |logit| = {worst:.4}");
         assert!(worst < 0.08, "{arch}: max |Δlogit| / max |logit| = {worst}");
     }
@@ -505,9 +514,28 @@ fn every_architecture_matches_a_plain_reference_forward() {
     // outside the tolerance.
     let path = tiny(dir.path(), &TinySpec::new("qwen3"));
     for mistake in [Mistake::NoQkNorm, Mistake::InterleavedRope] {
-        let worst = engine_vs_reference(&path, mistake, false);
+        let worst = engine_vs_reference(&path, mistake, false, DeviceSpec::Cpu);
         eprintln!("qwen3 with a mistaken reference: {worst:.4}");
         assert!(worst > 0.24, "a mistaken reference still matched: {worst}");
+    }
+}
+
+/// The device forward (candle tensors: what `--device cuda` runs), on candle's CPU backend:
+/// every architecture matches the plain reference as the CPU kernels do, and the engine on it
+/// keeps the batching invariants (alone vs ragged batch, chunked prefill, prefix reuse, run to
+/// run) with its K/V in device tensors.
+#[test]
+fn the_device_forward_matches_the_reference_and_keeps_the_engine_invariants() {
+    let dir = tempfile::tempdir().unwrap();
+    for arch in ["llama", "qwen2", "qwen3"] {
+        let path = tiny(dir.path(), &TinySpec::new(arch));
+        let worst = {
+            let _g = heavy();
+            engine_vs_reference(&path, Mistake::None, true, DeviceSpec::CandleCpu)
+        };
+        eprintln!("{arch} on candle-cpu: max |Δlogit| / max |logit| = {worst:.4}");
+        assert!(worst < 0.08, "{arch}: max |Δlogit| / max |logit| = {worst}");
+        check_arch(arch, DeviceSpec::CandleCpu);
     }
 }
 

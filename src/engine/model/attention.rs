@@ -50,6 +50,11 @@ impl RopeTables {
         }
     }
 
+    /// The tables, `positions × head_dim / 2` each, row-major: `(cos, sin)`.
+    pub fn tables(&self) -> (&[f32], &[f32]) {
+        (&self.cos, &self.sin)
+    }
+
     /// Number of positions covered.
     pub fn len(&self) -> usize {
         self.cos.len() / self.half.max(1)

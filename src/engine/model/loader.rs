@@ -136,74 +136,179 @@ pub fn read_config(gguf: &GgufFile, conv: &ArchConventions) -> Result<Transforme
     })
 }
 
-fn f32_vector(gguf: &GgufFile, name: &str, n: usize) -> Result<Vec<f32>> {
-    Ok(gguf
-        .tensor(name, &[n], &Device::Cpu)?
-        .dequantize(&Device::Cpu)?
-        .to_vec1::<f32>()?)
+/// How weights are read: the GGUF naming scheme is walked once ([`read_parts`]) and each
+/// backend (maspo's CPU kernels, candle tensors on a device) or source (a GGUF file, seeded
+/// synthetic weights) says how one matrix or vector becomes its own type.
+pub trait WeightReader {
+    /// A `rows × cols` matrix (`rows` outputs).
+    type Mat;
+    /// A vector (norm weights, biases).
+    type Vec;
+    /// The matrix called `name` (GGUF naming) of that shape.
+    fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<Self::Mat>;
+    /// The vector called `name` of that length.
+    fn vector(&self, name: &str, n: usize) -> Result<Self::Vec>;
+    /// Whether a tensor exists (`output.weight`: an untied LM head).
+    fn has(&self, name: &str) -> bool;
 }
 
-fn matrix(gguf: &GgufFile, name: &str, rows: usize, cols: usize) -> Result<QMatrix> {
-    let t = gguf.tensor(name, &[rows, cols], &Device::Cpu)?;
-    QMatrix::from_qtensor(&t).map_err(|e| EngineError::Tensor {
-        path: gguf.path().to_path_buf(),
-        name: name.to_string(),
-        reason: e.to_string(),
-    })
+/// A projection as read: weight plus optional bias.
+pub struct LinearParts<M, V> {
+    /// Weight (`rows × cols`).
+    pub w: M,
+    /// Bias (`rows`).
+    pub bias: Option<V>,
 }
 
-/// Loads every tensor and assembles the model; `threads` sizes its compute pool.
-pub fn load_blocks(
-    gguf: &GgufFile,
-    cfg: TransformerConfig,
+/// One decoder block as read.
+pub struct BlockParts<M, V> {
+    /// Pre-attention RMSNorm.
+    pub attn_norm: V,
+    /// Per-head query norm (Qwen3).
+    pub q_norm: Option<V>,
+    /// Per-head key norm (Qwen3).
+    pub k_norm: Option<V>,
+    /// Projections.
+    pub wq: LinearParts<M, V>,
+    /// Key projection.
+    pub wk: LinearParts<M, V>,
+    /// Value projection.
+    pub wv: LinearParts<M, V>,
+    /// Attention output.
+    pub wo: LinearParts<M, V>,
+    /// Pre-MLP RMSNorm.
+    pub ffn_norm: V,
+    /// MLP gate.
+    pub gate: LinearParts<M, V>,
+    /// MLP up.
+    pub up: LinearParts<M, V>,
+    /// MLP down.
+    pub down: LinearParts<M, V>,
+}
+
+/// A whole model as read.
+pub struct ModelParts<M, V> {
+    /// Token embedding (`vocab × hidden`).
+    pub embed: M,
+    /// Decoder blocks.
+    pub blocks: Vec<BlockParts<M, V>>,
+    /// Final norm.
+    pub norm: V,
+    /// Untied LM head (`None`: the embedding).
+    pub lm_head: Option<M>,
+}
+
+/// Reads every tensor of a model with `cfg`'s shapes under the GGUF naming scheme.
+pub fn read_parts<R: WeightReader>(
+    r: &R,
+    cfg: &TransformerConfig,
     conv: &ArchConventions,
-    threads: usize,
-) -> Result<Transformer> {
+) -> Result<ModelParts<R::Mat, R::Vec>> {
     let (d, e) = (cfg.hidden, cfg.head_dim);
     let (qn, kn) = (cfg.n_head * e, cfg.n_kv_head * e);
-    let embed = matrix(gguf, "token_embd.weight", cfg.vocab, d)?;
+    let embed = r.matrix("token_embd.weight", cfg.vocab, d)?;
     let mut blocks = Vec::with_capacity(cfg.n_layer);
     for i in 0..cfg.n_layer {
         let name = |t: &str| format!("blk.{i}.{t}");
-        let lin = |t: &str, rows: usize, cols: usize, bias: bool| -> Result<Linear> {
-            let w = matrix(gguf, &name(&format!("{t}.weight")), rows, cols)?;
-            let b = if bias {
-                Some(f32_vector(gguf, &name(&format!("{t}.bias")), rows)?)
-            } else {
-                None
-            };
-            Ok(Linear::new(w, b))
+        let lin = |t: &str, rows: usize, cols: usize, bias: bool| -> Result<LinearParts<_, _>> {
+            Ok(LinearParts {
+                w: r.matrix(&name(&format!("{t}.weight")), rows, cols)?,
+                bias: if bias {
+                    Some(r.vector(&name(&format!("{t}.bias")), rows)?)
+                } else {
+                    None
+                },
+            })
         };
-        let head_norm = |t: &str| -> Result<Option<Vec<f32>>> {
+        let head_norm = |t: &str| -> Result<Option<R::Vec>> {
             if conv.qk_norm {
-                Ok(Some(f32_vector(gguf, &name(&format!("{t}.weight")), e)?))
+                Ok(Some(r.vector(&name(&format!("{t}.weight")), e)?))
             } else {
                 Ok(None)
             }
         };
-        blocks.push(Block {
-            attn_norm: f32_vector(gguf, &name("attn_norm.weight"), d)?,
+        blocks.push(BlockParts {
+            attn_norm: r.vector(&name("attn_norm.weight"), d)?,
             q_norm: head_norm("attn_q_norm")?,
             k_norm: head_norm("attn_k_norm")?,
             wq: lin("attn_q", qn, d, conv.qkv_bias)?,
             wk: lin("attn_k", kn, d, conv.qkv_bias)?,
             wv: lin("attn_v", kn, d, conv.qkv_bias)?,
             wo: lin("attn_output", d, qn, false)?,
-            ffn_norm: f32_vector(gguf, &name("ffn_norm.weight"), d)?,
+            ffn_norm: r.vector(&name("ffn_norm.weight"), d)?,
             gate: lin("ffn_gate", cfg.ffn, d, false)?,
             up: lin("ffn_up", cfg.ffn, d, false)?,
             down: lin("ffn_down", d, cfg.ffn, false)?,
         });
     }
-    let norm = f32_vector(gguf, "output_norm.weight", d)?;
+    let norm = r.vector("output_norm.weight", d)?;
     // Tied embeddings: no `output.weight` means the LM head is the embedding matrix.
-    let lm_head = if gguf.has_tensor("output.weight") {
-        Some(Linear::new(
-            matrix(gguf, "output.weight", cfg.vocab, d)?,
-            None,
-        ))
+    let lm_head = if r.has("output.weight") {
+        Some(r.matrix("output.weight", cfg.vocab, d)?)
     } else {
         None
     };
-    Ok(Transformer::new(cfg, embed, blocks, norm, lm_head, threads))
+    Ok(ModelParts {
+        embed,
+        blocks,
+        norm,
+        lm_head,
+    })
+}
+
+/// A GGUF file read into maspo's CPU weight formats.
+pub struct GgufCpu<'a>(pub &'a GgufFile);
+
+impl WeightReader for GgufCpu<'_> {
+    type Mat = QMatrix;
+    type Vec = Vec<f32>;
+
+    fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<QMatrix> {
+        let t = self.0.tensor(name, &[rows, cols], &Device::Cpu)?;
+        QMatrix::from_qtensor(&t).map_err(|e| EngineError::Tensor {
+            path: self.0.path().to_path_buf(),
+            name: name.to_string(),
+            reason: e.to_string(),
+        })
+    }
+
+    fn vector(&self, name: &str, n: usize) -> Result<Vec<f32>> {
+        Ok(self
+            .0
+            .tensor(name, &[n], &Device::Cpu)?
+            .dequantize(&Device::Cpu)?
+            .to_vec1::<f32>()?)
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.0.has_tensor(name)
+    }
+}
+
+/// Assembles the CPU transformer from parts; `threads` sizes its compute pool.
+pub fn cpu_transformer(
+    parts: ModelParts<QMatrix, Vec<f32>>,
+    cfg: TransformerConfig,
+    threads: usize,
+) -> Transformer {
+    let lin = |l: LinearParts<QMatrix, Vec<f32>>| Linear::new(l.w, l.bias);
+    let blocks = parts
+        .blocks
+        .into_iter()
+        .map(|b| Block {
+            attn_norm: b.attn_norm,
+            q_norm: b.q_norm,
+            k_norm: b.k_norm,
+            wq: lin(b.wq),
+            wk: lin(b.wk),
+            wv: lin(b.wv),
+            wo: lin(b.wo),
+            ffn_norm: b.ffn_norm,
+            gate: lin(b.gate),
+            up: lin(b.up),
+            down: lin(b.down),
+        })
+        .collect();
+    let lm_head = parts.lm_head.map(|w| Linear::new(w, None));
+    Transformer::new(cfg, parts.embed, blocks, parts.norm, lm_head, threads)
 }

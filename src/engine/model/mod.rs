@@ -5,14 +5,20 @@
 //! state: every call gets the sequences' [`crate::engine::kv::KvCache`]s from the caller.
 
 pub mod attention;
+pub mod device_fwd;
 mod llama;
-mod loader;
+pub mod loader;
 mod qwen2;
 mod qwen3;
 pub mod transformer;
 
+use crate::engine::device::DeviceSpec;
 use crate::engine::error::{EngineError, Result};
 use crate::engine::gguf::GgufFile;
+use crate::engine::kv::KvCache;
+use attention::RopeTables;
+use candle_core::DType;
+pub use device_fwd::DeviceTransformer;
 pub use transformer::{LogitRows, SeqStep, Transformer, TransformerConfig};
 
 /// Architectures maspo implements, by their GGUF `general.architecture` name.
@@ -25,16 +31,37 @@ const ARCHS: [&loader::ArchConventions; 3] = [
     &qwen3::CONVENTIONS,
 ];
 
+/// Where the forward runs.
+pub enum Backend {
+    /// maspo's CPU kernels.
+    Cpu(Box<Transformer>),
+    /// candle tensors on a device.
+    Device(Box<DeviceTransformer>),
+}
+
 /// A loaded model of any supported architecture: the shared transformer read with that
-/// architecture's conventions.
+/// architecture's conventions, on the CPU kernels or a candle device.
 pub struct Model {
     arch: &'static str,
-    inner: Transformer,
+    inner: Backend,
+    device: DeviceSpec,
+}
+
+/// The conventions of a GGUF architecture name.
+pub fn conventions(arch: &str) -> Option<&'static loader::ArchConventions> {
+    ARCHS.into_iter().find(|c| c.prefix == arch)
 }
 
 impl Model {
-    /// Loads the architecture that `general.architecture` names; `threads` sizes the compute pool.
+    /// Loads the architecture that `general.architecture` names on maspo's CPU kernels;
+    /// `threads` sizes the compute pool.
     pub fn load(gguf: &GgufFile, threads: usize) -> Result<Self> {
+        Self::load_on(gguf, threads, DeviceSpec::Cpu)
+    }
+
+    /// Loads onto `device` (GGUF matrices stay quantized on a device: candle's kernels;
+    /// activations and KV in f32).
+    pub fn load_on(gguf: &GgufFile, threads: usize, device: DeviceSpec) -> Result<Self> {
         let arch = gguf.architecture().unwrap_or_default();
         if arch.is_empty() {
             return Err(EngineError::Metadata {
@@ -43,7 +70,7 @@ impl Model {
                 keys: "general.architecture".into(),
             });
         }
-        let Some(conv) = ARCHS.into_iter().find(|c| c.prefix == arch) else {
+        let Some(conv) = conventions(&arch) else {
             return Err(EngineError::UnknownArch {
                 path: gguf.path().to_path_buf(),
                 arch,
@@ -51,10 +78,102 @@ impl Model {
             });
         };
         let cfg = loader::read_config(gguf, conv)?;
+        let inner = if device.is_candle() {
+            let dev = device.candle_device()?;
+            let reader = device_fwd::GgufDevice {
+                gguf,
+                device: &dev,
+                act: DType::F32,
+            };
+            let parts = loader::read_parts(&reader, &cfg, conv)?;
+            let rope = RopeTables::new(cfg.head_dim, cfg.rope_base, cfg.ctx_len, cfg.rope_style);
+            Backend::Device(Box::new(DeviceTransformer::new(
+                cfg,
+                parts,
+                &dev,
+                DType::F32,
+                &rope,
+            )?))
+        } else {
+            Backend::Cpu(Box::new(loader::cpu_transformer(
+                loader::read_parts(&loader::GgufCpu(gguf), &cfg, conv)?,
+                cfg,
+                threads,
+            )))
+        };
         Ok(Self {
             arch: conv.prefix,
-            inner: loader::load_blocks(gguf, cfg, conv, threads)?,
+            inner,
+            device,
         })
+    }
+
+    /// A model from an already assembled backend (synthetic weights, other checkpoint formats).
+    pub fn from_backend(arch: &'static str, inner: Backend, device: DeviceSpec) -> Self {
+        Self {
+            arch,
+            inner,
+            device,
+        }
+    }
+
+    /// Where the forward runs.
+    pub fn device(&self) -> DeviceSpec {
+        self.device
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &Backend {
+        &self.inner
+    }
+
+    /// A fresh, empty KV cache where this model keeps K/V.
+    pub fn new_cache(&self) -> KvCache {
+        match &self.inner {
+            Backend::Cpu(t) => t.new_cache(),
+            Backend::Device(t) => t.new_cache(),
+        }
+    }
+
+    /// Runs one packed step over several sequences. Returns, aligned with `seqs`, each
+    /// sequence's requested logit rows concatenated (`rows × vocab`; empty for `None`).
+    pub fn forward(&self, seqs: &mut [SeqStep<'_>]) -> Result<Vec<Vec<f32>>> {
+        match &self.inner {
+            Backend::Cpu(t) => t.forward(seqs),
+            Backend::Device(t) => t.forward(seqs),
+        }
+    }
+
+    /// Compute threads of the CPU kernels (0 on a device).
+    pub fn threads(&self) -> usize {
+        match &self.inner {
+            Backend::Cpu(t) => t.threads(),
+            Backend::Device(_) => 0,
+        }
+    }
+
+    /// Weight formats in use, e.g. `["q4_1", "q8_0"]` (for reports).
+    pub fn weight_formats(&self) -> Vec<String> {
+        match &self.inner {
+            Backend::Cpu(t) => t.weight_formats().iter().map(|s| s.to_string()).collect(),
+            Backend::Device(t) => t.weight_formats(),
+        }
+    }
+
+    /// Bytes of one K or V element in the cache.
+    pub fn kv_elem_bytes(&self) -> usize {
+        match &self.inner {
+            Backend::Cpu(_) => 2,
+            Backend::Device(t) => t.act_dtype().size_in_bytes(),
+        }
+    }
+
+    /// Weight bytes one decode step reads.
+    pub fn decode_weight_bytes(&self) -> usize {
+        match &self.inner {
+            Backend::Cpu(t) => t.decode_weight_bytes(),
+            Backend::Device(t) => t.decode_weight_bytes(),
+        }
     }
 
     /// The architecture name.
@@ -62,14 +181,12 @@ impl Model {
         self.arch
     }
 
-    /// The transformer that runs the forward pass.
-    pub fn transformer(&self) -> &Transformer {
-        &self.inner
-    }
-
     /// Hyper-parameters.
     pub fn config(&self) -> &TransformerConfig {
-        &self.inner.cfg
+        match &self.inner {
+            Backend::Cpu(t) => &t.cfg,
+            Backend::Device(t) => &t.cfg,
+        }
     }
 }
 

@@ -152,6 +152,66 @@ fn add_into(x: &mut [f32], y: &[f32]) {
     x.iter_mut().zip(y).for_each(|(a, b)| *a += b);
 }
 
+/// Checks a step's sequences (tokens present, in the vocabulary, within `ctx` positions),
+/// records their tokens in their caches and returns the packed rows: token ids, positions and
+/// the sequence of each row.
+pub(super) fn pack(
+    c: &TransformerConfig,
+    ctx: usize,
+    seqs: &mut [SeqStep<'_>],
+) -> Result<(Vec<u32>, Vec<usize>, Vec<usize>)> {
+    let mut ids = Vec::new();
+    let mut pos = Vec::new();
+    let mut row_seq = Vec::new();
+    for (s, step) in seqs.iter().enumerate() {
+        if step.tokens.is_empty() {
+            return Err(EngineError::Request(
+                "a forward step got a sequence with no tokens".into(),
+            ));
+        }
+        let start = step.cache.len();
+        if start + step.tokens.len() > ctx {
+            return Err(EngineError::ContextOverflow {
+                prompt: start + step.tokens.len(),
+                max_new: 0,
+                ctx,
+            });
+        }
+        if let Some(&bad) = step.tokens.iter().find(|&&t| t as usize >= c.vocab) {
+            return Err(EngineError::Request(format!(
+                "token id {bad} is outside the vocabulary of {}",
+                c.vocab
+            )));
+        }
+        ids.extend_from_slice(step.tokens);
+        pos.extend(start..start + step.tokens.len());
+        row_seq.extend(std::iter::repeat_n(s, step.tokens.len()));
+    }
+    for step in seqs.iter_mut() {
+        step.cache.push_tokens(step.tokens);
+    }
+    Ok((ids, pos, row_seq))
+}
+
+/// The packed rows that need logits, and how many belong to each sequence.
+pub(super) fn logit_rows(seqs: &[SeqStep<'_>]) -> (Vec<usize>, Vec<usize>) {
+    let mut out_rows = Vec::new();
+    let mut per_seq = Vec::with_capacity(seqs.len());
+    let mut row = 0;
+    for step in seqs {
+        let n = step.tokens.len();
+        let rows: Vec<usize> = match step.logits {
+            LogitRows::None => Vec::new(),
+            LogitRows::Last => vec![row + n - 1],
+            LogitRows::All => (row..row + n).collect(),
+        };
+        per_seq.push(rows.len());
+        out_rows.extend(rows);
+        row += n;
+    }
+    (out_rows, per_seq)
+}
+
 impl Transformer {
     /// Assembles a model from loaded parts; `threads` sizes its compute pool.
     pub fn new(
@@ -213,36 +273,7 @@ impl Transformer {
     pub fn forward(&self, seqs: &mut [SeqStep<'_>]) -> Result<Vec<Vec<f32>>> {
         let c = &self.cfg;
         let d = c.hidden;
-        let mut ids = Vec::new();
-        let mut pos = Vec::new();
-        let mut row_seq = Vec::new();
-        for (s, step) in seqs.iter().enumerate() {
-            if step.tokens.is_empty() {
-                return Err(EngineError::Request(
-                    "a forward step got a sequence with no tokens".into(),
-                ));
-            }
-            let start = step.cache.len();
-            if start + step.tokens.len() > self.rope.len() {
-                return Err(EngineError::ContextOverflow {
-                    prompt: start + step.tokens.len(),
-                    max_new: 0,
-                    ctx: self.rope.len(),
-                });
-            }
-            if let Some(&bad) = step.tokens.iter().find(|&&t| t as usize >= c.vocab) {
-                return Err(EngineError::Request(format!(
-                    "token id {bad} is outside the vocabulary of {}",
-                    c.vocab
-                )));
-            }
-            ids.extend_from_slice(step.tokens);
-            pos.extend(start..start + step.tokens.len());
-            row_seq.extend(std::iter::repeat_n(s, step.tokens.len()));
-        }
-        for step in seqs.iter_mut() {
-            step.cache.push_tokens(step.tokens);
-        }
+        let (ids, pos, row_seq) = pack(c, self.rope.len(), seqs)?;
         let t = ids.len();
         let pool = &self.pool;
         let mut x = vec![0f32; t * d];
@@ -264,20 +295,7 @@ impl Transformer {
             add_into(&mut x, &block.down.forward(pool, &a));
         }
         // Logits only for the rows that need them (the LM head is the largest matmul).
-        let mut out_rows = Vec::new();
-        let mut per_seq = Vec::with_capacity(seqs.len());
-        let mut row = 0;
-        for step in seqs.iter() {
-            let n = step.tokens.len();
-            let rows: Vec<usize> = match step.logits {
-                LogitRows::None => Vec::new(),
-                LogitRows::Last => vec![row + n - 1],
-                LogitRows::All => (row..row + n).collect(),
-            };
-            per_seq.push(rows.len());
-            out_rows.extend(rows);
-            row += n;
-        }
+        let (out_rows, per_seq) = logit_rows(seqs);
         if out_rows.is_empty() {
             return Ok(vec![Vec::new(); seqs.len()]);
         }
