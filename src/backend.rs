@@ -11,6 +11,69 @@ use crate::mas::LanguageModel;
 use crate::openai::{ModelSpec, RemoteModel};
 use std::path::{Path, PathBuf};
 
+/// Where an in-process model comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LocalSource {
+    /// `synthetic:SHAPE[:SEED]`: seeded random weights of a real shape, built in memory.
+    Synthetic {
+        /// Shape name (see `maspo models list` / [`crate::engine::model::synthetic::SHAPES`]).
+        shape: String,
+        /// Weight seed (default 0).
+        seed: u64,
+    },
+    /// A model file (a catalog id resolved, fetched if needed).
+    File(PathBuf),
+}
+
+impl LocalSource {
+    /// Resolves an in-process model id: `synthetic:SHAPE[:SEED]`, a catalog id or a path.
+    pub fn resolve(
+        id: &str,
+        catalog: &Catalog,
+        observer: &mut dyn FetchObserver,
+    ) -> Result<Self, BackendError> {
+        if let Some(rest) = id.strip_prefix("synthetic:") {
+            let (shape, seed) = match rest.split_once(':') {
+                Some((shape, seed)) => (
+                    shape,
+                    seed.parse().map_err(|_| BackendError::Synthetic {
+                        id: id.to_string(),
+                        reason: format!("seed `{seed}` is not a non-negative integer"),
+                    })?,
+                ),
+                None => (rest, 0),
+            };
+            crate::engine::model::synthetic::Shape::named(shape).map_err(|e| {
+                BackendError::Synthetic {
+                    id: id.to_string(),
+                    reason: e.to_string(),
+                }
+            })?;
+            return Ok(Self::Synthetic {
+                shape: shape.to_string(),
+                seed,
+            });
+        }
+        Ok(Self::File(catalog.resolve(id, observer)?))
+    }
+
+    /// What identifies the model (roles naming the same one share an instance).
+    pub fn key(&self) -> String {
+        match self {
+            Self::Synthetic { shape, seed } => format!("synthetic:{shape}:{seed}"),
+            Self::File(p) => format!("file:{}", p.display()),
+        }
+    }
+
+    /// Loads it.
+    pub fn load(&self, settings: EngineSettings) -> Result<Engine, EngineError> {
+        match self {
+            Self::Synthetic { shape, seed } => Engine::synthetic(shape, *seed, settings),
+            Self::File(p) => Engine::load(p, settings),
+        }
+    }
+}
+
 /// One loaded model.
 pub enum Backend {
     /// Run in-process.
@@ -51,6 +114,14 @@ pub enum BackendError {
     /// Resolving or fetching a catalog model failed.
     #[error(transparent)]
     Catalog(#[from] CatalogError),
+    /// A `synthetic:` model id names no known shape or has a bad seed.
+    #[error("model `{id}`: {reason} (a synthetic model is `synthetic:SHAPE[:SEED]`)")]
+    Synthetic {
+        /// The id as given.
+        id: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// Loading a model file or reaching an endpoint failed.
     #[error("{role} model: {source}")]
     Load {
@@ -85,13 +156,11 @@ impl Backends {
             let (key, make): (String, Box<dyn FnOnce() -> Result<Backend, EngineError>>) =
                 match (spec.local(), spec.remote()) {
                     (Some(id), _) => {
-                        let path: PathBuf = catalog.resolve(id, observer)?;
+                        let source = LocalSource::resolve(id, catalog, observer)?;
                         let s = settings.clone();
                         (
-                            format!("file:{}", path.display()),
-                            Box::new(move || {
-                                Engine::load(&path, s).map(|e| Backend::Local(Box::new(e)))
-                            }),
+                            source.key(),
+                            Box::new(move || source.load(s).map(|e| Backend::Local(Box::new(e)))),
                         )
                     }
                     (None, Some(r)) => {

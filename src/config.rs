@@ -47,6 +47,8 @@ pub struct EngineFile {
     pub completion_cache_dir: Option<PathBuf>,
     /// See [`EngineSettings::thinking`].
     pub thinking: Option<bool>,
+    /// See [`EngineSettings::device`].
+    pub device: Option<crate::engine::device::DeviceSpec>,
 }
 
 /// A whole config file.
@@ -166,6 +168,9 @@ impl EngineFile {
         }
         if let Some(v) = &self.completion_cache_dir {
             base.completion_cache_dir = Some(v.clone());
+        }
+        if let Some(v) = self.device {
+            base.device = v;
         }
         if let Some(v) = self.thinking {
             base.thinking = v;

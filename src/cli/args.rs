@@ -1,11 +1,15 @@
 //! Argument groups shared by several subcommands, and their resolution against the config file
 //! (command line > `--config` file > built-in defaults).
 
+use super::progress::FetchBar;
 use super::GlobalArgs;
+use crate::backend::LocalSource;
 use crate::catalog::DEFAULT_MODEL;
 use crate::config::{ConfigFile, EngineFile};
-use crate::engine::EngineSettings;
+use crate::engine::device::DeviceSpec;
+use crate::engine::{Engine, EngineSettings};
 use crate::openai::ModelSpec;
+use anyhow::Context;
 use clap::Args;
 use std::path::PathBuf;
 
@@ -35,6 +39,14 @@ pub struct EngineArgs {
     /// in the paper.
     #[arg(long)]
     pub thinking: bool,
+    /// Where the forward runs: cpu (maspo's kernels), cuda or cuda:N (a build with the `cuda`
+    /// feature), candle-cpu (the GPU code path on the host, for checks) [default: cpu].
+    #[arg(long)]
+    pub device: Option<DeviceSpec>,
+    /// Run a synthetic model of this shape (seeded random weights, no download), e.g.
+    /// qwen2.5-0.5b, qwen3-8b; same as `--model synthetic:SHAPE[:SEED]`.
+    #[arg(long, conflicts_with = "model", value_name = "SHAPE[:SEED]")]
+    pub synthetic: Option<String>,
 }
 
 /// Resolved engine choice: which model, with which settings.
@@ -61,11 +73,13 @@ impl EngineArgs {
             kv_mb: self.kv_mb,
             completion_cache_dir: self.completion_cache.clone(),
             thinking: self.thinking.then_some(true),
+            device: self.device,
         };
         let s = cli.apply(file.engine.apply(EngineSettings::default()));
-        let model = self
-            .model
+        let synthetic = self.synthetic.as_ref().map(|s| format!("synthetic:{s}"));
+        let model = synthetic
             .as_deref()
+            .or(self.model.as_deref())
             .map(ModelSpec::parse)
             .or(file.model)
             .unwrap_or_else(|| ModelSpec::parse(DEFAULT_MODEL));
@@ -74,6 +88,19 @@ impl EngineArgs {
 }
 
 impl EngineChoice {
+    /// Resolves (fetching if needed) and loads the in-process model of `command`.
+    pub fn load_local(&self, command: &str, global: &GlobalArgs) -> anyhow::Result<Engine> {
+        let id = self.local(command)?;
+        let source = LocalSource::resolve(
+            id,
+            &super::catalog(global)?,
+            &mut FetchBar::new(global.quiet),
+        )?;
+        source
+            .load(self.settings.clone())
+            .with_context(|| format!("loading {}", source.key()))
+    }
+
     /// The catalog id or path, for commands that run the model in-process only.
     pub fn local(&self, command: &str) -> anyhow::Result<&str> {
         self.model.local().ok_or_else(|| {

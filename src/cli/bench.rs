@@ -1,9 +1,11 @@
 //! `maspo bench engine`: the engine benchmarks as a table or one JSON object.
 
-use super::{args::EngineArgs, catalog, progress::FetchBar, GlobalArgs};
+use super::{args::EngineArgs, GlobalArgs};
 use crate::bench::{self, BenchOptions};
-use crate::engine::Engine;
+use crate::engine::device::DeviceSpec;
+use anyhow::Context;
 use clap::{Args, Subcommand};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// Benchmarks.
@@ -11,6 +13,9 @@ use std::process::ExitCode;
 pub enum BenchCommand {
     /// Prefill, decode (batch 1..64), prefix cache warm vs cold, MASPO-shaped workload.
     Engine(EngineBenchArgs),
+    /// The same weights and prompts on two backends (`--reference`, default cpu, vs `--device`):
+    /// max |Δlogit|, top-1 agreement per step, greedy identical up to the first near-tie.
+    Parity(ParityBenchArgs),
     /// Load on an OpenAI-compatible server (`maspo serve`, llama-server, vLLM): concurrent
     /// clients sending MASPO-shaped chat requests; throughput and latency percentiles.
     Serve(ServeBenchArgs),
@@ -96,12 +101,11 @@ pub fn run(global: &GlobalArgs, cmd: BenchCommand) -> anyhow::Result<ExitCode> {
     let args = match cmd {
         BenchCommand::Engine(a) => a,
         BenchCommand::Serve(a) => return bench_serve(a),
+        BenchCommand::Parity(a) => return bench_parity(global, a),
         BenchCommand::Paper(a) => return super::paper::run(global, *a),
     };
     let choice = args.engine.resolve(global)?;
-    let path =
-        catalog(global)?.resolve(choice.local("bench")?, &mut FetchBar::new(global.quiet))?;
-    let engine = Engine::load(&path, choice.settings)?;
+    let engine = choice.load_local("bench", global)?;
     let mut opts = if args.quick {
         BenchOptions::quick()
     } else {
@@ -129,4 +133,116 @@ pub fn run(global: &GlobalArgs, cmd: BenchCommand) -> anyhow::Result<ExitCode> {
         print!("{}", report.table());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Arguments of `maspo bench parity`.
+#[derive(Debug, Args)]
+pub struct ParityBenchArgs {
+    /// The reference backend.
+    #[arg(long, default_value = "cpu")]
+    reference: DeviceSpec,
+    /// Prompt ids from a golden file (llama.cpp's, `tests/fixtures/golden/*.json`) instead of
+    /// the built-in chat prompts.
+    #[arg(long)]
+    golden: Option<PathBuf>,
+    /// Built-in prompts to use (1..=8).
+    #[arg(long, default_value_t = 4)]
+    prompts: usize,
+    /// Greedy tokens per prompt.
+    #[arg(long, default_value_t = 32)]
+    max_tokens: usize,
+    /// A divergence is a near-tie when the reference's margin is at most this fraction of the
+    /// row's largest |logit|.
+    #[arg(long, default_value_t = 0.02)]
+    tie_margin: f32,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// The model and the candidate backend (`--device`, default cuda).
+    #[command(flatten)]
+    engine: EngineArgs,
+}
+
+/// Chat prompts of the built-in parity set (MASPO-like: math, code, a short answer).
+const PARITY_PROMPTS: [&str; 8] = [
+    "What is 17 * 23? Answer with the number only.",
+    "Write a Python function that returns the reverse of a string.",
+    "Name three prime numbers greater than 50.",
+    "Explain in one sentence what a hash map is.",
+    "Solve for x: 3x + 7 = 22. Show your steps briefly.",
+    "Which is larger, 2^10 or 10^3? Explain.",
+    "Give a one-line summary of the water cycle.",
+    "List the first five Fibonacci numbers.",
+];
+
+fn bench_parity(global: &GlobalArgs, args: ParityBenchArgs) -> anyhow::Result<ExitCode> {
+    use crate::bench::parity::{self, ParityOptions};
+    use crate::engine::chat_template::Message;
+    use crate::engine::Prompt;
+    let mut choice = args.engine.resolve(global)?;
+    if args.engine.device.is_none() {
+        choice.settings.device = DeviceSpec::Cuda(0);
+    }
+    let mut reference_choice = args.engine.resolve(global)?;
+    reference_choice.settings.device = args.reference;
+    let reference = reference_choice.load_local("bench parity", global)?;
+    let candidate = choice.load_local("bench parity", global)?;
+    let prompts: Vec<Vec<u32>> = match &args.golden {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let v: serde_json::Value = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not JSON", path.display()))?;
+            let cases = v["greedy"].as_array().ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{}: no `greedy` array (a golden file from tests/fixtures/golden)",
+                    path.display()
+                )
+            })?;
+            cases
+                .iter()
+                .map(|c| {
+                    c["prompt_ids"]
+                        .as_array()
+                        .and_then(|a| a.iter().map(|x| x.as_u64().map(|x| x as u32)).collect())
+                        .ok_or_else(|| {
+                            anyhow::anyhow!("{}: a case without `prompt_ids`", path.display())
+                        })
+                })
+                .collect::<anyhow::Result<_>>()?
+        }
+        None => {
+            if !(1..=PARITY_PROMPTS.len()).contains(&args.prompts) {
+                anyhow::bail!(
+                    "--prompts {} is outside 1..={}",
+                    args.prompts,
+                    PARITY_PROMPTS.len()
+                );
+            }
+            PARITY_PROMPTS[..args.prompts]
+                .iter()
+                .map(|q| {
+                    reference.prompt_ids(&Prompt::Chat(vec![
+                        Message::system("You are a helpful assistant."),
+                        Message::user(*q),
+                    ]))
+                })
+                .collect::<Result<_, _>>()?
+        }
+    };
+    let opts = ParityOptions {
+        max_tokens: args.max_tokens,
+        tie_margin: args.tie_margin,
+    };
+    let report = parity::run(&reference, &candidate, &prompts, &opts)?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{}", report.table());
+    }
+    Ok(if report.pass {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

@@ -1,9 +1,9 @@
 //! `maspo generate`: one prompt in, streamed text out (stdout); speed on stderr.
 
-use super::{args::EngineArgs, catalog, progress::FetchBar, GlobalArgs};
+use super::{args::EngineArgs, GlobalArgs};
 use crate::engine::chat_template::Message;
 use crate::engine::sampling::SamplingParams;
-use crate::engine::{Engine, GenRequest, Prompt};
+use crate::engine::{GenRequest, Prompt};
 use anyhow::Context;
 use clap::Args;
 use std::io::{IsTerminal, Read, Write};
@@ -56,10 +56,8 @@ pub fn run(global: &GlobalArgs, args: GenerateArgs) -> anyhow::Result<ExitCode> 
         }
     };
     let choice = args.engine.resolve(global)?;
-    let cat = catalog(global)?;
-    let path = cat.resolve(choice.local("generate")?, &mut FetchBar::new(global.quiet))?;
     let t_load = Instant::now();
-    let engine = Engine::load(&path, choice.settings)?;
+    let engine = choice.load_local("generate", global)?;
     let load_s = t_load.elapsed().as_secs_f64();
     let request = GenRequest {
         prompt: Prompt::Chat(vec![Message::system(args.system), Message::user(user)]),

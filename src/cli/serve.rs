@@ -1,9 +1,7 @@
 //! `maspo serve`: the engine behind the OpenAI-compatible HTTP API until SIGINT or SIGTERM.
 
-use super::{args::EngineArgs, catalog, progress::FetchBar, GlobalArgs};
-use crate::engine::Engine;
+use super::{args::EngineArgs, GlobalArgs};
 use crate::openai::serve::{run as serve, Listener, ServeSettings};
-use anyhow::Context;
 use clap::Args;
 use std::process::ExitCode;
 
@@ -34,10 +32,7 @@ pub struct ServeArgs {
 
 pub fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<ExitCode> {
     let choice = args.engine.resolve(global)?;
-    let cat = catalog(global)?;
-    let path = cat.resolve(choice.local("serve")?, &mut FetchBar::new(global.quiet))?;
-    let engine = Engine::load(&path, choice.settings)
-        .with_context(|| format!("loading {}", path.display()))?;
+    let engine = choice.load_local("serve", global)?;
     if !global.quiet {
         eprintln!("memory: {}", engine.memory_plan());
     }
@@ -55,7 +50,7 @@ pub fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<ExitCode> {
     // The one line scripts wait for (stdout, flushed).
     println!(
         "maspo serve: {} on http://{}/v1 (model id `{}`)",
-        path.display(),
+        engine.path().display(),
         listener.addr(),
         settings.model_id
     );

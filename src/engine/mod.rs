@@ -78,6 +78,14 @@ impl Default for EngineSettings {
     }
 }
 
+/// Compute threads for a setting (0 = every available core).
+fn resolve_threads(threads: usize) -> usize {
+    match threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    }
+}
+
 /// A loaded model ready to generate.
 pub struct Engine {
     model: Model,
@@ -184,22 +192,61 @@ impl Engine {
     /// Loads a GGUF model file: metadata is checked first, then weights, tokenizer and template.
     pub fn load(path: &Path, settings: EngineSettings) -> Result<Self> {
         let gguf = GgufFile::open(path)?;
-        let threads = match settings.threads {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-            n => n,
-        };
+        let threads = resolve_threads(settings.threads);
         let model = Model::load_on(&gguf, threads, settings.device)?;
         let tokenizer = Tokenizer::load(&gguf)?;
+        // A GGUF without a template gets plain ChatML (documented fallback, not a guess by name).
+        let source = gguf
+            .opt_str("tokenizer.chat_template")
+            .unwrap_or_else(|| CHATML_TEMPLATE.to_string());
+        Self::assemble(
+            model,
+            tokenizer,
+            &source,
+            settings,
+            path.to_path_buf(),
+            None,
+        )
+    }
+
+    /// A synthetic model (`shape` with weights from `seed`, built in memory: see
+    /// [`model::synthetic`]) with a byte-level tokenizer and ChatML: for benchmarks and parity
+    /// checks where no checkpoint can be downloaded. Its path reads `synthetic:SHAPE:SEED`.
+    pub fn synthetic(shape: &str, seed: u64, settings: EngineSettings) -> Result<Self> {
+        let shape = model::synthetic::Shape::named(shape)?;
+        let model = Model::synthetic(
+            shape,
+            seed,
+            resolve_threads(settings.threads),
+            settings.device,
+        )?;
+        let tokenizer = Tokenizer::byte_level(shape.vocab)?;
+        let label = format!("synthetic:{}:{seed}", shape.name);
+        let fingerprint = format!("{:016x}", crate::rng::str_seed(&label));
+        Self::assemble(
+            model,
+            tokenizer,
+            CHATML_TEMPLATE,
+            settings,
+            PathBuf::from(label),
+            Some(fingerprint),
+        )
+    }
+
+    fn assemble(
+        model: Model,
+        tokenizer: Tokenizer,
+        source: &str,
+        settings: EngineSettings,
+        path: PathBuf,
+        fingerprint: Option<String>,
+    ) -> Result<Self> {
         let token_str = |id: Option<u32>| {
             id.and_then(|i| tokenizer.decode(&[i]).ok())
                 .unwrap_or_default()
         };
         let (bos, eos) = (token_str(tokenizer.bos_id), token_str(tokenizer.eos_id));
-        // A GGUF without a template gets plain ChatML (documented fallback, not a guess by name).
-        let source = gguf
-            .opt_str("tokenizer.chat_template")
-            .unwrap_or_else(|| CHATML_TEMPLATE.to_string());
-        let template = ChatTemplate::new(&source, &bos, &eos)?.with_thinking(settings.thinking);
+        let template = ChatTemplate::new(source, &bos, &eos)?.with_thinking(settings.thinking);
         let control_texts: Vec<String> = tokenizer
             .control_ids
             .iter()
@@ -233,10 +280,10 @@ impl Engine {
             control_texts,
             no_eos_banned,
             settings,
-            path: path.to_path_buf(),
+            path,
             prefix_cache,
             completion_cache,
-            fingerprint: OnceLock::new(),
+            fingerprint: fingerprint.map_or_else(OnceLock::new, OnceLock::from),
             stats: Mutex::new(EngineStats::default()),
         })
     }
@@ -287,7 +334,8 @@ impl Engine {
         // the MLP's gate, up and product rows, in f32.
         let per_token = (4 * c.hidden + 2 * c.n_kv_head * c.head_dim + 3 * c.ffn) * 4;
         MemoryPlan {
-            weights_bytes: std::fs::metadata(&self.path).map_or(0, |m| m.len()),
+            weights_bytes: std::fs::metadata(&self.path)
+                .map_or(self.model.decode_weight_bytes() as u64, |m| m.len()),
             kv_bytes_per_token: self.kv_bytes_per_token(),
             kv_budget_bytes: self.kv_budget_bytes().map(|b| b as u64),
             prefix_cache_bytes: (self.settings.prefix_cache_mb as u64) << 20,

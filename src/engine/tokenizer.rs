@@ -111,6 +111,50 @@ impl Tokenizer {
         })
     }
 
+    /// A byte-level tokenizer of exactly `vocab` ids for synthetic models: the 256 byte
+    /// tokens, then `<|endoftext|>`, `<|im_start|>`, `<|im_end|>` (control; eos is
+    /// `<|im_end|>`), then plain filler tokens up to `vocab`. No merges: one token per byte.
+    pub fn byte_level(vocab: usize) -> Result<Self> {
+        let specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"];
+        if vocab < 256 + specials.len() {
+            return Err(EngineError::Tokenizer(format!(
+                "a byte-level vocabulary needs at least {} ids, not {vocab}",
+                256 + specials.len()
+            )));
+        }
+        let mut tokens = byte_alphabet();
+        tokens.extend(specials.map(String::from));
+        let fill = vocab - tokens.len();
+        tokens.extend((0..fill).map(|i| format!("<|synthetic_{i}|>")));
+        let mut types = vec![1i64; vocab];
+        types[256..256 + specials.len()].fill(TOKEN_TYPE_CONTROL);
+        let base = bpe_tokenizer(
+            "synthetic",
+            "gpt2",
+            vec![GPT2_PATTERN],
+            false,
+            Vec::new(),
+            &tokens,
+            &types,
+        )?;
+        let mut plain = base.clone();
+        plain.set_encode_special_tokens(true);
+        Ok(Self {
+            with_specials: base,
+            plain,
+            vocab_size: vocab,
+            eos_id: Some(258),
+            bos_id: None,
+            control_ids: vec![256, 257, 258],
+            unused_ids: Vec::new(),
+            token_to_id: tokens
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (t.clone(), i as u32))
+                .collect(),
+        })
+    }
+
     /// Number of ids in the vocabulary.
     pub fn vocab_size(&self) -> usize {
         self.vocab_size
@@ -151,6 +195,24 @@ fn encode(tok: &tokenizers::Tokenizer, text: &str) -> Result<Vec<u32>> {
     tok.encode_fast(text, false)
         .map(|e| e.get_ids().to_vec())
         .map_err(|e| EngineError::Tokenizer(e.to_string()))
+}
+
+/// GPT-2's byte → printable-character table (the alphabet of byte-level BPE vocabularies).
+fn byte_alphabet() -> Vec<String> {
+    let direct =
+        |b: u32| (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
+    let mut extra = 0;
+    (0..256u32)
+        .map(|b| {
+            let c = if direct(b) {
+                b
+            } else {
+                extra += 1;
+                255 + extra
+            };
+            char::from_u32(c).expect("below 512").to_string()
+        })
+        .collect()
 }
 
 fn ids_of_type(types: &[i64], ty: i64) -> Vec<u32> {
@@ -195,6 +257,19 @@ fn build_bpe(gguf: &GgufFile, tokens: &[String], types: &[i64]) -> Result<tokeni
                 .ok_or_else(|| EngineError::Tokenizer(format!("{path}: merge `{m}` has no space")))
         })
         .collect::<Result<Vec<_>>>()?;
+    bpe_tokenizer(&path, &pre, patterns, nfc, merges, tokens, types)
+}
+
+/// A byte-level BPE tokenizer from its parts (`path` names the source in errors).
+fn bpe_tokenizer(
+    path: &str,
+    pre: &str,
+    patterns: Vec<&str>,
+    nfc: bool,
+    merges: Vec<(String, String)>,
+    tokens: &[String],
+    types: &[i64],
+) -> Result<tokenizers::Tokenizer> {
     let vocab: tokenizers::models::bpe::Vocab = tokens
         .iter()
         .enumerate()

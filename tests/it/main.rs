@@ -7,6 +7,7 @@ mod bench_paper;
 mod catalog;
 mod cli;
 mod common;
+mod device;
 mod engine;
 mod eval_cli;
 mod golden;

@@ -148,6 +148,16 @@ impl QMatrix {
         Ok(Self { n, k, w })
     }
 
+    /// A dense f32 `n × k` matrix (row-major), kept as f32.
+    pub fn from_f32(n: usize, k: usize, w: Vec<f32>) -> Self {
+        assert_eq!(w.len(), n * k, "from_f32: {} values for {n} × {k}", w.len());
+        Self {
+            n,
+            k,
+            w: Weights::F32(w),
+        }
+    }
+
     /// The storage format's name (for reports).
     pub fn format(&self) -> &'static str {
         match self.w {

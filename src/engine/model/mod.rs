@@ -10,6 +10,7 @@ mod llama;
 pub mod loader;
 mod qwen2;
 mod qwen3;
+pub mod synthetic;
 pub mod transformer;
 
 use crate::engine::device::DeviceSpec;
@@ -106,6 +107,41 @@ impl Model {
             inner,
             device,
         })
+    }
+
+    /// A synthetic model: `shape` with seeded random weights, built in memory on `device`
+    /// (bf16 on a GPU, f32 on the CPU paths; the values are bf16 either way).
+    pub fn synthetic(
+        shape: &'static synthetic::Shape,
+        seed: u64,
+        threads: usize,
+        device: DeviceSpec,
+    ) -> Result<Self> {
+        let cfg = shape.config();
+        let conv = conventions(shape.arch).expect("every shape names a supported arch");
+        let inner = if device.is_candle() {
+            let dev = device.candle_device()?;
+            let dtype = if dev.is_cuda() {
+                DType::BF16
+            } else {
+                DType::F32
+            };
+            let reader = synthetic::SyntheticDevice {
+                seed,
+                shape,
+                device: &dev,
+                dtype,
+            };
+            let parts = loader::read_parts(&reader, &cfg, conv)?;
+            let rope = RopeTables::new(cfg.head_dim, cfg.rope_base, cfg.ctx_len, cfg.rope_style);
+            Backend::Device(Box::new(DeviceTransformer::new(
+                cfg, parts, &dev, dtype, &rope,
+            )?))
+        } else {
+            let parts = loader::read_parts(&synthetic::SyntheticCpu { seed, shape }, &cfg, conv)?;
+            Backend::Cpu(Box::new(loader::cpu_transformer(parts, cfg, threads)))
+        };
+        Ok(Self::from_backend(conv.prefix, inner, device))
     }
 
     /// A model from an already assembled backend (synthetic weights, other checkpoint formats).

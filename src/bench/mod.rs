@@ -7,6 +7,8 @@
 //! (llama-bench pp256), 128 decoded tokens from an empty context (tg128), and B sequences with
 //! 256-token prompts decoding 128 tokens each (llama-batched-bench S_TG).
 
+pub mod parity;
+
 use crate::engine::chat_template::Message;
 use crate::engine::{Engine, EngineError, GenRequest, Prompt};
 use serde::Serialize;
