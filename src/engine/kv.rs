@@ -362,11 +362,10 @@ impl KvCache {
         out
     }
 
-    /// The keys and values of one layer as `(positions, kv_row)` device tensors (prefix blocks
-    /// and tail joined, oldest first; no copy when there is one block).
-    pub fn device_kv(&self, layer: usize) -> candle_core::Result<(Tensor, Tensor)> {
-        let mut ks = Vec::new();
-        let mut vs = Vec::new();
+    /// The blocks of one layer as `(positions, kv_row)` device tensors, oldest first (views:
+    /// no copy).
+    pub fn device_blocks(&self, layer: usize) -> candle_core::Result<Vec<(Tensor, Tensor)>> {
+        let mut out = Vec::new();
         let parts = chain(self.prefix.as_ref(), self.prefix_len)
             .into_iter()
             .map(|(s, n)| (&s.layers[layer], n))
@@ -375,14 +374,19 @@ impl KvCache {
             match l {
                 LayerKv::Device {
                     kv: Some((k, v)), ..
-                } if n > 0 => {
-                    ks.push(k.narrow(0, 0, n)?);
-                    vs.push(v.narrow(0, 0, n)?);
-                }
+                } if n > 0 => out.push((k.narrow(0, 0, n)?, v.narrow(0, 0, n)?)),
                 LayerKv::Device { .. } => {}
                 LayerKv::Host { .. } => candle_core::bail!("device blocks of a host KV cache"),
             }
         }
+        Ok(out)
+    }
+
+    /// The keys and values of one layer as `(positions, kv_row)` device tensors (prefix blocks
+    /// and tail joined; no copy when there is one block).
+    pub fn device_kv(&self, layer: usize) -> candle_core::Result<(Tensor, Tensor)> {
+        let (mut ks, mut vs): (Vec<Tensor>, Vec<Tensor>) =
+            self.device_blocks(layer)?.into_iter().unzip();
         match ks.len() {
             0 => candle_core::bail!("attention over an empty KV cache"),
             1 => Ok((ks.remove(0), vs.remove(0))),

@@ -5,9 +5,12 @@
 //! form one `(T, hidden)` matrix for all row-wise work (one launch per op for the whole step:
 //! cuBLAS or candle's quantized kernels for projections, fused RMSNorm / RoPE / softmax
 //! kernels), and only attention knows about sequences. K/V stay on the device in each
-//! sequence's [`KvCache`] (preallocated at admission, shared prefix segments referenced). Each
-//! sequence's attention is its own small batched matmul, so outputs depend only on that
-//! sequence, as on the CPU path (up to the device libraries' own reduction orders).
+//! sequence's [`KvCache`] (preallocated at admission, shared prefix segments referenced). A
+//! prompt chunk attends as its own small batched matmul; the single-token (decode) rows of a
+//! step attend together, their keys and values gathered into one zero-padded block with the
+//! padding masked (a few launches per layer instead of a dozen per sequence). Padding adds
+//! exact zeros after the softmax, so a row's output depends only on its own sequence, as on the
+//! CPU path (up to the device libraries' own reduction orders, which may vary with the batch).
 //!
 //! Owns the device numerics. Weight naming and shapes come from [`super::loader::read_parts`].
 
@@ -259,6 +262,7 @@ impl DeviceTransformer {
             DWeight::Quant(q) => q.embedding(&ids_t)?.to_dtype(self.act)?,
             DWeight::Dense(w) => w.index_select(&ids_t, 0)?,
         };
+        let order = RowOrder::new(seqs, dev)?;
         let cos = self.cos.index_select(&pos_t, 0)?;
         let sin = self.sin.index_select(&pos_t, 0)?;
         let eps = c.eps as f32;
@@ -279,14 +283,28 @@ impl DeviceTransformer {
                 let n = step.tokens.len();
                 step.cache
                     .append_device(l, &k.narrow(0, start, n)?, &v.narrow(0, start, n)?)?;
-                let q_s = q.narrow(0, start, n)?;
-                outs.push(self.attend(l, &q_s, step.cache, pos[start])?);
+                if n > 1 {
+                    let q_s = q.narrow(0, start, n)?;
+                    outs.push(self.attend(l, &q_s, step.cache, pos[start])?);
+                }
                 start += n;
+            }
+            if let Some(rows) = &order.decode_rows {
+                let caches: Vec<&KvCache> = seqs
+                    .iter()
+                    .filter(|s| s.tokens.len() == 1)
+                    .map(|s| &*s.cache)
+                    .collect();
+                outs.push(self.attend_decode(l, &q.index_select(rows, 0)?, &caches)?);
             }
             let attn = if outs.len() == 1 {
                 outs.remove(0)
             } else {
                 Tensor::cat(&outs, 0)?
+            };
+            let attn = match &order.unpermute {
+                Some(idx) => attn.index_select(idx, 0)?,
+                None => attn,
             };
             x = (x + b.wo.forward(&attn)?)?;
             let h = candle_nn::ops::rms_norm(&x, &b.ffn_norm, eps)?;
@@ -313,6 +331,56 @@ impl DeviceTransformer {
                 rows
             })
             .collect())
+    }
+
+    /// Attention of single-token steps (decode), all sequences in one batched matmul: each
+    /// sequence's keys and values copied into a zero-padded `(D, L_max)` block, positions past a
+    /// sequence's length masked. `q` is `(D, n_head·e)`, one row per cache.
+    fn attend_decode(
+        &self,
+        layer: usize,
+        q: &Tensor,
+        caches: &[&KvCache],
+    ) -> candle_core::Result<Tensor> {
+        let c = &self.cfg;
+        let (d, e, kvh) = (caches.len(), c.head_dim, c.n_kv_head);
+        let g = c.n_head / kvh;
+        let lens: Vec<usize> = caches.iter().map(|c| c.len()).collect();
+        let lmax = lens.iter().copied().max().unwrap_or(0);
+        let row = kvh * e;
+        let kp = Tensor::zeros((d * lmax, row), self.act, &self.device)?;
+        let vp = Tensor::zeros((d * lmax, row), self.act, &self.device)?;
+        for (i, cache) in caches.iter().enumerate() {
+            let mut at = i * lmax;
+            for (kb, vb) in cache.device_blocks(layer)? {
+                kp.slice_set(&kb, 0, at)?;
+                vp.slice_set(&vb, 0, at)?;
+                at += kb.dim(0)?;
+            }
+        }
+        let heads = |t: Tensor| -> candle_core::Result<Tensor> {
+            t.reshape((d, lmax, kvh, e))?
+                .transpose(1, 2)?
+                .contiguous()?
+                .reshape((d * kvh, lmax, e))
+        };
+        let (k, v) = (heads(kp)?, heads(vp)?);
+        let q = q.reshape((d * kvh, g, e))?;
+        let scale = 1.0 / (e as f64).sqrt();
+        let mut scores = (q.matmul(&k.t()?)?.to_dtype(DType::F32)? * scale)?;
+        if lens.iter().any(|&n| n < lmax) {
+            let mask: Vec<f32> = lens
+                .iter()
+                .flat_map(|&n| (0..lmax).map(move |p| if p < n { 0.0 } else { f32::NEG_INFINITY }))
+                .collect();
+            let mask = Tensor::from_vec(mask, (d, 1, 1, lmax), &self.device)?;
+            scores = scores
+                .reshape((d, kvh, g, lmax))?
+                .broadcast_add(&mask)?
+                .reshape((d * kvh, g, lmax))?;
+        }
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(self.act)?;
+        probs.matmul(&v)?.reshape((d, c.n_head * e))
     }
 
     /// Optional per-head RMSNorm, then RoPE at each row's position; `(T, heads·e)` in and out.
@@ -392,6 +460,53 @@ impl DeviceTransformer {
             .permute((2, 0, 1, 3))?
             .contiguous()?
             .reshape((n, c.n_head * e))
+    }
+}
+
+/// How a step's attention outputs are assembled: sequences with several new tokens attend one
+/// by one (in step order), single-token ones together (`decode_rows`, after them); `unpermute`
+/// puts the rows back in packed order when that differs.
+struct RowOrder {
+    decode_rows: Option<Tensor>,
+    unpermute: Option<Tensor>,
+}
+
+impl RowOrder {
+    fn new(seqs: &[SeqStep<'_>], dev: &Device) -> candle_core::Result<Self> {
+        let mut prompt_rows = Vec::new();
+        let mut decode_rows = Vec::new();
+        let mut row = 0u32;
+        for s in seqs {
+            let n = s.tokens.len() as u32;
+            if n == 1 {
+                decode_rows.push(row);
+            } else {
+                prompt_rows.extend(row..row + n);
+            }
+            row += n;
+        }
+        // Output row j (in assembly order) is packed row `order[j]`; invert it.
+        let order: Vec<u32> = prompt_rows.iter().chain(&decode_rows).copied().collect();
+        let identity = order.iter().enumerate().all(|(j, &r)| j as u32 == r);
+        let unpermute = if identity {
+            None
+        } else {
+            let mut inv = vec![0u32; order.len()];
+            for (j, &r) in order.iter().enumerate() {
+                inv[r as usize] = j as u32;
+            }
+            Some(Tensor::from_vec(inv, order.len(), dev)?)
+        };
+        let decode_rows = if decode_rows.is_empty() {
+            None
+        } else {
+            let n = decode_rows.len();
+            Some(Tensor::from_vec(decode_rows, n, dev)?)
+        };
+        Ok(Self {
+            decode_rows,
+            unpermute,
+        })
     }
 }
 
