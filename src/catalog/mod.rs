@@ -225,15 +225,16 @@ impl Catalog {
         fetch::ensure(self, entry, observer)
     }
 
-    /// Resolves a `--model` argument: an existing file path is used as is, anything else is a
-    /// catalog id (fetched if missing).
+    /// Resolves a `--model` argument: an existing file path (a GGUF) or a directory holding a
+    /// `config.json` (a Hugging Face checkpoint) is used as is, anything else is a catalog id
+    /// (fetched if missing).
     pub fn resolve(
         &self,
         model: &str,
         observer: &mut dyn FetchObserver,
     ) -> Result<PathBuf, CatalogError> {
         let p = Path::new(model);
-        if p.is_file() {
+        if p.is_file() || p.join("config.json").is_file() {
             return Ok(p.to_path_buf());
         }
         self.ensure(model, observer)

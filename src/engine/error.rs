@@ -95,6 +95,15 @@ pub enum EngineError {
         /// What went wrong, and what to check.
         reason: String,
     },
+    /// A Hugging Face checkpoint directory is incomplete or unsupported.
+    #[error("{path}: {reason}")]
+    Checkpoint {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// What is wrong (and what to do).
+        reason: String,
+    },
+
     /// A device cannot be used (not compiled in, not present, out of memory).
     #[error("device: {0}")]
     Device(String),

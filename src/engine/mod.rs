@@ -189,8 +189,12 @@ pub struct StreamDelta<'a> {
 }
 
 impl Engine {
-    /// Loads a GGUF model file: metadata is checked first, then weights, tokenizer and template.
+    /// Loads a GGUF model file (metadata is checked first, then weights, tokenizer and template)
+    /// or, given a directory, a Hugging Face checkpoint ([`Engine::load_hf`]).
     pub fn load(path: &Path, settings: EngineSettings) -> Result<Self> {
+        if path.is_dir() {
+            return Self::load_hf(path, settings);
+        }
         let gguf = GgufFile::open(path)?;
         let threads = resolve_threads(settings.threads);
         let model = Model::load_on(&gguf, threads, settings.device)?;
@@ -207,6 +211,23 @@ impl Engine {
             path.to_path_buf(),
             None,
         )
+    }
+
+    /// Loads a Hugging Face checkpoint directory (`config.json`, safetensors weights,
+    /// `tokenizer.json`, the chat template of `tokenizer_config.json`; ChatML when it has none).
+    pub fn load_hf(dir: &Path, settings: EngineSettings) -> Result<Self> {
+        let ckpt = model::safetensors::HfCheckpoint::open(dir)?;
+        let config_eos = match &ckpt.config.eos_token_id {
+            Some(serde_json::Value::Number(n)) => n.as_u64().map(|v| v as u32),
+            Some(serde_json::Value::Array(a)) => {
+                a.first().and_then(|v| v.as_u64()).map(|v| v as u32)
+            }
+            _ => None,
+        };
+        let (tokenizer, template) = Tokenizer::from_hf_dir(dir, config_eos)?;
+        let model = Model::load_hf(&ckpt, resolve_threads(settings.threads), settings.device)?;
+        let source = template.unwrap_or_else(|| CHATML_TEMPLATE.to_string());
+        Self::assemble(model, tokenizer, &source, settings, dir.to_path_buf(), None)
     }
 
     /// A synthetic model (`shape` with weights from `seed`, built in memory: see
@@ -349,10 +370,28 @@ impl Engine {
         if let Some(f) = self.fingerprint.get() {
             return Ok(f);
         }
-        let fp = crate::fsutil::sha256_file(&self.path).map_err(|source| EngineError::Io {
+        let io = |source| EngineError::Io {
             path: self.path.clone(),
             source,
-        })?;
+        };
+        let fp = if self.path.is_dir() {
+            // A checkpoint directory: every file's name and digest, in name order.
+            let mut names: Vec<PathBuf> = std::fs::read_dir(&self.path)
+                .map_err(io)?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.is_file())
+                .collect();
+            names.sort();
+            let mut all = String::new();
+            for p in names {
+                let digest = crate::fsutil::sha256_file(&p).map_err(io)?;
+                let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
+                all += &format!("{} {digest}\n", name.unwrap_or_default());
+            }
+            crate::fsutil::sha256_reader(all.as_bytes()).map_err(io)?
+        } else {
+            crate::fsutil::sha256_file(&self.path).map_err(io)?
+        };
         Ok(self.fingerprint.get_or_init(|| fp))
     }
 

@@ -111,6 +111,69 @@ impl Tokenizer {
         })
     }
 
+    /// The tokenizer of a Hugging Face checkpoint directory: `tokenizer.json`, with eos/bos and
+    /// the chat template from `tokenizer_config.json` (or `chat_template.jinja`); `config_eos`
+    /// (config.json's `eos_token_id`) when the tokenizer config names none. Returns the
+    /// template too (`None`: the checkpoint has none).
+    pub fn from_hf_dir(
+        dir: &std::path::Path,
+        config_eos: Option<u32>,
+    ) -> Result<(Self, Option<String>)> {
+        let path = dir.join("tokenizer.json");
+        if !path.is_file() {
+            return Err(EngineError::Tokenizer(format!(
+                "{}: missing (a Hugging Face checkpoint needs its tokenizer.json)",
+                path.display()
+            )));
+        }
+        let base = tokenizers::Tokenizer::from_file(&path)
+            .map_err(|e| EngineError::Tokenizer(format!("{}: {e}", path.display())))?;
+        let cfg_path = dir.join("tokenizer_config.json");
+        let cfg: serde_json::Value = match std::fs::read_to_string(&cfg_path) {
+            Ok(t) => serde_json::from_str(&t)
+                .map_err(|e| EngineError::Tokenizer(format!("{}: {e}", cfg_path.display())))?,
+            Err(_) => serde_json::Value::Null,
+        };
+        let token_to_id: HashMap<String, u32> = base.get_vocab(true).into_iter().collect();
+        let named = |key: &str| -> Option<u32> {
+            let v = &cfg[key];
+            let text = v.as_str().or_else(|| v["content"].as_str())?;
+            token_to_id.get(text).copied()
+        };
+        let eos_id = named("eos_token").or(config_eos);
+        let bos_id = named("bos_token");
+        let mut control_ids: Vec<u32> = base
+            .get_added_tokens_decoder()
+            .iter()
+            .filter(|(_, t)| t.special)
+            .map(|(id, _)| *id)
+            .collect();
+        control_ids.sort_unstable();
+        let template = match &cfg["chat_template"] {
+            serde_json::Value::String(t) => Some(t.clone()),
+            serde_json::Value::Array(named) => named
+                .iter()
+                .find(|t| t["name"] == "default")
+                .and_then(|t| t["template"].as_str().map(String::from)),
+            _ => std::fs::read_to_string(dir.join("chat_template.jinja")).ok(),
+        };
+        let mut plain = base.clone();
+        plain.set_encode_special_tokens(true);
+        Ok((
+            Self {
+                vocab_size: base.get_vocab_size(true),
+                with_specials: base,
+                plain,
+                eos_id,
+                bos_id,
+                control_ids,
+                unused_ids: Vec::new(),
+                token_to_id,
+            },
+            template,
+        ))
+    }
+
     /// A byte-level tokenizer of exactly `vocab` ids for synthetic models: the 256 byte
     /// tokens, then `<|endoftext|>`, `<|im_start|>`, `<|im_end|>` (control; eos is
     /// `<|im_end|>`), then plain filler tokens up to `vocab`. No merges: one token per byte.

@@ -11,6 +11,7 @@ mod device;
 mod engine;
 mod eval_cli;
 mod golden;
+mod hf_checkpoint;
 mod mas;
 mod optimize_cli;
 mod outputs;

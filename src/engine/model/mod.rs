@@ -10,6 +10,7 @@ mod llama;
 pub mod loader;
 mod qwen2;
 mod qwen3;
+pub mod safetensors;
 pub mod synthetic;
 pub mod transformer;
 
@@ -107,6 +108,47 @@ impl Model {
             inner,
             device,
         })
+    }
+
+    /// Loads a Hugging Face checkpoint (safetensors) onto `device`: f32 matrices on the CPU
+    /// kernels; on a device the checkpoint's own 16-bit type (bf16 when it is f32) on a GPU, f32
+    /// on `candle-cpu`.
+    pub fn load_hf(
+        ckpt: &safetensors::HfCheckpoint,
+        threads: usize,
+        device: DeviceSpec,
+    ) -> Result<Self> {
+        let cfg = ckpt.transformer_config()?;
+        let conv = &ckpt.conventions;
+        let st = ckpt.mmap()?;
+        let inner = if device.is_candle() {
+            let dev = device.candle_device()?;
+            // The embedding's stored type names the checkpoint's (its Debug name: `F16`, ...).
+            let stored = st
+                .get(&safetensors::hf_name("token_embd.weight"))
+                .map(|v| format!("{:?}", v.dtype()))
+                .unwrap_or_default();
+            let act = match (dev.is_cuda(), stored.as_str()) {
+                (false, _) => DType::F32,
+                (true, "F16") => DType::F16,
+                (true, _) => DType::BF16,
+            };
+            let reader = safetensors::HfDevice {
+                ckpt,
+                st: &st,
+                device: &dev,
+                act,
+            };
+            let parts = loader::read_parts(&reader, &cfg, conv)?;
+            let rope = RopeTables::new(cfg.head_dim, cfg.rope_base, cfg.ctx_len, cfg.rope_style);
+            Backend::Device(Box::new(DeviceTransformer::new(
+                cfg, parts, &dev, act, &rope,
+            )?))
+        } else {
+            let parts = loader::read_parts(&safetensors::HfCpu { ckpt, st: &st }, &cfg, conv)?;
+            Backend::Cpu(Box::new(loader::cpu_transformer(parts, cfg, threads)))
+        };
+        Ok(Self::from_backend(ckpt.arch, inner, device))
     }
 
     /// A synthetic model: `shape` with seeded random weights, built in memory on `device`
