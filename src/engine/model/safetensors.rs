@@ -132,7 +132,7 @@ impl HfCheckpoint {
     pub fn transformer_config(&self) -> Result<TransformerConfig> {
         let c = &self.config;
         let n_kv = c.num_key_value_heads.unwrap_or(c.num_attention_heads);
-        if c.num_attention_heads == 0 || n_kv == 0 || c.num_attention_heads % n_kv != 0 {
+        if c.num_attention_heads == 0 || n_kv == 0 || !c.num_attention_heads.is_multiple_of(n_kv) {
             return Err(bad(
                 &self.dir,
                 format!(
@@ -143,7 +143,7 @@ impl HfCheckpoint {
         }
         let head_dim = match c.head_dim {
             Some(e) => e,
-            None if c.hidden_size % c.num_attention_heads == 0 => {
+            None if c.hidden_size.is_multiple_of(c.num_attention_heads) => {
                 c.hidden_size / c.num_attention_heads
             }
             None => {
