@@ -15,8 +15,11 @@ use maspo::engine::{Engine, EngineSettings, GenRequest, Prompt};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+/// A GGUF's metadata and its tensors as f32.
+type GgufParts = (Vec<(String, gguf_file::Value)>, Vec<(String, Tensor)>);
+
 /// Reads every tensor of a GGUF as f32, with its metadata.
-fn read_gguf(path: &Path) -> (Vec<(String, gguf_file::Value)>, Vec<(String, Tensor)>) {
+fn read_gguf(path: &Path) -> GgufParts {
     let mut f = std::fs::File::open(path).unwrap();
     let c = gguf_file::Content::read(&mut f).unwrap();
     let mut names: Vec<String> = c.tensor_infos.keys().cloned().collect();
