@@ -5,6 +5,7 @@
 //! weights; it hands the engine a verified path.
 
 mod fetch;
+pub mod hub;
 
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -130,10 +131,33 @@ pub struct ModelEntry {
     pub sources: Vec<Source>,
 }
 
+/// A Hub artifact the catalog names but cannot pin by sha256 (a whole safetensors checkpoint,
+/// or a GGUF whose digest was not recorded): each weight file is checked against the Hub's own
+/// LFS sha256 instead ([`hub`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointEntry {
+    /// Stable id (`qwen3-8b`).
+    pub id: String,
+    /// Architecture (GGUF name).
+    pub arch: String,
+    /// Where it lives on the Hub.
+    #[serde(flatten)]
+    pub hub: hub::HubRef,
+    /// Approximate download size in bytes (for `models list`).
+    #[serde(default)]
+    pub size: u64,
+    /// One line for humans.
+    #[serde(default)]
+    pub description: String,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CatalogFile {
     model: Vec<ModelEntry>,
+    #[serde(default)]
+    checkpoint: Vec<CheckpointEntry>,
 }
 
 /// The parsed catalog plus the directory where weights live.
@@ -141,6 +165,8 @@ struct CatalogFile {
 pub struct Catalog {
     /// Entries in file order.
     pub models: Vec<ModelEntry>,
+    /// Hub artifacts verified by the Hub's sha256 (see [`CheckpointEntry`]).
+    pub checkpoints: Vec<CheckpointEntry>,
     /// Directory of model files.
     pub dir: PathBuf,
 }
@@ -165,6 +191,7 @@ impl Catalog {
         }
         Ok(Self {
             models: file.model,
+            checkpoints: file.checkpoint,
             dir,
         })
     }
@@ -199,6 +226,7 @@ impl Catalog {
                     .models
                     .iter()
                     .map(|m| m.id.as_str())
+                    .chain(self.checkpoints.iter().map(|c| c.id.as_str()))
                     .collect::<Vec<_>>()
                     .join(", "),
             })
@@ -226,7 +254,8 @@ impl Catalog {
     }
 
     /// Resolves a `--model` argument: an existing file path (a GGUF) or a directory holding a
-    /// `config.json` (a Hugging Face checkpoint) is used as is, anything else is a catalog id
+    /// `config.json` (a Hugging Face checkpoint) is used as is; `hf:OWNER/NAME[/FILE.gguf][@REV]`
+    /// and `[[checkpoint]]` ids come from the Hub ([`hub`]); anything else is a catalog id
     /// (fetched if missing).
     pub fn resolve(
         &self,
@@ -236,6 +265,12 @@ impl Catalog {
         let p = Path::new(model);
         if p.is_file() || p.join("config.json").is_file() {
             return Ok(p.to_path_buf());
+        }
+        if let Some(spec) = model.strip_prefix("hf:") {
+            return hub::fetch(&hub::HubRef::parse(spec)?, observer);
+        }
+        if let Some(c) = self.checkpoints.iter().find(|c| c.id == model) {
+            return hub::fetch(&c.hub, observer);
         }
         self.ensure(model, observer)
     }
@@ -256,6 +291,13 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(c.models.iter().any(|m| m.id == DEFAULT_MODEL));
+        // Qwen3 (the paper's agents) as Hub checkpoints and GGUFs, verified by the Hub's sha256.
+        for id in ["qwen3-0.6b", "qwen3-1.7b", "qwen3-4b", "qwen3-8b"] {
+            let ck = c.checkpoints.iter().find(|e| e.id == id).unwrap();
+            assert_eq!((ck.arch.as_str(), ck.hub.file.as_deref()), ("qwen3", None));
+            let g = c.checkpoints.iter().find(|e| e.id == format!("{id}-gguf")).unwrap();
+            assert!(g.hub.file.as_deref().is_some_and(|f| f.ends_with(".gguf")));
+        }
     }
 
     #[test]

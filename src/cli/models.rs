@@ -11,7 +11,7 @@ pub enum ModelsCommand {
     List,
     /// Download and verify a model (no-op when already present and verified).
     Fetch {
-        /// Catalog id, e.g. `smollm2-135m-instruct`.
+        /// Catalog id (e.g. `smollm2-135m-instruct`, `qwen3-8b`) or `hf:OWNER/NAME[/FILE.gguf][@REV]`.
         id: String,
     },
 }
@@ -41,9 +41,23 @@ pub fn run(global: &GlobalArgs, cmd: ModelsCommand) -> anyhow::Result<ExitCode> 
                     m.description
                 );
             }
+            // Hub artifacts live in the Hugging Face cache (HF_HOME), verified when fetched.
+            for c in &cat.checkpoints {
+                println!(
+                    "{:<30} {:<6} {:>6} MB  {:<8} {} [{}]",
+                    c.id,
+                    c.arch,
+                    c.size / 1_000_000,
+                    "hub",
+                    c.description,
+                    c.hub.label()
+                );
+            }
+            println!("synthetic shapes (--synthetic SHAPE[:SEED], seeded random weights, no download): {}",
+                crate::engine::model::synthetic::SHAPES.iter().map(|s| s.name).collect::<Vec<_>>().join(", "));
         }
         ModelsCommand::Fetch { id } => {
-            let path = cat.ensure(&id, &mut FetchBar::new(global.quiet))?;
+            let path = cat.resolve(&id, &mut FetchBar::new(global.quiet))?;
             println!("{}", path.display());
         }
     }

@@ -40,6 +40,11 @@ fn write_catalog(dir: &Path, file: &str, sha: &str, size: u64, sources: &str) ->
 
 /// A minimal Hugging Face "resolve" endpoint: HEAD-like range probes and ranged GETs of one file.
 fn serve_hf(body: Vec<u8>, repo_file: String) -> (String, Arc<AtomicUsize>) {
+    serve_hub(vec![(repo_file, body, "tiny-etag".into())])
+}
+
+/// The same for several files: (path suffix after the host, body, ETag); other paths 404.
+fn serve_hub(files: Vec<(String, Vec<u8>, String)>) -> (String, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = format!("http://{}", listener.local_addr().unwrap());
     let hits = Arc::new(AtomicUsize::new(0));
@@ -61,25 +66,24 @@ fn serve_hf(body: Vec<u8>, repo_file: String) -> (String, Arc<AtomicUsize>) {
                 if let Some(v) = h.to_ascii_lowercase().strip_prefix("range: bytes=") {
                     let v = v.trim().to_string();
                     let (a, b) = v.split_once('-').unwrap();
-                    let a: usize = a.parse().unwrap();
-                    let b: usize = if b.is_empty() {
-                        body.len() - 1
-                    } else {
-                        b.parse().unwrap()
-                    };
-                    range = Some((a, b.min(body.len() - 1)));
+                    range = Some((a.parse::<usize>().unwrap(), b.parse::<usize>().ok()));
                 }
             }
-            if !path.ends_with(&repo_file) {
+            let Some((_, body, etag)) = files.iter().find(|(f, _, _)| path.ends_with(f.as_str()))
+            else {
                 let _ = stream.write_all(
                     b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
                 );
                 continue;
-            }
-            let (a, b) = range.unwrap_or((0, body.len() - 1));
+            };
+            let last = body.len() - 1;
+            let (a, b) = match range {
+                Some((a, b)) => (a, b.unwrap_or(last).min(last)),
+                None => (0, last),
+            };
             let chunk = &body[a..=b];
             let head = format!(
-                "HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\nContent-Range: bytes {a}-{b}/{}\r\nETag: \"tiny-etag\"\r\nX-Repo-Commit: 0123456789abcdef0123456789abcdef01234567\r\nConnection: close\r\n\r\n",
+                "HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\nContent-Range: bytes {a}-{b}/{}\r\nETag: \"{etag}\"\r\nX-Repo-Commit: 0123456789abcdef0123456789abcdef01234567\r\nConnection: close\r\n\r\n",
                 chunk.len(),
                 body.len()
             );
@@ -90,6 +94,98 @@ fn serve_hf(body: Vec<u8>, repo_file: String) -> (String, Arc<AtomicUsize>) {
         }
     });
     (addr, hits)
+}
+
+/// A whole Hugging Face checkpoint repo (`hf:org/tiny`) and a catalog `[[checkpoint]]` entry
+/// naming it come from the Hub endpoint: config, tokenizer files, index and both shards; the
+/// shards are checked against their LFS sha256 (a corrupt one is refused, named and deleted);
+/// the snapshot then runs, also offline.
+#[test]
+fn hub_checkpoints_fetch_verify_and_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let gguf = dir.path().join("src.gguf");
+    write_tiny(&gguf, &TinySpec::new("qwen3"));
+    let hf = dir.path().join("export");
+    crate::hf_checkpoint::export_hf(&gguf, "qwen3", &hf, candle_core::DType::BF16);
+    let mut files: Vec<(String, Vec<u8>, String)> = Vec::new();
+    for e in std::fs::read_dir(&hf).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        let body = std::fs::read(&p).unwrap();
+        // LFS files carry their sha256 as ETag; small Git files a shorter hash.
+        let etag = if name.ends_with(".safetensors") {
+            sha256(&p)
+        } else {
+            format!("{:x}", body.len() * 7919)
+        };
+        files.push((format!("org/tiny/resolve/main/{name}"), body, etag));
+    }
+    let (endpoint, hits) = serve_hub(files.clone());
+    let models = dir.path().join("models");
+    let hf_home = dir.path().join("hf");
+    let env = [
+        ("HF_ENDPOINT", endpoint.as_str()),
+        ("HF_HOME", hf_home.to_str().unwrap()),
+    ];
+    let out = maspo(&models, None, &["models", "fetch", "hf:org/tiny"], &env);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let snapshot = std::path::PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    for f in [
+        "config.json",
+        "tokenizer.json",
+        "model.safetensors.index.json",
+    ] {
+        assert!(
+            snapshot.join(f).is_file(),
+            "{f} missing in {}",
+            snapshot.display()
+        );
+    }
+    assert!(hits.load(Ordering::SeqCst) >= 6);
+    // A catalog entry naming the repo runs the same snapshot, offline.
+    let cat = write_catalog(dir.path(), "unused.gguf", &"0".repeat(64), 1, "");
+    let mut text = std::fs::read_to_string(&cat).unwrap();
+    text += "\n[[checkpoint]]\nid = \"tiny-hf\"\narch = \"qwen3\"\nrepo = \"org/tiny\"\n";
+    std::fs::write(&cat, text).unwrap();
+    let mut offline = env.to_vec();
+    offline.push(("HF_HUB_OFFLINE", "1"));
+    let out = maspo(
+        &models,
+        Some(&cat),
+        &["generate", "-m", "tiny-hf", "-p", "hi", "--max-tokens", "3"],
+        &offline,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A shard whose bytes do not match its LFS sha256 is refused and deleted.
+    let (endpoint2, _) = serve_hub(
+        files
+            .into_iter()
+            .map(|(f, mut body, etag)| {
+                if f.ends_with("00002.safetensors") {
+                    let n = body.len();
+                    body[n - 1] ^= 0xff;
+                }
+                (f.replace("org/tiny", "org/bad"), body, etag)
+            })
+            .collect(),
+    );
+    let env2 = [
+        ("HF_ENDPOINT", endpoint2.as_str()),
+        ("HF_HOME", hf_home.to_str().unwrap()),
+    ];
+    let out = maspo(&models, None, &["models", "fetch", "hf:org/bad"], &env2);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("sha256") && err.contains("deleted"),
+        "{err}"
+    );
+    let bad = maspo(&models, None, &["models", "fetch", "hf:justaname"], &env2);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("OWNER/NAME"));
 }
 
 #[test]

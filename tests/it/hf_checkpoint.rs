@@ -64,7 +64,7 @@ fn unpermute(t: &Tensor, heads: usize) -> Tensor {
 }
 
 /// Exports the tiny GGUF at `gguf` as an HF checkpoint directory, in `dtype`, in two shards.
-fn export_hf(gguf: &Path, arch: &str, dir: &Path, dtype: DType) {
+pub fn export_hf(gguf: &Path, arch: &str, dir: &Path, dtype: DType) {
     std::fs::create_dir_all(dir).unwrap();
     let (_, tensors) = read_gguf(gguf);
     let (heads, kv_heads) = (4, 2);
