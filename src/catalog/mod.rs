@@ -295,7 +295,11 @@ mod tests {
         for id in ["qwen3-0.6b", "qwen3-1.7b", "qwen3-4b", "qwen3-8b"] {
             let ck = c.checkpoints.iter().find(|e| e.id == id).unwrap();
             assert_eq!((ck.arch.as_str(), ck.hub.file.as_deref()), ("qwen3", None));
-            let g = c.checkpoints.iter().find(|e| e.id == format!("{id}-gguf")).unwrap();
+            let g = c
+                .checkpoints
+                .iter()
+                .find(|e| e.id == format!("{id}-gguf"))
+                .unwrap();
             assert!(g.hub.file.as_deref().is_some_and(|f| f.ends_with(".gguf")));
         }
     }

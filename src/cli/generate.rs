@@ -71,6 +71,7 @@ pub fn run(global: &GlobalArgs, args: GenerateArgs) -> anyhow::Result<ExitCode> 
         stop: args.stop,
         ignore_eos: false,
         logprobs: None,
+        thinking: None,
     };
     let t0 = Instant::now();
     let mut stdout = std::io::stdout().lock();

@@ -107,6 +107,16 @@ impl ChatTemplate {
 
     /// Renders messages; with `add_generation_prompt` the text ends where the assistant speaks.
     pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
+        self.render_with(messages, add_generation_prompt, self.enable_thinking)
+    }
+
+    /// [`ChatTemplate::render`] with this `enable_thinking` value (a per-request override).
+    pub fn render_with(
+        &self,
+        messages: &[Message],
+        add_generation_prompt: bool,
+        enable_thinking: bool,
+    ) -> Result<String> {
         let tmpl = self
             .env
             .get_template("chat")
@@ -116,7 +126,7 @@ impl ChatTemplate {
             add_generation_prompt => add_generation_prompt,
             bos_token => self.bos_token,
             eos_token => self.eos_token,
-            enable_thinking => self.enable_thinking,
+            enable_thinking => enable_thinking,
         })
         .map_err(|e| EngineError::Template(format!("rendering failed: {e:#}")))
     }

@@ -78,15 +78,30 @@ impl CompletionCache {
         }
     }
 
-    /// The key of a request whose prompt tokenizes to `prompt_ids` on the model `model_fp`.
+    /// The key of a request whose prompt tokenizes to `prompt_ids` on the model `model_fp`,
+    /// run by maspo's CPU kernels.
     pub fn key(model_fp: &str, prompt_ids: &[u32], req: &GenRequest) -> String {
+        Self::key_on(model_fp, None, prompt_ids, req)
+    }
+
+    /// [`CompletionCache::key`] for a forward on a device (`backend`, e.g. `candle-cuda-bf16`):
+    /// its numerics differ from the CPU kernels', so its entries are its own.
+    pub fn key_on(
+        model_fp: &str,
+        backend: Option<&str>,
+        prompt_ids: &[u32],
+        req: &GenRequest,
+    ) -> String {
         let mut s = req.sampling;
         if s.is_greedy() {
             s = super::sampling::SamplingParams::greedy();
         }
         let mut canonical = serde_json::json!({
             "format": FORMAT_VERSION,
-            "kernels": format!("{KERNEL_VERSION}-{}", crate::engine::cpu::dot::kernel_isa()),
+            "kernels": match backend {
+                None => format!("{KERNEL_VERSION}-{}", crate::engine::cpu::dot::kernel_isa()),
+                Some(b) => b.to_string(),
+            },
             "model": model_fp,
             "prompt": prompt_ids,
             "sampling": s,
@@ -199,6 +214,10 @@ mod tests {
         seeded.sampling.seed = 99;
         assert_eq!(CompletionCache::key("fp", &[1, 2, 3], &seeded), k);
         assert_ne!(CompletionCache::key("fp2", &[1, 2, 3], &req), k);
+        assert_ne!(
+            CompletionCache::key_on("fp", Some("candle-cuda-bf16"), &[1, 2, 3], &req),
+            k
+        );
         assert_ne!(CompletionCache::key("fp", &[1, 2, 4], &req), k);
         let mut sampled = req.clone();
         sampled.sampling.temperature = 0.7;

@@ -198,7 +198,7 @@ enum Prepared {
 
 fn prepare(engine: &Engine, index: usize, req: &GenRequest, ctx: usize) -> Result<Prepared> {
     req.sampling.validate().map_err(EngineError::Request)?;
-    let prompt = engine.prompt_ids(&req.prompt)?;
+    let prompt = engine.prompt_ids_with(&req.prompt, req.thinking)?;
     if prompt.is_empty() {
         return Err(EngineError::Request("the prompt is empty".into()));
     }
@@ -211,7 +211,9 @@ fn prepare(engine: &Engine, index: usize, req: &GenRequest, ctx: usize) -> Resul
     }
     let key = match &engine.completion_cache {
         Some(cache) => {
-            let key = CompletionCache::key(engine.fingerprint()?, &prompt, req);
+            let backend = engine.model().backend_id();
+            let key =
+                CompletionCache::key_on(engine.fingerprint()?, backend.as_deref(), &prompt, req);
             if let Some(mut c) = cache.get(&key) {
                 c.from_cache = true;
                 return Ok(Prepared::Cached(c));

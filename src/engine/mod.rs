@@ -454,12 +454,25 @@ impl Engine {
         self.template.render(messages, true)
     }
 
+    fn render_chat_with(&self, messages: &[Message], thinking: Option<bool>) -> Result<String> {
+        match thinking {
+            Some(on) => self.template.render_with(messages, true, on),
+            None => self.render_chat(messages),
+        }
+    }
+
     /// Token ids of a prompt.
     ///
     /// Chat contents must not smuggle control tokens: when a message contains special-token
     /// text, the template is rendered around placeholders and each content is tokenized as
     /// plain text. Otherwise the whole rendering is tokenized at once, exactly as llama.cpp does.
     pub fn prompt_ids(&self, prompt: &Prompt) -> Result<Vec<u32>> {
+        self.prompt_ids_with(prompt, None)
+    }
+
+    /// [`Engine::prompt_ids`] with the chat template's `enable_thinking` set to `thinking`
+    /// (`None`: the engine's setting) — a request's `thinking`.
+    pub fn prompt_ids_with(&self, prompt: &Prompt, thinking: Option<bool>) -> Result<Vec<u32>> {
         match prompt {
             Prompt::Tokens(t) => Ok(t.clone()),
             Prompt::Text(s) => self.tokenizer.encode_with_specials(s),
@@ -469,14 +482,14 @@ impl Engine {
                 if !messages.iter().any(|m| contains_special(&m.content)) {
                     return self
                         .tokenizer
-                        .encode_with_specials(&self.render_chat(messages)?);
+                        .encode_with_specials(&self.render_chat_with(messages, thinking)?);
                 }
-                self.chat_ids_isolated(messages)
+                self.chat_ids_isolated(messages, thinking)
             }
         }
     }
 
-    fn chat_ids_isolated(&self, messages: &[Message]) -> Result<Vec<u32>> {
+    fn chat_ids_isolated(&self, messages: &[Message], thinking: Option<bool>) -> Result<Vec<u32>> {
         let marker = |i: usize| format!("\u{E000}{i}\u{E001}");
         let masked: Vec<Message> = messages
             .iter()
@@ -486,7 +499,7 @@ impl Engine {
                 content: marker(i),
             })
             .collect();
-        let mut rest = self.render_chat(&masked)?;
+        let mut rest = self.render_chat_with(&masked, thinking)?;
         let mut ids = Vec::new();
         for (i, m) in messages.iter().enumerate() {
             let mk = marker(i);

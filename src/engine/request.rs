@@ -38,6 +38,10 @@ pub struct GenRequest {
     /// temperature.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logprobs: Option<usize>,
+    /// Renders a chat prompt with the template's `enable_thinking` set to this (`None`: the
+    /// engine's `thinking` setting); the OpenAI server's `chat_template_kwargs.enable_thinking`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thinking: Option<bool>,
 }
 
 impl GenRequest {
@@ -50,6 +54,7 @@ impl GenRequest {
             stop: Vec::new(),
             ignore_eos: false,
             logprobs: None,
+            thinking: None,
         }
     }
 }

@@ -375,6 +375,7 @@ fn schedule(engine: &Engine, rx: mpsc::Receiver<Job>, closing: &AtomicBool, sh: 
 }
 
 /// A parsed generation request: what to run and how to answer.
+#[derive(Debug)]
 struct Parsed {
     req: GenRequest,
     stream: bool,
@@ -437,9 +438,26 @@ fn parse(s: &ServeSettings, body: &[u8], chat: bool) -> Result<Parsed, String> {
         if top.is_some_and(|t| t > 20) {
             return Err("top_logprobs must be at most 20".into());
         }
+        let mut thinking = None;
+        for (k, v) in r.chat_template_kwargs.iter().flatten() {
+            match (k.as_str(), v) {
+                ("enable_thinking", serde_json::Value::Bool(b)) => thinking = Some(*b),
+                ("enable_thinking", other) => {
+                    return Err(format!(
+                        "chat_template_kwargs.enable_thinking must be true or false, not {other}"
+                    ))
+                }
+                (other, _) => {
+                    return Err(format!(
+                    "chat_template_kwargs.{other} is not supported (maspo reads enable_thinking)"
+                ))
+                }
+            }
+        }
         Ok(Parsed {
             req: GenRequest {
                 prompt: Prompt::Chat(messages),
+                thinking,
                 max_new_tokens: limit(r.max_completion_tokens.or(r.max_tokens))?,
                 sampling: sampling(r.temperature, r.top_p, r.top_k, r.seed),
                 stop: r.stop.map(|s| s.list()).unwrap_or_default(),
@@ -473,6 +491,7 @@ fn parse(s: &ServeSettings, body: &[u8], chat: bool) -> Result<Parsed, String> {
                 stop: r.stop.map(|s| s.list()).unwrap_or_default(),
                 ignore_eos: r.ignore_eos.unwrap_or(false),
                 logprobs: r.logprobs,
+                thinking: None,
             },
             stream: r.stream.unwrap_or(false),
             chat: false,
@@ -804,11 +823,33 @@ mod tests {
             "top_logprobs",
             "n",
             "ignore_eos",
+            "chat_template_kwargs",
         ]);
         prop::collection::vec((k, v), 0..8).prop_map(|kv| {
             let fields: Vec<String> = kv.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
             format!("{{{}}}", fields.join(","))
         })
+    }
+
+    #[test]
+    fn chat_template_kwargs_switch_thinking_and_unknown_keys_are_refused() {
+        let s = ServeSettings::new("m");
+        let body = |kw: &str| {
+            format!("{{\"messages\":[{{\"role\":\"user\",\"content\":\"a\"}}],\"chat_template_kwargs\":{kw}}}")
+        };
+        let p = parse(&s, body("{\"enable_thinking\":true}").as_bytes(), true).unwrap();
+        assert_eq!(p.req.thinking, Some(true));
+        let p = parse(&s, body("{\"enable_thinking\":false}").as_bytes(), true).unwrap();
+        assert_eq!(p.req.thinking, Some(false));
+        let p = parse(&s, body("{}").as_bytes(), true).unwrap();
+        assert_eq!(p.req.thinking, None);
+        let e = parse(&s, body("{\"enable_thinking\":1}").as_bytes(), true).unwrap_err();
+        assert!(e.contains("true or false"), "{e}");
+        let e = parse(&s, body("{\"tools\":[]}").as_bytes(), true).unwrap_err();
+        assert!(
+            e.contains("chat_template_kwargs.tools") && e.contains("enable_thinking"),
+            "{e}"
+        );
     }
 
     proptest! {

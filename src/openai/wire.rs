@@ -122,6 +122,10 @@ pub struct ChatRequest {
     /// benchmarks use it so every server generates the same number of tokens).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ignore_eos: Option<bool>,
+    /// Variables for the chat template (vLLM / SGLang extension); maspo reads
+    /// `enable_thinking` (Qwen3's switch) and refuses other keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chat_template_kwargs: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// A text-completion prompt: a string, strings (one only), or token ids.

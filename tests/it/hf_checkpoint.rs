@@ -287,3 +287,46 @@ fn broken_checkpoints_are_clear_errors() {
     std::fs::write(&cfg_path, &cfg).unwrap();
     assert!(Engine::load(&hf, EngineSettings::default()).is_ok());
 }
+
+/// A Qwen3-style hybrid template: `enable_thinking` off (the default) closes an empty reasoning
+/// block in the generation prompt; a request (the server's `chat_template_kwargs`) or the
+/// engine setting can switch it on.
+#[test]
+fn requests_can_switch_a_hybrid_template_s_thinking() {
+    let _g = heavy();
+    let dir = tempfile::tempdir().unwrap();
+    let (_, hf) = setup(dir.path(), "qwen3");
+    let hybrid = CHATML_TEMPLATE.replace(
+        "{{ '<|im_start|>assistant\n' }}",
+        "{{ '<|im_start|>assistant\n' }}{% if enable_thinking is defined and enable_thinking is false %}{{ '<think>\n\n</think>\n\n' }}{% endif %}",
+    );
+    assert_ne!(hybrid, CHATML_TEMPLATE);
+    let cfg = serde_json::json!({ "chat_template": hybrid, "eos_token": "<|im_end|>" });
+    std::fs::write(hf.join("tokenizer_config.json"), cfg.to_string()).unwrap();
+    let e = Engine::load(&hf, EngineSettings::default()).unwrap();
+    let prompt = Prompt::Chat(vec![Message::user("hi")]);
+    let off = e.prompt_ids(&prompt).unwrap();
+    assert_eq!(e.prompt_ids_with(&prompt, Some(false)).unwrap(), off);
+    let on = e.prompt_ids_with(&prompt, Some(true)).unwrap();
+    assert!(
+        on.len() < off.len(),
+        "thinking on drops the empty <think> block"
+    );
+    let think = EngineSettings {
+        thinking: true,
+        ..EngineSettings::default()
+    };
+    let e2 = Engine::load(&hf, think).unwrap();
+    assert_eq!(e2.prompt_ids(&prompt).unwrap(), on);
+    assert_eq!(e2.prompt_ids_with(&prompt, Some(false)).unwrap(), off);
+    // Through generate: the request's switch decides the prompt.
+    let mut req = GenRequest::chat(vec![Message::user("hi")], 2);
+    req.thinking = Some(true);
+    let a = e.generate(std::slice::from_ref(&req)).remove(0).unwrap();
+    let b = e2
+        .generate(&[GenRequest::chat(vec![Message::user("hi")], 2)])
+        .remove(0)
+        .unwrap();
+    assert_eq!(a.token_ids, b.token_ids);
+    assert_eq!(a.prompt_tokens, on.len());
+}

@@ -238,6 +238,23 @@ impl Model {
         }
     }
 
+    /// What computes the forward when it is not maspo's CPU kernels (`candle-cuda-bf16`, ...):
+    /// completion-cache keys include it, as results differ between backends.
+    pub fn backend_id(&self) -> Option<String> {
+        match &self.inner {
+            Backend::Cpu(_) => None,
+            Backend::Device(t) => Some(format!(
+                "candle-{}-{}-{}",
+                env!("CARGO_PKG_VERSION"),
+                match self.device {
+                    DeviceSpec::Cuda(_) => "cuda",
+                    _ => "cpu",
+                },
+                format!("{:?}", t.act_dtype()).to_lowercase()
+            )),
+        }
+    }
+
     /// Bytes of one K or V element in the cache.
     pub fn kv_elem_bytes(&self) -> usize {
         match &self.inner {
