@@ -193,6 +193,16 @@ mod tests {
             cfg.model.as_ref().and_then(|m| m.local()),
             Some("smollm2-135m-instruct")
         );
+        // The commented device key, uncommented, selects a device; a bad one names the choices.
+        let text = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("# device = \"cuda:0\"", "device = \"candle-cpu\"");
+        let cfg: ConfigFile = toml::from_str(&text).unwrap();
+        let s = cfg.engine.apply(EngineSettings::default());
+        assert_eq!(s.device, crate::engine::device::DeviceSpec::CandleCpu);
+        let bad = text.replace("device = \"candle-cpu\"", "device = \"tpu\"");
+        let e = toml::from_str::<ConfigFile>(&bad).unwrap_err().to_string();
+        assert!(e.contains("cuda:N"), "{e}");
     }
 
     #[test]
