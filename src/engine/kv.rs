@@ -113,12 +113,15 @@ impl LayerKv {
         Ok(())
     }
 
-    /// Makes room for `extra` more positions on the device (one allocation, contents copied).
+    /// Makes room for `extra` more positions on the device (one allocation, contents copied):
+    /// exactly that many when `exact` (a reservation), else at least doubling (appends beyond a
+    /// reservation, or without one).
     fn grow_device(
         &mut self,
         extra: usize,
         row: usize,
         store: &KvStore,
+        exact: bool,
     ) -> candle_core::Result<()> {
         let (Self::Device { kv, len }, KvStore::Device { device, dtype }) = (&mut *self, store)
         else {
@@ -131,7 +134,11 @@ impl LayerKv {
         if *len + extra <= cap || extra == 0 {
             return Ok(());
         }
-        let new_cap = (*len + extra).max(cap * 2).max(16);
+        let new_cap = if exact {
+            *len + extra
+        } else {
+            (*len + extra).max(cap * 2).max(16)
+        };
         let nk = Tensor::zeros((new_cap, row), *dtype, device)?;
         let nv = Tensor::zeros((new_cap, row), *dtype, device)?;
         if let Some((k, v)) = kv {
@@ -271,7 +278,7 @@ impl KvCache {
                     v.reserve_exact(n);
                 }
                 LayerKv::Device { .. } => {
-                    let _ = layer.grow_device(positions, row, &self.store);
+                    let _ = layer.grow_device(positions, row, &self.store, true);
                 }
             }
         }
@@ -331,7 +338,7 @@ impl KvCache {
         let row = self.row;
         let n = k.dim(0)?;
         let l = &mut self.tail[layer];
-        l.grow_device(n, row, &self.store)?;
+        l.grow_device(n, row, &self.store, false)?;
         match l {
             LayerKv::Device {
                 kv: Some((dk, dv)),
@@ -484,5 +491,49 @@ mod tests {
         c.truncate(1);
         assert_eq!(c.tokens(), vec![5]);
         assert_eq!(c.blocks(0).iter().map(|b| b.2).sum::<usize>(), 1);
+    }
+
+    #[test]
+    fn device_caches_share_prefixes_reserve_exactly_and_truncate() {
+        let store = KvStore::Device {
+            device: Device::Cpu,
+            dtype: DType::F32,
+        };
+        let rows =
+            |vals: &[f32]| Tensor::from_slice(vals, (vals.len() / 2, 2), &Device::Cpu).unwrap();
+        let mut a = KvCache::new_in(1, 2, store.clone());
+        a.reserve(3);
+        // One allocation of exactly the reservation: 3 positions × 2 values × (K + V) × 4 bytes.
+        assert_eq!(a.private_bytes(), 3 * 2 * 2 * 4);
+        a.push_tokens(&[5, 6, 7]);
+        a.append_device(
+            0,
+            &rows(&[1., 1., 2., 2., 3., 3.]),
+            &rows(&[1., 1., 2., 2., 3., 3.]),
+        )
+        .unwrap();
+        let seg = a.freeze().unwrap();
+        assert_eq!(seg.bytes(), 3 * 2 * 2 * 4);
+        // A partial view of the segment plus a private tail grown beyond its reservation.
+        let mut b = KvCache::from_prefix(seg.clone(), 2, 2);
+        for (t, v) in [(9u32, 9f32), (10, 10.)] {
+            b.push_tokens(&[t]);
+            b.append_device(0, &rows(&[v, v]), &rows(&[v, v])).unwrap();
+        }
+        assert_eq!(b.tokens(), vec![5, 6, 9, 10]);
+        let (k, _) = b.device_kv(0).unwrap();
+        assert_eq!(
+            k.to_vec2::<f32>().unwrap(),
+            vec![vec![1., 1.], vec![2., 2.], vec![9., 9.], vec![10., 10.]]
+        );
+        assert_eq!(b.device_blocks(0).unwrap().len(), 2);
+        b.truncate(3);
+        assert_eq!(b.device_kv(0).unwrap().0.dim(0).unwrap(), 3);
+        b.truncate(1);
+        assert_eq!(b.tokens(), vec![5]);
+        assert_eq!(b.device_blocks(0).unwrap().len(), 1);
+        // The segment itself is untouched by b's writes.
+        let (k, _) = KvCache::from_prefix(seg, 3, 2).device_kv(0).unwrap();
+        assert_eq!(k.to_vec2::<f32>().unwrap()[2], vec![3., 3.]);
     }
 }
