@@ -131,15 +131,20 @@ fn dev_err(e: candle_core::Error) -> EngineError {
 
 impl DeviceTransformer {
     /// Assembles a model from parts read for `device`; `act` is the activation and KV type
-    /// (f32 for GGUF weights; bf16 or f16 for dense checkpoints on a GPU). `cos`/`sin` are the
-    /// RoPE tables of [`super::attention::RopeTables`] (the CPU path's exact angles).
+    /// (f32 for GGUF weights; bf16 or f16 for dense checkpoints on a GPU). RoPE uses the CPU
+    /// path's exact angle tables ([`super::attention::RopeTables`]), uploaded once.
     pub fn new(
         cfg: TransformerConfig,
         parts: ModelParts<DeviceMat, Tensor>,
         device: &Device,
         act: DType,
-        rope: &super::attention::RopeTables,
     ) -> Result<Self> {
+        let rope = super::attention::RopeTables::new(
+            cfg.head_dim,
+            cfg.rope_base,
+            cfg.ctx_len,
+            cfg.rope_style,
+        );
         let half = cfg.head_dim / 2;
         let (cos, sin) = rope.tables();
         let ctx = rope.len();

@@ -18,7 +18,6 @@ use crate::engine::device::DeviceSpec;
 use crate::engine::error::{EngineError, Result};
 use crate::engine::gguf::GgufFile;
 use crate::engine::kv::KvCache;
-use attention::RopeTables;
 use candle_core::DType;
 pub use device_fwd::DeviceTransformer;
 pub use transformer::{LogitRows, SeqStep, Transformer, TransformerConfig};
@@ -47,6 +46,35 @@ pub struct Model {
     arch: &'static str,
     inner: Backend,
     device: DeviceSpec,
+}
+
+/// Reads every weight through `reader` into maspo's CPU kernels.
+fn cpu_backend<R: loader::WeightReader<Mat = crate::engine::cpu::QMatrix, Vec = Vec<f32>>>(
+    reader: &R,
+    cfg: TransformerConfig,
+    conv: &loader::ArchConventions,
+    threads: usize,
+) -> Result<Backend> {
+    let parts = loader::read_parts(reader, &cfg, conv)?;
+    Ok(Backend::Cpu(Box::new(loader::cpu_transformer(
+        parts, cfg, threads,
+    ))))
+}
+
+/// Reads every weight through `reader` onto a candle device, activations in `act`.
+fn device_backend<
+    R: loader::WeightReader<Mat = device_fwd::DeviceMat, Vec = candle_core::Tensor>,
+>(
+    reader: &R,
+    cfg: TransformerConfig,
+    conv: &loader::ArchConventions,
+    dev: &candle_core::Device,
+    act: DType,
+) -> Result<Backend> {
+    let parts = loader::read_parts(reader, &cfg, conv)?;
+    Ok(Backend::Device(Box::new(DeviceTransformer::new(
+        cfg, parts, dev, act,
+    )?)))
 }
 
 /// The conventions of a GGUF architecture name.
@@ -87,21 +115,9 @@ impl Model {
                 device: &dev,
                 act: DType::F32,
             };
-            let parts = loader::read_parts(&reader, &cfg, conv)?;
-            let rope = RopeTables::new(cfg.head_dim, cfg.rope_base, cfg.ctx_len, cfg.rope_style);
-            Backend::Device(Box::new(DeviceTransformer::new(
-                cfg,
-                parts,
-                &dev,
-                DType::F32,
-                &rope,
-            )?))
+            device_backend(&reader, cfg, conv, &dev, DType::F32)?
         } else {
-            Backend::Cpu(Box::new(loader::cpu_transformer(
-                loader::read_parts(&loader::GgufCpu(gguf), &cfg, conv)?,
-                cfg,
-                threads,
-            )))
+            cpu_backend(&loader::GgufCpu(gguf), cfg, conv, threads)?
         };
         Ok(Self {
             arch: conv.prefix,
@@ -139,14 +155,9 @@ impl Model {
                 device: &dev,
                 act,
             };
-            let parts = loader::read_parts(&reader, &cfg, conv)?;
-            let rope = RopeTables::new(cfg.head_dim, cfg.rope_base, cfg.ctx_len, cfg.rope_style);
-            Backend::Device(Box::new(DeviceTransformer::new(
-                cfg, parts, &dev, act, &rope,
-            )?))
+            device_backend(&reader, cfg, conv, &dev, act)?
         } else {
-            let parts = loader::read_parts(&safetensors::HfCpu { ckpt, st: &st }, &cfg, conv)?;
-            Backend::Cpu(Box::new(loader::cpu_transformer(parts, cfg, threads)))
+            cpu_backend(&safetensors::HfCpu { ckpt, st: &st }, cfg, conv, threads)?
         };
         Ok(Self::from_backend(ckpt.arch, inner, device))
     }
@@ -174,14 +185,9 @@ impl Model {
                 device: &dev,
                 dtype,
             };
-            let parts = loader::read_parts(&reader, &cfg, conv)?;
-            let rope = RopeTables::new(cfg.head_dim, cfg.rope_base, cfg.ctx_len, cfg.rope_style);
-            Backend::Device(Box::new(DeviceTransformer::new(
-                cfg, parts, &dev, dtype, &rope,
-            )?))
+            device_backend(&reader, cfg, conv, &dev, dtype)?
         } else {
-            let parts = loader::read_parts(&synthetic::SyntheticCpu { seed, shape }, &cfg, conv)?;
-            Backend::Cpu(Box::new(loader::cpu_transformer(parts, cfg, threads)))
+            cpu_backend(&synthetic::SyntheticCpu { seed, shape }, cfg, conv, threads)?
         };
         Ok(Self::from_backend(conv.prefix, inner, device))
     }
