@@ -211,9 +211,12 @@ fn prepare(engine: &Engine, index: usize, req: &GenRequest, ctx: usize) -> Resul
     }
     let key = match &engine.completion_cache {
         Some(cache) => {
-            let backend = engine.model().backend_id();
-            let key =
-                CompletionCache::key_on(engine.fingerprint()?, backend.as_deref(), &prompt, req);
+            let key = CompletionCache::key_on(
+                engine.fingerprint()?,
+                engine.backend_id.as_deref(),
+                &prompt,
+                req,
+            );
             if let Some(mut c) = cache.get(&key) {
                 c.from_cache = true;
                 return Ok(Prepared::Cached(c));

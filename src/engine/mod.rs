@@ -102,6 +102,8 @@ pub struct Engine {
     prefix_cache: Mutex<PrefixCache>,
     completion_cache: Option<CompletionCache>,
     fingerprint: OnceLock<String>,
+    /// The device backend's name for completion-cache keys (`None`: the CPU kernels).
+    backend_id: Option<String>,
     stats: Mutex<EngineStats>,
 }
 
@@ -287,6 +289,7 @@ impl Engine {
         let banned_ids = tokenizer.unused_ids.clone();
         let mut no_eos_banned = banned_ids.clone();
         no_eos_banned.extend(&stop_ids);
+        let backend_id = model.backend_id();
         let prefix_cache = Mutex::new(PrefixCache::new(settings.prefix_cache_mb << 20));
         let completion_cache = settings
             .completion_cache_dir
@@ -305,6 +308,7 @@ impl Engine {
             prefix_cache,
             completion_cache,
             fingerprint: fingerprint.map_or_else(OnceLock::new, OnceLock::from),
+            backend_id,
             stats: Mutex::new(EngineStats::default()),
         })
     }
