@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds maspo with the `cuda` feature (candle's CUDA backend) on a machine without CUDA or a GPU:
 # CUDA 13.0 from PyPI wheels (scripts/cuda-env.sh: nvcc 13.0.88, the libraries pinned to what a
-# CUDA 13.0 driver loads), then a stripped release binary small enough to carry to a GPU machine.
+# CUDA 13.0 driver loads), then a stripped release binary small enough to copy to a GPU machine.
 #
 #   scripts/build-cuda.sh [COMPUTE_CAP]      # default 90 (H100/H200); e.g. 89 for an L4/4090
 #
@@ -16,7 +16,7 @@ source scripts/cuda-env.sh
 export CUDA_COMPUTE_CAP=${1:-90}
 CARGO_TARGET_DIR=target/cuda cargo build --profile dist --features cuda --bin maspo
 bin=target/cuda/dist/maspo
-# What travels: gzip (everywhere, ~17 MB) keeps one call well under the 64 MiB a call may carry.
+# A gzip copy (~17 MB) is what to copy to the GPU machine.
 gzip -9 -c "$bin" > "$bin.gz"
 ls -l "$bin" "$bin.gz"
 sha256sum "$bin" "$bin.gz"

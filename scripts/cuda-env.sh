@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Sets up a CUDA 13.0 toolchain from PyPI wheels on a machine without CUDA, for building a `cuda`
-# feature of candle-core 0.11 that runs on the lent GPU machine (driver 580 = CUDA 13.0).
+# feature of candle-core 0.11 that runs on a GPU machine with a CUDA 13.0 driver (580).
 # Usage:  source scripts/cuda-env.sh [DIR]          (DIR default: $HOME/.cache/cuda13; ~1.7 GB)
 # Then:   cargo build --release --features cuda      (first build compiles candle's PTX: ~7 min)
-# Verified 2026-11-29 with a probe built this way: candle bf16 matmul 765 TFLOP/s on the H200, and
-# QMatMul (Q4_0/Q8_0/Q4K) on CUDA agreeing with the CPU.
+# Checked 2026-11-29 on an H200 with a probe built this way: candle's bf16 matmul at 765 TFLOP/s,
+# and QMatMul (Q4_0/Q8_0/Q4K) on CUDA agreeing with the CPU.
 DIR=${1:-$HOME/.cache/cuda13}
 CU=$DIR/nvidia/cu13
 if [ ! -x "$CU/bin/nvcc" ] || [ ! -f "$CU/include/crt/host_config.h" ]; then

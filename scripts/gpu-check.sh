@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The GPU measurements of issue 10, as one script for one call on a lent GPU machine (no Rust, no
-# network there): build here with scripts/build-cuda.sh, carry target/cuda/dist/maspo, run this.
+# maspo's GPU measurements as one script, for a GPU machine that needs neither Rust nor network
+# access: build target/cuda/dist/maspo with scripts/build-cuda.sh on any machine, copy it and this
+# repository to the GPU machine, run this there (see docs/gpu.md).
 #
 #   scripts/gpu-check.sh BIN OUTDIR [first|smollm2|anchor|all]
 #
@@ -9,7 +10,8 @@
 #          top-1 per step; speed — `bench engine --device cuda` on both shapes: prefill, decode
 #          b=1, aggregate decode at 1..256 sequences, 256-token prompts, 128 new tokens (the
 #          anchor's settings).
-# smollm2: parity on the real SmolLM2 GGUF and llama.cpp's golden prompts (file carried first).
+# smollm2: parity on the real SmolLM2 GGUF and llama.cpp's golden prompts (the GGUF must be in
+#          models/ first).
 # anchor:  transformers + torch on the same card and shapes (scripts/hf_anchor.py).
 # Every part writes JSON under OUTDIR and a log; a part that fails does not stop the others.
 set -uo pipefail
@@ -29,7 +31,7 @@ run() { # name timeout_s command...
 }
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader; nproc; } > "$OUT/machine.txt" 2>&1
 "$BIN" --version >> "$OUT/machine.txt" 2>&1
-# In priority order; `first` fits one 10-minute call (≈ 8 minutes worst case), `anchor` a second.
+# In priority order; `first` takes at most about 8 minutes, `anchor` up to 4 more.
 case $WHAT in first|all)
   run parity-qwen2.5-0.5b 90 "$BIN" bench parity --synthetic qwen2.5-0.5b --device cuda --prompts 4 --max-tokens 24 --json
   run speed-qwen2.5-0.5b 120 "$BIN" bench engine --synthetic qwen2.5-0.5b --device cuda --no-workload \
@@ -39,7 +41,7 @@ case $WHAT in first|all)
   run parity-qwen3-8b 120 "$BIN" bench parity --synthetic qwen3-8b --device cuda --prompts 2 --max-tokens 8 --json
 esac
 case $WHAT in smollm2)
-  # The real GGUF, carried in two pieces over two calls and joined here (see docs/gpu.md).
+  # The real GGUF, which must already be in models/ (see docs/gpu.md).
   run parity-smollm2 120 "$BIN" bench parity -m models/SmolLM2-135M-Instruct.Q4_1.gguf --device cuda \
       --golden tests/fixtures/golden/smollm2-135m-instruct.json --max-tokens 32 --json
 esac

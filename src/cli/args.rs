@@ -65,17 +65,9 @@ impl EngineArgs {
             None => ConfigFile::default(),
         };
         // The command line is one more layer of the same shape, applied last.
-        let cli = EngineFile {
-            threads: global.threads,
-            max_running: self.max_running,
-            step_tokens: self.step_tokens,
-            prefix_cache_mb: self.prefix_cache_mb,
-            kv_mb: self.kv_mb,
-            completion_cache_dir: self.completion_cache.clone(),
-            thinking: self.thinking.then_some(true),
-            device: self.device,
-        };
-        let s = cli.apply(file.engine.apply(EngineSettings::default()));
+        let s = self
+            .layer(global)
+            .apply(file.engine.apply(EngineSettings::default()));
         let synthetic = self.synthetic.as_ref().map(|s| format!("synthetic:{s}"));
         let model = synthetic
             .as_deref()
@@ -84,6 +76,22 @@ impl EngineArgs {
             .or(file.model)
             .unwrap_or_else(|| ModelSpec::parse(DEFAULT_MODEL));
         Ok(EngineChoice { model, settings: s })
+    }
+}
+
+impl EngineArgs {
+    /// The engine settings given on the command line, as a layer over other settings.
+    pub fn layer(&self, global: &GlobalArgs) -> EngineFile {
+        EngineFile {
+            threads: global.threads,
+            max_running: self.max_running,
+            step_tokens: self.step_tokens,
+            prefix_cache_mb: self.prefix_cache_mb,
+            kv_mb: self.kv_mb,
+            completion_cache_dir: self.completion_cache.clone(),
+            thinking: self.thinking.then_some(true),
+            device: self.device,
+        }
     }
 }
 

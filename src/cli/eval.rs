@@ -26,7 +26,7 @@ pub struct EvalArgs {
     /// bbh/<name>, gen:<arithmetic|coin_flip|last_letters>[:count[:seed]], jsonl:<path>.
     #[arg(long, short)]
     task: Option<String>,
-    /// Dataset directory [env MASPO_DATA_DIR, default ../shared/data].
+    /// Dataset directory [env MASPO_DATA_DIR; default: maspo's own data/, see data/README.md].
     #[arg(long)]
     data_dir: Option<PathBuf>,
     /// Split to evaluate: test, val, opt or all [default: test].

@@ -42,7 +42,7 @@ pub struct OptimizeArgs {
     /// Task (as `maspo eval --task`).
     #[arg(long, short)]
     task: Option<String>,
-    /// Dataset directory [env MASPO_DATA_DIR, default ../shared/data].
+    /// Dataset directory [env MASPO_DATA_DIR; default: maspo's own data/, see data/README.md].
     #[arg(long)]
     data_dir: Option<PathBuf>,
     /// Built-in topology [default: reflect].
@@ -281,10 +281,25 @@ pub(super) fn run_outcome(global: &GlobalArgs, args: OptimizeArgs) -> anyhow::Re
     let (resolved, dir) = match &args.resume {
         Some(d) => {
             let mut dir = RunDir::open(d)?;
-            let r: Resolved = dir.read_json("config.json").with_context(|| {
+            let mut r: Resolved = dir.read_json("config.json").with_context(|| {
                 format!("{} is not a maspo optimize run directory", d.display())
             })?;
             dir.set_compressed(resolve_plan(&r.eval)?.task.protected);
+            // Engine settings are not the run's identity: flags given now (a device, memory
+            // bounds, threads) move the run onto them; the rest stays as recorded.
+            let moved = args.engine.layer(global).apply(r.engine.clone());
+            if moved != r.engine {
+                if !global.quiet {
+                    eprintln!(
+                        "continuing {} with the engine settings given now (device {}, recorded {})",
+                        d.display(),
+                        moved.device,
+                        r.engine.device
+                    );
+                }
+                r.engine = moved;
+                dir.write_json("config.json", &r)?;
+            }
             (r, dir)
         }
         None => {

@@ -51,11 +51,11 @@ pub struct PaperBenchArgs {
     /// Options beyond the paper added as MASPO rows, comma separated: racing, pareto.
     #[arg(long, value_delimiter = ',')]
     options: Vec<String>,
-    /// Dataset directory [env MASPO_DATA_DIR, default ../shared/data].
+    /// Dataset directory [env MASPO_DATA_DIR; default: maspo's own data/, see data/README.md].
     #[arg(long)]
     data_dir: Option<PathBuf>,
     /// Results directory: cells/, table.md, table.json, accuracy.svg [default:
-    /// docs/results/<preset>].
+    /// runs/bench-paper-<preset>/results; the committed pages are under docs/results/].
     #[arg(long)]
     out: Option<PathBuf>,
     /// Where the cells' run directories and the shared completion cache go [default:
@@ -71,6 +71,56 @@ pub struct PaperBenchArgs {
     /// Rebuild the table from the stored cells; run nothing.
     #[arg(long)]
     table_only: bool,
+    /// Engine settings passed to every cell (how the models run, not what a cell computes).
+    #[command(flatten)]
+    engine: CellEngineArgs,
+}
+
+/// The engine flags of `maspo optimize` that `bench paper` passes on to its cells.
+#[derive(Debug, Args)]
+pub struct CellEngineArgs {
+    /// Where the forward runs: cpu, cuda, cuda:N, candle-cpu [default: cpu].
+    #[arg(long)]
+    device: Option<crate::engine::device::DeviceSpec>,
+    /// Most sequences decoded together [default: 64].
+    #[arg(long)]
+    max_running: Option<usize>,
+    /// Most tokens per forward step [default: 512].
+    #[arg(long)]
+    step_tokens: Option<usize>,
+    /// Memory for reusable prefix KV in MiB, 0 disables prefix reuse [default: 2048].
+    #[arg(long)]
+    prefix_cache_mb: Option<usize>,
+    /// Memory for the KV of sequences in flight in MiB [default: 4096].
+    #[arg(long)]
+    kv_mb: Option<usize>,
+    /// Let hybrid-thinking chat templates open a reasoning block.
+    #[arg(long)]
+    thinking: bool,
+}
+
+impl CellEngineArgs {
+    /// The flags as `maspo optimize` arguments.
+    fn argv(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        let mut push = |flag: &str, value: Option<String>| {
+            if let Some(value) = value {
+                v.extend([flag.to_string(), value]);
+            }
+        };
+        push("--device", self.device.map(|d| d.to_string()));
+        push("--max-running", self.max_running.map(|n| n.to_string()));
+        push("--step-tokens", self.step_tokens.map(|n| n.to_string()));
+        push(
+            "--prefix-cache-mb",
+            self.prefix_cache_mb.map(|n| n.to_string()),
+        );
+        push("--kv-mb", self.kv_mb.map(|n| n.to_string()));
+        if self.thinking {
+            v.push("--thinking".into());
+        }
+        v
+    }
 }
 
 /// The git commit of the working tree, `+dirty` when tracked files outside `exclude` changed.
@@ -225,6 +275,7 @@ impl Bench<'_> {
         if let Some(d) = &self.args.data_dir {
             v.extend(["--data-dir".into(), d.display().to_string()]);
         }
+        v.extend(self.args.engine.argv());
         v
     }
 
@@ -458,7 +509,7 @@ pub fn run(global: &GlobalArgs, args: PaperBenchArgs) -> anyhow::Result<ExitCode
     let out = args
         .out
         .clone()
-        .unwrap_or_else(|| PathBuf::from(format!("docs/results/{}", preset.name)));
+        .unwrap_or_else(|| PathBuf::from(format!("runs/bench-paper-{}/results", preset.name)));
     let mut excluded = vec![out.as_path()];
     excluded.extend(args.markdown.as_deref());
     let commit = commit(&excluded);

@@ -27,9 +27,18 @@ impl GgufFile {
             source,
         })?;
         let mut reader = BufReader::new(file);
-        let content = gguf_file::Content::read(&mut reader).map_err(|e| EngineError::BadGguf {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
+        let content = gguf_file::Content::read(&mut reader).map_err(|e| {
+            // Name the field where the bytes stop making sense, when it can be found.
+            let field = File::open(path)
+                .ok()
+                .and_then(|f| super::gguf_diagnose::first_broken_field(BufReader::new(f)));
+            EngineError::BadGguf {
+                path: path.to_path_buf(),
+                reason: match field {
+                    Some(field) => format!("{field} ({e})"),
+                    None => e.to_string(),
+                },
+            }
         })?;
         Ok(Self {
             path: path.to_path_buf(),

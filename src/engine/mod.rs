@@ -12,6 +12,7 @@ pub mod device;
 pub mod error;
 mod generate;
 pub mod gguf;
+mod gguf_diagnose;
 pub mod kv;
 pub mod model;
 pub mod prefix_cache;
@@ -64,7 +65,7 @@ pub struct EngineSettings {
 
 impl Default for EngineSettings {
     fn default() -> Self {
-        // engine-design.md §2.5: throughput keeps rising to ~64 sequences on 2 cores.
+        // docs/design/engine.md §2.5: throughput keeps rising to ~64 sequences on 2 cores.
         Self {
             threads: 0,
             max_running: 64,
@@ -276,7 +277,7 @@ impl Engine {
             .filter_map(|&i| tokenizer.decode(&[i]).ok())
             .filter(|t| !t.is_empty())
             .collect();
-        // Stop on the template's end-of-turn token and on the file's eos (engine-design.md §2.7).
+        // Stop on the template's end-of-turn token and on the file's eos (docs/design/engine.md §2.7).
         let mut stop_ids: Vec<u32> = template
             .end_of_turn_markers(&control_texts)
             .iter()

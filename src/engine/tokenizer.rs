@@ -6,7 +6,7 @@
 //!
 //! Why our own builder: candle's `TokenizerFromGguf` falls back to a ByteLevel pre-tokenizer with
 //! `add_prefix_space = true` for every `tokenizer.ggml.pre` it does not know (e.g. SmolLM2's
-//! `smollm`), which silently inserts "Ġ" after every special token (engine-design.md §3.3).
+//! `smollm`), which silently inserts "Ġ" after every special token (docs/design/engine.md §3.3).
 
 use super::error::{EngineError, Result};
 use super::gguf::GgufFile;
@@ -317,7 +317,11 @@ fn build_bpe(gguf: &GgufFile, tokens: &[String], types: &[i64]) -> Result<tokeni
         .map(|m| {
             m.split_once(' ')
                 .map(|(a, b)| (a.to_string(), b.to_string()))
-                .ok_or_else(|| EngineError::Tokenizer(format!("{path}: merge `{m}` has no space")))
+                .ok_or_else(|| {
+                    EngineError::Tokenizer(format!(
+                        "{path}: tokenizer.ggml.merges: merge `{m}` has no space"
+                    ))
+                })
         })
         .collect::<Result<Vec<_>>>()?;
     bpe_tokenizer(&path, &pre, patterns, nfc, merges, tokens, types)
@@ -342,7 +346,11 @@ fn bpe_tokenizer(
         .vocab_and_merges(vocab, merges)
         .ignore_merges(pre == "llama-bpe" || pre == "llama3")
         .build()
-        .map_err(|e| EngineError::Tokenizer(format!("{path}: building BPE: {e}")))?;
+        .map_err(|e| {
+            EngineError::Tokenizer(format!(
+                "{path}: building BPE from tokenizer.ggml.tokens and tokenizer.ggml.merges: {e}"
+            ))
+        })?;
     let mut tok = tokenizers::Tokenizer::new(bpe);
     let mut pieces: Vec<PreTokenizerWrapper> = Vec::new();
     for p in patterns {

@@ -131,7 +131,7 @@ fn no_answer(detail: &str) -> Verdict {
     }
 }
 
-/// The reference rule (spec §7): equal normalized strings; for choice tasks also gold ⊂ pred.
+/// The reference rule (docs/design/algorithm.md §7): equal normalized strings; for choice tasks also gold ⊂ pred.
 fn paper(rule: AnswerRule, gold: &str, output: &str) -> Verdict {
     let Some(pred) = extract_answer(output, AnswerMode::Paper) else {
         return no_answer("no answer found");

@@ -120,7 +120,7 @@ pub struct SandboxPolicy {
     pub max_parallel: usize,
     /// Host directories hidden from the program under namespaces (an empty read-only tmpfs
     /// over each): by default `$HOME`, the current directory — the project, its models and run
-    /// directories — and the default dataset folder (`$MASPO_DATA_DIR` or `../shared/data`).
+    /// directories — and the default dataset folder (`$MASPO_DATA_DIR` or maspo's own `data/`).
     /// A directory holding the interpreter or the system (`/usr`, `/lib`, `/bin`, `/etc`) is
     /// never hidden.
     pub hide_paths: Vec<PathBuf>,

@@ -1,6 +1,6 @@
 //! Seed prompts, role descriptions and summary (compression) prompts, per role type and task
-//! kind. Written for maspo to the intent described in the MASPO paper and reference code (§6 of
-//! the spec): solvers reason step by step and put the final answer once in `<answer>` tags (code:
+//! kind. Written for maspo to the intent described in the MASPO paper and reference code (docs/design/algorithm.md
+//! §6): solvers reason step by step and put the final answer once in `<answer>` tags (code:
 //! one fenced Python block); reviewers check the upstream work and restate a corrected answer.
 //!
 //! Owns prompt text only; graph shapes are in [`super::topology`].

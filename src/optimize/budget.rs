@@ -279,7 +279,7 @@ mod tests {
         s.judge.order = JudgeOrder::CandidateFirst;
         let p = project(&g, &RunSettings::default(), &s, Some(100.0));
         assert_eq!((p.steps, p.refreshes), (18, 4));
-        // Spec §10: about 5.3k calls (3.8k agent calls with terminal summaries; maspo skips
+        // docs/design/algorithm.md §10: about 5.3k calls (3.8k agent calls with terminal summaries; maspo skips
         // the terminal's summary call).
         assert!(p.calls > 3000 && p.calls < 6000, "{}", p.calls);
         let mutator: u64 = p

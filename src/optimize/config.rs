@@ -26,13 +26,13 @@ pub enum Schedule {
 #[serde(rename_all = "snake_case")]
 #[value(rename_all = "snake_case")]
 pub enum Method {
-    /// MASPO (spec §4).
+    /// MASPO (docs/design/algorithm.md §4).
     #[default]
     Maspo,
     /// The seed prompts, unoptimized: the run ends at once and the held-out comparison is the
     /// seed system's accuracy (the paper's "none" rows).
     Seed,
-    /// Per-agent SPO (the reference's serial mode, spec §4.7): each agent once, in topological
+    /// Per-agent SPO (the reference's serial mode, docs/design/algorithm.md §4.7): each agent once, in topological
     /// order, for `depth` rounds of {3 questions, one proposal, a local-only pairwise judge}; a
     /// proposal replaces the prompt when its win rate is above ½. Later agents run against the
     /// earlier agents' accepted prompts.
@@ -94,7 +94,7 @@ pub enum CaseSampling {
     Success,
 }
 
-/// The paper's Table 2 ablations (spec §9.2), each a change of the settings (`self_optimized`
+/// The paper's Table 2 ablations (docs/design/algorithm.md §9.2), each a change of the settings (`self_optimized`
 /// also points the mutator and evaluator at the agents' model, which the command does): name
 /// and what it changes.
 pub const ABLATIONS: [(&str, &str); 7] = [

@@ -1,4 +1,4 @@
-//! The optimizer's own prompts, written for maspo to the purposes in spec §6: the mutator's
+//! The optimizer's own prompts, written for maspo to the purposes in docs/design/algorithm.md §6: the mutator's
 //! meta-prompt (role, traces, requirements, current prompt → a rewritten prompt in `<prompt>`
 //! tags), the three pairwise judge prompts (role-aware terminal, intermediate, final answer) per
 //! task kind, and the parsers of their replies.

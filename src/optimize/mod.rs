@@ -1,4 +1,4 @@
-//! MASPO: joint optimization of every agent's prompt (spec §4): evolutionary beam search per
+//! MASPO: joint optimization of every agent's prompt (docs/design/algorithm.md §4): evolutionary beam search per
 //! agent in topological order, joint evaluation (local validity, lookahead, global alignment)
 //! by pairwise judgements, misalignment mining, beam refresh — batched through one engine,
 //! seeded, checkpointed after every step and resumable.

@@ -1,6 +1,6 @@
 //! The prompt sanitizer: a proposed prompt must keep exactly the placeholders the agent needs.
 //!
-//! Rules (spec §4.2, 33–38): exactly one `{question}` (a missing one is appended as a
+//! Rules (docs/design/algorithm.md §4.2, 33–38): exactly one `{question}` (a missing one is appended as a
 //! `Question:` line, two are a rejection); `{context}` kept when the parent had it (appended
 //! when missing, two are a rejection); no other `{identifier}` placeholder. The reference also
 //! rejects every other brace group, so literal braces such as `{1,2}` or JSON make it fall back

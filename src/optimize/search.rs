@@ -1,5 +1,5 @@
 //! The search: MASPO's evolutionary beam search over each agent's prompt, visiting agents in
-//! topological order (spec §4.2), with the round-robin and single-cycle schedules.
+//! topological order (docs/design/algorithm.md §4.2), with the round-robin and single-cycle schedules.
 //!
 //! A unit of work is a beam step or a beam refresh of one agent. Every phase of a step is one
 //! batch through the [`Evaluator`] across all beam nodes, batch parts, candidates and questions:

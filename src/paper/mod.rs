@@ -1,4 +1,4 @@
-//! `maspo bench paper`: the paper's comparison (tasks × topologies × methods, spec §9) as cells
+//! `maspo bench paper`: the paper's comparison (tasks × topologies × methods, docs/design/algorithm.md §9) as cells
 //! of one benchmark. A cell is one `maspo optimize` run (optimization on the opt split, then the
 //! held-out comparison); its result is a small JSON file, so a long bench resumes cell by cell
 //! and a finished table can be rebuilt from committed cells alone. This module holds the presets,

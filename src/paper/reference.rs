@@ -1,4 +1,4 @@
-//! The paper's own Table 1 (spec §9.1: Qwen3-8B agents, Gemini-2.5-Pro optimizer and evaluator),
+//! The paper's own Table 1 (docs/design/algorithm.md §9.1: Qwen3-8B agents, Gemini-2.5-Pro optimizer and evaluator),
 //! printed beside maspo's table as a different backbone. Cells the spec could not recover are
 //! `None`.
 
@@ -83,7 +83,7 @@ pub fn paper_table_markdown() -> String {
             f(r.average)
         ));
     }
-    md.push_str("\n`?`: not recovered from the paper (spec §13). The paper's `none` rows are our `seed` rows; its SPO is our `spo`.\n");
+    md.push_str("\n`?`: not recovered from the paper (docs/design/algorithm.md §13). The paper's `none` rows are our `seed` rows; its SPO is our `spo`.\n");
     md
 }
 

@@ -5,6 +5,7 @@
 //! GPQA stays compressed on disk and its text only ever lives in memory. Every error names the
 //! file and the line or record.
 
+mod checksums;
 mod named;
 
 pub use named::{dataset_path, prompt_imports, BBH_TASKS};
@@ -190,6 +191,7 @@ fn read_text(path: &Path) -> Result<String, TaskError> {
     let bytes = std::fs::read(path).map_err(|source| match source.kind() {
         std::io::ErrorKind::NotFound => TaskError::MissingFile {
             path: path.to_path_buf(),
+            help: "check the path (a relative `jsonl:` path is tried as given, then under the data directory)".into(),
         },
         _ => TaskError::Io {
             path: path.to_path_buf(),

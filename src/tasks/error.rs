@@ -10,10 +10,24 @@ use std::path::PathBuf;
 #[non_exhaustive]
 pub enum TaskError {
     /// A dataset file does not exist.
-    #[error("dataset file {path} not found (set --data-dir or MASPO_DATA_DIR to the folder that holds the benchmark data, e.g. shared/data)")]
+    #[error("dataset file {path} not found; {help}")]
     MissingFile {
         /// The path that was tried.
         path: PathBuf,
+        /// How to fix it: the places searched for the data directory, or where to get a file
+        /// that maspo does not ship.
+        help: String,
+    },
+    /// A named benchmark file is not the file maspo knows (truncated, edited or another
+    /// version): its results would not be comparable.
+    #[error("dataset file {path} is not the expected file: sha256 {actual}, expected {expected} (restore it from the repository's data/ folder, or see data/README.md for its source)")]
+    Checksum {
+        /// The file.
+        path: PathBuf,
+        /// The sha256 maspo knows for it.
+        expected: String,
+        /// The sha256 of the file on disk.
+        actual: String,
     },
     /// A dataset file exists but could not be read or decompressed.
     #[error("cannot read dataset file {path}: {source}")]

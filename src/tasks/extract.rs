@@ -1,5 +1,5 @@
 //! Pulling answers and code out of model outputs, and normalizing answers for comparison
-//! (spec §7). Pure functions over text; no judging.
+//! (docs/design/algorithm.md §7). Pure functions over text; no judging.
 //!
 //! Two modes: [`AnswerMode::Paper`] reproduces the reference `utils.py` exactly, quirks included
 //! (first `\boxed{}` with one nesting level, `"1,000"` normalizing to `"0,1"`); the default

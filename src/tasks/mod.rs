@@ -118,13 +118,36 @@ pub fn task_names() -> Vec<String> {
     names
 }
 
-/// The data directory when none is given: `$MASPO_DATA_DIR`, else `../shared/data` relative to
-/// the current directory.
+/// The places searched, in order, for the benchmark data when neither `--data-dir` nor
+/// `$MASPO_DATA_DIR` names one: the repository's `data/` as it was at build time (a checkout:
+/// `cargo run`, `target/release/maspo`, or a `cargo install --path .` whose checkout still
+/// exists), then `data/` and `../share/maspo/data` beside the executable (a packaged install).
+pub fn data_dir_candidates() -> Vec<PathBuf> {
+    let mut dirs = vec![PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/data"))];
+    if let Some(exe_dir) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf))
+    {
+        dirs.push(exe_dir.join("data"));
+        dirs.push(exe_dir.join("../share/maspo/data"));
+    }
+    dirs
+}
+
+/// The data directory when none is given: `$MASPO_DATA_DIR`, else the first of
+/// [`data_dir_candidates`] that holds maspo's data (its `README.md` and the AQuA file), else the
+/// first candidate — loading from it then fails with [`TaskError::MissingFile`], which lists
+/// every place searched.
 pub fn default_data_dir() -> PathBuf {
-    std::env::var_os("MASPO_DATA_DIR")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("../shared/data"))
+    if let Some(dir) = std::env::var_os("MASPO_DATA_DIR").filter(|v| !v.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    let candidates = data_dir_candidates();
+    candidates
+        .iter()
+        .find(|d| d.join("aqua/aqua.jsonl").is_file())
+        .unwrap_or(&candidates[0])
+        .clone()
 }
 
 /// Loads a task by name.

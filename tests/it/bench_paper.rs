@@ -59,6 +59,7 @@ fn outcome(c: &serde_json::Value) -> serde_json::Value {
 }
 
 #[test]
+#[ignore = "slow tier: cargo test -- --ignored"]
 fn bench_paper_tiny_resumes_after_ctrl_c_and_equals_an_uninterrupted_bench() {
     let _g = heavy();
     model_path(SMOLLM2);
@@ -211,4 +212,79 @@ fn bench_paper_tiny_resumes_after_ctrl_c_and_equals_an_uninterrupted_bench() {
         err.contains("another configuration") && err.contains("--out"),
         "{err}"
     );
+}
+
+/// On a tiny random-weight model (seconds, no download): `bench paper` passes the engine flags
+/// to its cells (recorded in each cell's command and run configuration), writes its results
+/// outside the committed pages by default, and `optimize --resume DIR --device …` moves a run
+/// onto the engine settings given then.
+#[test]
+fn bench_paper_passes_engine_flags_and_resume_moves_a_run_to_another_device() {
+    let _g = heavy();
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("tiny.gguf");
+    crate::tiny::write_tiny(&model, &crate::tiny::TinySpec::new("qwen2"));
+    let work = tmp.path().join("work");
+    let out = Command::new(maspo_bin())
+        .current_dir(tmp.path())
+        .env("MASPO_THREADS", "1")
+        .env_remove("MASPO_DATA_DIR")
+        .args(["--quiet", "bench", "paper", "--preset", "tiny", "-m"])
+        .arg(&model)
+        .args(["--tasks", "gen:arithmetic", "--methods", "seed,maspo"])
+        .args([
+            "--device",
+            "candle-cpu",
+            "--max-running",
+            "4",
+            "--kv-mb",
+            "512",
+        ])
+        .arg("--work-dir")
+        .arg(&work)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The default results folder is under runs/, never the committed docs/results/.
+    let results = tmp.path().join("runs/bench-paper-tiny/results");
+    let cells = cells(&results);
+    assert_eq!(cells.len(), 2, "{cells:?}");
+    for (name, c) in &cells {
+        let cmd = c["command"].as_str().unwrap();
+        assert!(
+            cmd.contains("--device candle-cpu") && cmd.contains("--max-running 4"),
+            "{name}: {cmd}"
+        );
+    }
+    let run = work.join("gen_arithmetic.reflect.maspo.s0");
+    let config = |run: &Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap()).unwrap()
+    };
+    let before = config(&run);
+    assert_eq!(before["engine"]["device"], "candle-cpu", "{before}");
+    assert_eq!(before["engine"]["max_running"], 4);
+    // Resuming with other engine flags moves the finished run onto them (and says so).
+    let resumed = Command::new(maspo_bin())
+        .current_dir(tmp.path())
+        .env("MASPO_THREADS", "1")
+        .args(["optimize", "--resume"])
+        .arg(&run)
+        .args(["--device", "cpu", "--max-running", "8"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&resumed.stderr);
+    assert!(resumed.status.success(), "{stderr}");
+    assert!(stderr.contains("engine settings given now"), "{stderr}");
+    let after = config(&run);
+    assert_eq!(after["engine"]["device"], "cpu", "{after}");
+    assert_eq!(after["engine"]["max_running"], 8);
+    assert_eq!(
+        after["engine"]["kv_mb"], 512,
+        "unchanged settings stay as recorded"
+    );
+    assert_eq!(after["settings"], before["settings"]);
 }

@@ -53,18 +53,47 @@ pub fn maspo_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_maspo"))
 }
 
-/// A stand-in for GPQA (made-up questions, same file name and shape, gzip-compressed) in a new
-/// data directory; its questions all contain "Which letter".
-pub fn gpqa_standin() -> tempfile::TempDir {
-    use std::io::Write;
-    let data = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(data.path().join("gpqa")).unwrap();
-    let rows = "{\"question\": \"Which letter comes first?\\n\\nA. A\\nB. B\\nC. C\\nD. D\", \"answer\": \"A\"}\n{\"question\": \"Which letter comes last?\\n\\nA. A\\nB. B\\nC. C\\nD. D\", \"answer\": \"D\"}\n";
-    let file = std::fs::File::create(data.path().join("gpqa/gpqa_diamond.jsonl.gz")).unwrap();
-    let mut gz = flate2::write::GzEncoder::new(file, flate2::Compression::default());
-    gz.write_all(rows.as_bytes()).unwrap();
-    gz.finish().unwrap();
-    data
+/// The repository's own data directory (the default one); the data ships with maspo, so a
+/// test that needs it fails when it is missing.
+pub fn data_dir() -> PathBuf {
+    let dir = repo_root().join("data");
+    assert!(
+        dir.join("aqua/aqua.jsonl").is_file(),
+        "{} is missing: maspo's benchmark data ships in the repository",
+        dir.display()
+    );
+    dir
+}
+
+/// Snippets of every GPQA question (the first 40 characters of each question's first line),
+/// read in memory from the compressed file: a file that holds one of them holds question text.
+pub fn gpqa_snippets() -> Vec<String> {
+    use std::io::Read;
+    let file = std::fs::File::open(data_dir().join("gpqa/gpqa_diamond.jsonl.gz")).unwrap();
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(file)
+        .read_to_string(&mut text)
+        .unwrap();
+    let snippets: Vec<String> = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .map(|v| {
+            let q = v["question"].as_str().unwrap().lines().next().unwrap_or("");
+            q.chars().take(40).collect::<String>()
+        })
+        .filter(|q| q.chars().count() >= 30)
+        .collect();
+    assert!(snippets.len() > 150, "{} snippets", snippets.len());
+    snippets
+}
+
+/// Panics when `text` (from `file`) holds a GPQA question snippet (never printing it).
+pub fn assert_no_gpqa_text(file: &std::path::Path, text: &str, snippets: &[String]) {
+    let hits = snippets
+        .iter()
+        .filter(|s| text.contains(s.as_str()))
+        .count();
+    assert_eq!(hits, 0, "{} holds GPQA question text", file.display());
 }
 
 /// `maspo serve` on a free port, SmolLM2, one thread; waits until it answers.

@@ -35,6 +35,7 @@ fn read_json(p: &Path) -> serde_json::Value {
 }
 
 #[test]
+#[ignore = "slow tier: cargo test -- --ignored"]
 fn eval_writes_a_readable_run_directory_and_reuses_its_prompts() {
     let _g = heavy();
     model_path(SMOLLM2);
@@ -140,6 +141,7 @@ fn eval_writes_a_readable_run_directory_and_reuses_its_prompts() {
 }
 
 #[test]
+#[ignore = "slow tier: cargo test -- --ignored"]
 fn eval_reads_a_config_file_and_a_custom_graph() {
     let _g = heavy();
     model_path(SMOLLM2);
@@ -268,6 +270,7 @@ fn eval_rejects_bad_input_with_clear_errors() {
 }
 
 #[test]
+#[ignore = "slow tier: cargo test -- --ignored"]
 fn eval_generic_jsonl_code_task_through_a_field_mapping() {
     let _g = heavy();
     model_path(SMOLLM2);
@@ -357,20 +360,21 @@ fn dry_run_prints_the_resolved_evaluation_without_a_model() {
 }
 
 #[test]
+#[ignore = "slow tier: cargo test -- --ignored"]
 fn a_protected_dataset_leaves_no_plain_text_traces_or_cache() {
     let _g = heavy();
     model_path(SMOLLM2);
-    let data = crate::common::gpqa_standin();
+    let snippets = crate::common::gpqa_snippets();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
     let summary = json_out(&maspo(&[
         "eval",
         "--task",
         "gpqa",
-        "--data-dir",
-        data.path().to_str().unwrap(),
         "--split",
         "all",
+        "--limit",
+        "2",
         "--topology",
         "single",
         "--max-tokens",
@@ -385,11 +389,19 @@ fn a_protected_dataset_leaves_no_plain_text_traces_or_cache() {
     assert!(!dir.path().join("completion-cache").exists());
     for f in ["items.jsonl", "summary.json", "config.json", "report.md"] {
         let text = std::fs::read_to_string(out.join(f)).unwrap();
-        assert!(!text.contains("Which letter"), "{f} holds question text");
+        crate::common::assert_no_gpqa_text(&out.join(f), &text, &snippets);
     }
+    // The compressed traces do hold the questions (the check above can fail).
+    let mut traces = String::new();
+    use std::io::Read as _;
+    flate2::read::GzDecoder::new(std::fs::File::open(out.join("traces.jsonl.gz")).unwrap())
+        .read_to_string(&mut traces)
+        .unwrap();
+    assert!(snippets.iter().any(|s| traces.contains(s.as_str())));
 }
 
 #[test]
+#[ignore = "slow tier: cargo test -- --ignored"]
 fn a_prompt_over_the_context_is_a_recorded_failure_not_a_lost_run() {
     let _g = heavy();
     model_path(SMOLLM2);
@@ -440,6 +452,7 @@ fn a_prompt_over_the_context_is_a_recorded_failure_not_a_lost_run() {
 }
 
 #[test]
+#[ignore = "slow tier: cargo test -- --ignored"]
 fn eval_with_remote_agents_on_maspo_serve_matches_in_process() {
     let _g = heavy();
     model_path(SMOLLM2);

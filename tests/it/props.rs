@@ -5,7 +5,7 @@
 use crate::common::{engine, SMOLLM2};
 use maspo::config::ConfigFile;
 use maspo::engine::chat_template::Message;
-use maspo::engine::{Engine, EngineSettings, Prompt};
+use maspo::engine::{Engine, EngineError, EngineSettings, GenRequest, Prompt};
 use maspo::optimize::meta::{parse_choice, parse_proposal};
 use maspo::optimize::sanitize::{check_substance, sanitize};
 use maspo::tasks::extract::{
@@ -100,7 +100,40 @@ proptest! {
          prop::sample::select(vec!["= 3", "= \"x\"", "= -1", "= { url = \"http://h\" }", "= [1,", "= true", "", "= 1e999"])),
         0..8)) {
         let text: String = lines.iter().map(|(k, v)| format!("{k} {v}\n")).collect();
-        let _ = toml::from_str::<ConfigFile>(&text);
+        match toml::from_str::<ConfigFile>(&text) {
+            // A failure points at the line at fault, quoting it (so the key is named).
+            Err(e) => {
+                let msg = e.to_string();
+                let line: usize = msg
+                    .split("at line ")
+                    .nth(1)
+                    .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(0);
+                prop_assert!((1..=lines.len() + 1).contains(&line), "no line named in: {msg}");
+                if let Some((k, _)) = lines.get(line - 1) {
+                    prop_assert!(msg.contains(k), "line {} (`{}`) not quoted in: {}", line, k, msg);
+                }
+            }
+            // A success means every line was valid TOML for where it stands.
+            Ok(cfg) => {
+                for (k, v) in &lines {
+                    let header = k.starts_with('[');
+                    prop_assert!(*v != "= [1,", "an unclosed array was accepted: {text}");
+                    prop_assert!(!header || v.is_empty(), "`{k} {v}` was accepted: {text}");
+                    prop_assert!(header || !v.is_empty(), "a bare key `{k}` was accepted: {text}");
+                }
+                // Before any table header, only `model` is a key of the file's root, and it
+                // must hold what the line said.
+                let root: Vec<_> = lines.iter().take_while(|(k, _)| !k.starts_with('[')).collect();
+                for (k, v) in &root {
+                    prop_assert_eq!(*k, "model", "root key accepted: {}", text);
+                    if *v == "= \"x\"" {
+                        prop_assert_eq!(cfg.model.as_ref().map(|m| m.label()), Some("x".to_string()));
+                    }
+                }
+            }
+        }
     }
 
     #[test]
@@ -155,7 +188,28 @@ proptest! {
             bytes[at] = b;
         }
         std::fs::write(&p, &bytes).unwrap();
-        let _ = Engine::load(&p, EngineSettings { prefix_cache_mb: 0, ..EngineSettings::default() });
+        match Engine::load(&p, EngineSettings { prefix_cache_mb: 0, ..EngineSettings::default() }) {
+            // A refusal names the key, tensor or header field at fault.
+            Err(e) => {
+                let msg = e.to_string();
+                let named = match &e {
+                    EngineError::Metadata { keys, .. } => !keys.is_empty(),
+                    EngineError::Tensor { name, .. } => !name.is_empty(),
+                    EngineError::UnknownArch { arch, .. } => msg.contains(arch.as_str()),
+                    EngineError::BadGguf { reason, .. } => ["header field `", "metadata entry ", "tensor info "]
+                        .iter()
+                        .any(|f| reason.contains(f)),
+                    EngineError::Tokenizer(m) | EngineError::Template(m) => m.contains("tokenizer."),
+                    _ => false,
+                };
+                prop_assert!(named, "{}", msg);
+            }
+            // A load that succeeds met a flip in a value that is still valid: the model runs.
+            Ok(engine) => {
+                let out = engine.generate(&[GenRequest::chat(vec![Message::user("the")], 2)]);
+                prop_assert_eq!(out.len(), 1);
+            }
+        }
     }
 }
 

@@ -643,20 +643,54 @@ def pair():\n    return chr(0xd800) + chr(0xdfff)";
 /// `maspo eval` runs it: values cross between runner and checker, so every honest solution
 /// must still pass. The few that fail name a dataset problem (stated below), never the judge.
 #[test]
+#[ignore = "slow tier: cargo test -- --ignored"]
 fn reference_solutions_pass_the_two_process_judge() {
-    use std::io::Read as _;
     if ns_judge().is_none() {
         return;
     }
-    let data = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data"));
-    if !data.join("README.md").exists() {
-        eprintln!("skipping: no data folder at {}", data.display());
+    let data = crate::common::data_dir();
+    reference_solutions_pass(
+        &data,
+        &[
+            ("mbpp", "mbpp/sanitized-mbpp.jsonl"),
+            ("humaneval", "humaneval/HumanEval.jsonl.gz"),
+        ],
+        427 + 164,
+    );
+}
+
+/// The same for HumanEval-ET, which is not shipped (its extra tests carry no licence).
+#[test]
+#[cfg(feature = "humaneval-et")] // not shipped: MASPO_DATA_DIR=DIR cargo test --features humaneval-et humaneval_et
+fn humaneval_et_reference_solutions_pass_the_two_process_judge() {
+    if ns_judge().is_none() {
         return;
     }
+    let data = std::path::PathBuf::from(
+        std::env::var_os("MASPO_DATA_DIR")
+            .expect("set MASPO_DATA_DIR to a data directory holding humaneval-et/"),
+    );
+    reference_solutions_pass(
+        &data,
+        &[("humaneval_et", "humaneval-et/HumanEval_ET.jsonl")],
+        164,
+    );
+}
+
+fn reference_solutions_pass(data: &Path, sets: &[(&str, &str)], expected_total: usize) {
+    use std::io::Read as _;
     let _serial = serial();
     // The limits `maspo eval` uses.
     let judge = CodeJudge::from_policy(SandboxPolicy {
         isolation: IsolationMode::Namespaces,
+        ..SandboxPolicy::default()
+    })
+    .unwrap();
+    let patient = CodeJudge::from_policy(SandboxPolicy {
+        isolation: IsolationMode::Namespaces,
+        assert_timeout_ms: 20_000,
+        timeout_ms: 60_000,
+        cpu_secs: 60,
         ..SandboxPolicy::default()
     })
     .unwrap();
@@ -679,11 +713,7 @@ fn reference_solutions_pass_the_two_process_judge() {
     };
     let mut failures = Vec::new();
     let mut total = 0;
-    for (task, rel) in [
-        ("mbpp", "mbpp/sanitized-mbpp.jsonl"),
-        ("humaneval_et", "humaneval-et/HumanEval_ET.jsonl"),
-        ("humaneval", "humaneval/HumanEval.jsonl.gz"),
-    ] {
+    for &(task, rel) in sets {
         let loaded = maspo::tasks::load_task(task, data).unwrap();
         let raw = rows(rel);
         assert_eq!(loaded.examples.len(), raw.len(), "{task}");
@@ -707,9 +737,20 @@ fn reference_solutions_pass_the_two_process_judge() {
                 Gold::Answer(_) => panic!("{task}: answer gold"),
             })
             .collect();
-        for ((e, _), report) in loaded.examples.iter().zip(&jobs).zip(judge.run_many(&jobs)) {
-            let report = report.expect("systemic sandbox failure");
+        for ((e, job), report) in loaded.examples.iter().zip(&jobs).zip(judge.run_many(&jobs)) {
+            let mut report = report.expect("systemic sandbox failure");
             total += 1;
+            if !report.pass_at_1() && report.to_verdict("").detail.contains("Timeout") {
+                // A slow reference (MBPP 123 needs seconds of pure Python) on a busy machine:
+                // judged again alone with room to finish; it must then pass like the rest.
+                report = patient
+                    .run_tests(job.0, job.1)
+                    .expect("systemic sandbox failure");
+                eprintln!(
+                    "  {task}/{}: timed out under load, judged again alone",
+                    e.id
+                );
+            }
             if !report.pass_at_1() {
                 failures.push(format!("{task}/{}: {}", e.id, report.to_verdict("").detail));
             }
@@ -722,7 +763,7 @@ fn reference_solutions_pass_the_two_process_judge() {
     for f in &failures {
         eprintln!("  {}", f.lines().take(3).collect::<Vec<_>>().join(" | "));
     }
-    assert_eq!(total, 427 + 164 + 164);
+    assert_eq!(total, expected_total);
     // HumanEval-ET's own defects (identical under the one-process harness this replaced):
     // asserts that name undefined variables (38, 44, 50, 53, 151), exact float comparisons the
     // reference misses (2), and prime_fib(10+) past the 3 s limit on a slow machine (39).

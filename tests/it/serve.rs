@@ -69,6 +69,7 @@ fn chat(q: &str, max: usize) -> GenRequest {
 }
 
 #[test]
+#[ignore = "slow tier: cargo test -- --ignored"]
 fn served_answers_equal_the_engine_and_concurrent_clients_are_batched() {
     let _g = heavy();
     let e = engine(SMOLLM2);
@@ -153,6 +154,7 @@ fn served_answers_equal_the_engine_and_concurrent_clients_are_batched() {
 }
 
 #[test]
+#[ignore = "slow tier: cargo test -- --ignored"]
 fn the_server_refuses_clearly_and_withdraws_abandoned_requests() {
     let _g = heavy();
     let mut settings = ServeSettings::new("smol");
@@ -241,6 +243,7 @@ fn the_server_refuses_clearly_and_withdraws_abandoned_requests() {
 }
 
 #[test]
+#[ignore = "slow tier: cargo test -- --ignored"]
 fn shutdown_finishes_the_requests_in_flight() {
     let _g = heavy();
     let srv = start(ServeSettings::new("smol"));

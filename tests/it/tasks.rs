@@ -1,4 +1,5 @@
-//! Task loading against the real data folder (`../shared/data`, skipped when absent), splits on a
+//! Task loading against the repository's data folder (`data/`, which ships with maspo: a missing
+//! file fails the test), sha256 checks, where the default data directory is found, splits on a
 //! real task, and loader errors on temp files. No model is loaded. GPQA is only counted.
 
 use maspo::tasks::datasets::{dataset_path, entry_point_from_tests};
@@ -9,18 +10,19 @@ use maspo::tasks::{
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-/// The shared data folder, or `None` (with a note) when this checkout has none.
-fn data_dir() -> Option<PathBuf> {
-    let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data"));
-    if dir.join("README.md").exists() {
-        Some(dir)
-    } else {
-        eprintln!(
-            "note: {} not found; skipping data-dependent task tests",
-            dir.display()
-        );
-        None
-    }
+fn data_dir() -> PathBuf {
+    crate::common::data_dir()
+}
+
+/// HumanEval-ET's folder: not shipped (its extra tests carry no licence), so its tests run only
+/// when `MASPO_DATA_DIR` names a data directory that holds it.
+#[cfg(feature = "humaneval-et")]
+fn humaneval_et_dir() -> PathBuf {
+    let dir = std::env::var_os("MASPO_DATA_DIR")
+        .map(PathBuf::from)
+        .expect("set MASPO_DATA_DIR to a data directory holding humaneval-et/HumanEval_ET.jsonl");
+    assert!(dir.join("humaneval-et/HumanEval_ET.jsonl").is_file());
+    dir
 }
 
 fn answers(task: &Task) -> Vec<&str> {
@@ -45,7 +47,7 @@ fn assert_unique_ids(task: &Task) {
 
 #[test]
 fn named_tasks_load_with_readme_counts() {
-    let Some(dir) = data_dir() else { return };
+    let dir = data_dir();
     let expected = [
         ("math", 500, TaskKind::Math),
         ("agieval_math", 256, TaskKind::Math),
@@ -53,8 +55,6 @@ fn named_tasks_load_with_readme_counts() {
         ("aqua", 254, TaskKind::Choice),
         ("gpqa", 198, TaskKind::Choice),
         ("mbpp", 427, TaskKind::Code),
-        ("humaneval_et", 164, TaskKind::Code),
-        ("humaneval-et", 164, TaskKind::Code),
         ("humaneval", 164, TaskKind::Code),
         ("gsm8k", 1319, TaskKind::Math),
         ("svamp", 1000, TaskKind::Math),
@@ -74,7 +74,7 @@ fn named_tasks_load_with_readme_counts() {
 
 #[test]
 fn ids_follow_the_dataset() {
-    let Some(dir) = data_dir() else { return };
+    let dir = data_dir();
     let math = load_task("math", &dir).unwrap();
     assert!(
         math.examples[0].id.starts_with("test/"),
@@ -92,7 +92,7 @@ fn ids_follow_the_dataset() {
 
 #[test]
 fn choice_tasks_have_letter_golds() {
-    let Some(dir) = data_dir() else { return };
+    let dir = data_dir();
     let gpqa = load_task("gpqa", &dir).unwrap();
     assert_eq!(gpqa.letters, "ABCD");
     let mut counts = [0usize; 4];
@@ -112,7 +112,7 @@ fn choice_tasks_have_letter_golds() {
 
 #[test]
 fn every_bbh_task_loads() {
-    let Some(dir) = data_dir() else { return };
+    let dir = data_dir();
     for t in BBH_TASKS {
         let task = load_task(&format!("bbh/{t}"), &dir).unwrap_or_else(|e| panic!("bbh/{t}: {e}"));
         assert_unique_ids(&task);
@@ -141,7 +141,7 @@ fn every_bbh_task_loads() {
 
 #[test]
 fn mbpp_entry_points_and_note() {
-    let Some(dir) = data_dir() else { return };
+    let dir = data_dir();
     let task = load_task("mbpp", &dir).unwrap();
     for ex in &task.examples {
         let Gold::Code(tests) = &ex.gold else {
@@ -175,8 +175,14 @@ fn mbpp_entry_points_and_note() {
 }
 
 #[test]
-fn humaneval_imports_and_check() {
-    let Some(dir) = data_dir() else { return };
+#[cfg(feature = "humaneval-et")] // not shipped: MASPO_DATA_DIR=DIR cargo test --features humaneval-et humaneval_et
+fn humaneval_et_imports() {
+    let dir = humaneval_et_dir();
+    for alias in ["humaneval_et", "humaneval-et"] {
+        let task = load_task(alias, &dir).unwrap();
+        assert_eq!((task.examples.len(), task.kind), (164, TaskKind::Code));
+        assert_unique_ids(&task);
+    }
     let et = load_task("humaneval_et", &dir).unwrap();
     for ex in &et.examples {
         let Gold::Code(t) = &ex.gold else { panic!() };
@@ -197,6 +203,11 @@ fn humaneval_imports_and_check() {
         .filter(|e| matches!(&e.gold, Gold::Code(t) if !t.imports.is_empty()))
         .count();
     assert_eq!(typed, 22, "21 typing imports + 1 `import math`");
+}
+
+#[test]
+fn humaneval_imports_and_check() {
+    let dir = data_dir();
     let he = load_task("humaneval", &dir).unwrap();
     let Gold::Code(t) = &he.examples[0].gold else {
         panic!()
@@ -211,7 +222,7 @@ fn humaneval_imports_and_check() {
 
 #[test]
 fn gsm8k_and_svamp_golds_are_numbers() {
-    let Some(dir) = data_dir() else { return };
+    let dir = data_dir();
     let gsm = load_task("gsm8k", &dir).unwrap();
     for a in answers(&gsm) {
         assert!(a.parse::<i64>().is_ok(), "gsm8k gold `{a}`");
@@ -227,7 +238,7 @@ fn gsm8k_and_svamp_golds_are_numbers() {
 
 #[test]
 fn splits_on_a_real_task() {
-    let Some(dir) = data_dir() else { return };
+    let dir = data_dir();
     let task = load_task("math", &dir).unwrap();
     let s = Splits::new(&task.examples, SplitMode::default(), 0);
     assert_eq!(
@@ -370,7 +381,7 @@ fn entry_point_ties_and_builtins() {
 fn math_solutions_judged_against_answers() {
     use maspo::judge::answer::AnswerJudge;
     use maspo::tasks::AnswerMode;
-    let Some(dir) = data_dir() else { return };
+    let dir = data_dir();
     let text = std::fs::read_to_string(dir.join("math-500/math_500.jsonl")).unwrap();
     let strict = AnswerJudge::new(TaskKind::Math, AnswerMode::Strict);
     let paper = AnswerJudge::new(TaskKind::Math, AnswerMode::Paper);
@@ -415,7 +426,7 @@ fn golds_stated_by_a_model_are_accepted() {
     use maspo::judge::answer::AnswerJudge;
     use maspo::tasks::extract::normalize_exact;
     use maspo::tasks::AnswerMode;
-    let Some(dir) = data_dir() else { return };
+    let dir = data_dir();
     let mut names: Vec<String> = ["math", "agi", "aqua", "gpqa", "gsm8k", "svamp"]
         .map(String::from)
         .to_vec();
@@ -447,4 +458,119 @@ fn golds_stated_by_a_model_are_accepted() {
             }
         }
     }
+}
+
+#[test]
+fn the_default_data_directory_is_the_repositorys_own() {
+    let candidates = maspo::tasks::data_dir_candidates();
+    assert_eq!(candidates[0], data_dir());
+    if std::env::var_os("MASPO_DATA_DIR").is_none() {
+        assert_eq!(maspo::tasks::default_data_dir(), data_dir());
+    }
+    // Every shipped benchmark file is the one data/README.md lists.
+    for name in [
+        "math",
+        "agieval_math",
+        "aqua",
+        "gpqa",
+        "mbpp",
+        "humaneval",
+        "gsm8k",
+        "svamp",
+    ]
+    .into_iter()
+    .map(String::from)
+    .chain(BBH_TASKS.iter().map(|t| format!("bbh/{t}")))
+    {
+        load_task(&name, &data_dir()).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let path = dataset_path(&name, &data_dir()).unwrap();
+        let rel = path.strip_prefix(data_dir()).unwrap().display().to_string();
+        let readme = std::fs::read_to_string(data_dir().join("README.md")).unwrap();
+        let sha = maspo::fsutil::sha256_file(&path).unwrap();
+        assert!(
+            readme.contains(&format!("`{rel}`")) && readme.contains(&sha),
+            "{rel}: not listed in data/README.md with its sha256"
+        );
+    }
+}
+
+#[test]
+fn a_changed_benchmark_file_is_named_with_both_checksums() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(tmp.path().join("aqua")).unwrap();
+    let mut bytes = std::fs::read(data_dir().join("aqua/aqua.jsonl")).unwrap();
+    // One answer letter changed: still valid JSON, a different benchmark.
+    let pattern = b"\"answer\": \"A\"";
+    let at = bytes
+        .windows(pattern.len())
+        .position(|w| w == pattern)
+        .unwrap()
+        + pattern.len()
+        - 2;
+    assert_eq!(bytes[at], b'A');
+    bytes[at] = b'B';
+    std::fs::write(tmp.path().join("aqua/aqua.jsonl"), &bytes).unwrap();
+    let err = load_task("aqua", tmp.path()).unwrap_err();
+    assert!(matches!(err, TaskError::Checksum { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("aqua/aqua.jsonl")
+            && msg.contains("c4b7e6a6dc29ad8fb241826cc17de8a18cccd285bf060a62dc9f347bf39533b5")
+            && msg.contains("data/README.md"),
+        "{msg}"
+    );
+    // A generic JSONL file is the user's own: not hashed.
+    let task = load_task(
+        &format!("jsonl:{}", tmp.path().join("aqua/aqua.jsonl").display()),
+        tmp.path(),
+    );
+    assert!(task.is_ok() || !matches!(task, Err(TaskError::Checksum { .. })));
+}
+
+#[test]
+fn humaneval_et_is_not_shipped_and_the_error_says_where_to_get_it() {
+    assert!(!data_dir().join("humaneval-et").exists());
+    let err = load_task("humaneval_et", &data_dir()).unwrap_err();
+    assert!(matches!(err, TaskError::MissingFile { .. }), "{err:?}");
+    let msg = err.to_string();
+    for part in [
+        "HumanEval_ET.jsonl",
+        "07dcbc5137a21c51d7f702e35e754fbe4be2502087fc4f6be7058626efe88a69",
+        "wangzx1219/MASPO",
+        "dz1/CodeScore-HumanEval-ET",
+        "--data-dir",
+    ] {
+        assert!(msg.contains(part), "missing `{part}` in: {msg}");
+    }
+}
+
+#[test]
+fn no_code_path_names_the_development_data_folder() {
+    // Everything the project runs or documents must work from a clone alone.
+    let root = crate::common::repo_root();
+    let needle = ["..", "/shared"].concat();
+    let mut hits = Vec::new();
+    let mut stack: Vec<PathBuf> = [
+        "src", "tests", "benches", "scripts", "configs", ".ci", "docs", "models", "examples",
+    ]
+    .iter()
+    .map(|d| root.join(d))
+    .chain(
+        ["Cargo.toml", "README.md", "data/README.md"]
+            .iter()
+            .map(|f| root.join(f)),
+    )
+    .collect();
+    while let Some(p) = stack.pop() {
+        if p.is_dir() {
+            for e in std::fs::read_dir(&p).unwrap() {
+                stack.push(e.unwrap().path());
+            }
+        } else if let Ok(text) = std::fs::read_to_string(&p) {
+            if text.contains(&needle) {
+                hits.push(p.display().to_string());
+            }
+        }
+    }
+    assert!(hits.is_empty(), "these files name {needle}: {hits:?}");
 }

@@ -3,7 +3,7 @@
 //!
 //! Owns everything performance-critical on the CPU path. Knows nothing about transformers:
 //! the model code composes these pieces. Why own kernels: candle 0.11's CPU quantized matmul has
-//! no SIMD for Q4_1/Q5_0 (the shipped formats) and no batched path (engine-design.md §5), and
+//! no SIMD for Q4_1/Q5_0 (the shipped formats) and no batched path (docs/design/engine.md §5), and
 //! its op dispatch costs more than the work at decode sizes.
 
 pub mod dot;

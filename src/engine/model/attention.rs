@@ -2,7 +2,7 @@
 //! each sequence's new tokens over its KV blocks.
 //!
 //! Owns the numerics of attention. Works on plain `f32` slices because candle's CPU tensor ops
-//! cost more in dispatch than the work itself at these sizes (engine-design.md §2.3, §6.3), and
+//! cost more in dispatch than the work itself at these sizes (docs/design/engine.md §2.3, §6.3), and
 //! because a per-sequence kernel makes results independent of batch composition by construction.
 
 use crate::engine::cpu::vmath::{

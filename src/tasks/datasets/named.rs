@@ -1,4 +1,4 @@
-//! The named benchmarks under the data directory (see `shared/data/README.md`): file locations,
+//! The named benchmarks under the data directory (see `data/README.md`): file locations,
 //! per-dataset fields, and the reference's test-time conventions (MBPP naming note, HumanEval-ET
 //! asserts, GSM8K `####` answers, BBH targets).
 
@@ -90,6 +90,7 @@ pub(crate) fn load_named(name: &str, data_dir: &Path) -> Result<Task, TaskError>
             known,
         });
     };
+    check_file(canonical, &path, data_dir)?;
     match canonical {
         "math" | "agieval_math" => answer_task(canonical, TaskKind::Math, &path, "problem"),
         "aqua" => answer_task(canonical, TaskKind::Choice, &path, "problem"),
@@ -105,6 +106,72 @@ pub(crate) fn load_named(name: &str, data_dir: &Path) -> Result<Task, TaskError>
         _ => load_bbh(canonical, &path),
     }
 }
+
+/// A named benchmark's file exists and is the file maspo knows (its sha256 in
+/// [`super::checksums::CHECKSUMS`]); the errors say where the data was looked for, or where to
+/// get a file maspo does not ship.
+fn check_file(canonical: &str, path: &Path, data_dir: &Path) -> Result<(), TaskError> {
+    if !path.is_file() {
+        return Err(TaskError::MissingFile {
+            path: path.to_path_buf(),
+            help: missing_help(canonical, data_dir),
+        });
+    }
+    let rel = path
+        .strip_prefix(data_dir)
+        .map(|r| r.to_string_lossy().replace('\\', "/"))
+        .unwrap_or_default();
+    let Some((_, expected)) = super::checksums::CHECKSUMS.iter().find(|(p, _)| *p == rel) else {
+        return Ok(());
+    };
+    let actual = crate::fsutil::sha256_file(path).map_err(|source| TaskError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if actual != *expected {
+        return Err(TaskError::Checksum {
+            path: path.to_path_buf(),
+            expected: expected.to_string(),
+            actual,
+        });
+    }
+    Ok(())
+}
+
+/// How to fix a missing named dataset file.
+fn missing_help(canonical: &str, data_dir: &Path) -> String {
+    if canonical == "humaneval_et" {
+        return format!(
+            "HumanEval-ET is not shipped with maspo (its extra tests carry no licence): get HumanEval_ET.jsonl \
+             (sha256 {HUMANEVAL_ET_SHA256}) from the MASPO repository (wangzx1219/MASPO, dataset/humaneval-et/) \
+             or the Hugging Face dataset dz1/CodeScore-HumanEval-ET, put it at DIR/humaneval-et/HumanEval_ET.jsonl \
+             beside a copy of maspo's data/ folder and pass --data-dir DIR (or set MASPO_DATA_DIR); see data/README.md"
+        );
+    }
+    let from_env = std::env::var_os("MASPO_DATA_DIR").filter(|v| !v.is_empty());
+    if from_env.is_some()
+        || !crate::tasks::data_dir_candidates()
+            .iter()
+            .any(|c| c == data_dir)
+    {
+        return format!(
+            "the data directory {} does not hold it (it comes from --data-dir, MASPO_DATA_DIR or the config's data_dir; point it at a folder laid out like maspo's data/)",
+            data_dir.display()
+        );
+    }
+    let searched: Vec<String> = crate::tasks::data_dir_candidates()
+        .iter()
+        .map(|d| d.display().to_string())
+        .collect();
+    format!(
+        "no data directory found (searched, in order: $MASPO_DATA_DIR (unset), {}); pass --data-dir DIR or set MASPO_DATA_DIR to a folder laid out like maspo's data/",
+        searched.join(", ")
+    )
+}
+
+/// The sha256 of HumanEval-ET's file (not shipped; see `data/README.md`).
+pub const HUMANEVAL_ET_SHA256: &str =
+    "07dcbc5137a21c51d7f702e35e754fbe4be2502087fc4f6be7058626efe88a69";
 
 /// A JSONL task with a question field and an `answer` field (MATH, AGIEval, AQuA, GPQA).
 fn answer_task(name: &str, kind: TaskKind, path: &Path, question: &str) -> Result<Task, TaskError> {

@@ -1,4 +1,4 @@
-//! Answer normalization (spec §7 `normalize_answer`) and numeric equivalence.
+//! Answer normalization (docs/design/algorithm.md §7 `normalize_answer`) and numeric equivalence.
 //!
 //! Paper mode mirrors the reference's eleven regex steps one by one, each helper naming its
 //! regex. Strict mode keeps the same idea with full brace nesting, no `circ` quirk, thousands
