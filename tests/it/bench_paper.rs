@@ -59,7 +59,7 @@ fn outcome(c: &serde_json::Value) -> serde_json::Value {
 }
 
 #[test]
-#[ignore = "slow tier: cargo test -- --ignored"]
+#[ignore = "slow tier: cargo test -- --ignored --test-threads=1"]
 fn bench_paper_tiny_resumes_after_ctrl_c_and_equals_an_uninterrupted_bench() {
     let _g = heavy();
     model_path(SMOLLM2);

@@ -149,7 +149,7 @@ fn quick_bench(extra: &[&str]) -> serde_json::Value {
 }
 
 #[test]
-#[ignore = "slow tier: cargo test -- --ignored"]
+#[ignore = "slow tier: cargo test -- --ignored --test-threads=1"]
 fn bench_engine_quick_reports_every_key_as_json() {
     let _g = heavy();
     crate::common::model_path(crate::common::SMOLLM2);

@@ -31,7 +31,7 @@ fn json_of(out: &Output) -> serde_json::Value {
 /// in device tensors) against maspo's CPU kernels on llama.cpp's eight golden prompts: greedy
 /// identical up to near-ties, every step's top-1 agreeing where the reference is not tied.
 #[test]
-#[ignore = "slow tier: cargo test -- --ignored"]
+#[ignore = "slow tier: cargo test -- --ignored --test-threads=1"]
 fn bench_parity_holds_for_smollm2_on_the_golden_prompts() {
     let _g = heavy();
     crate::common::model_path(crate::common::SMOLLM2);
@@ -79,7 +79,7 @@ fn bench_parity_holds_for_smollm2_on_the_golden_prompts() {
 /// Synthetic models: a real shape (Qwen2.5-0.5B: GQA 14/2, q/k/v biases, tied head) and the
 /// Qwen3 layout, identical weights on both backends, built without any file.
 #[test]
-#[ignore = "slow tier: cargo test -- --ignored"]
+#[ignore = "slow tier: cargo test -- --ignored --test-threads=1"]
 fn synthetic_models_agree_across_backends_and_run_every_command() {
     let _g = heavy();
     for (shape, prompts, tokens) in [("tiny-qwen3", "4", "16"), ("qwen2.5-0.5b", "1", "4")] {

@@ -63,7 +63,7 @@ fn tokens(results: Vec<maspo::engine::Result<maspo::engine::Completion>>) -> Vec
 }
 
 #[test]
-#[ignore = "slow tier: cargo test -- --ignored"]
+#[ignore = "slow tier: cargo test -- --ignored --test-threads=1"]
 fn every_request_gets_the_same_tokens_alone_batched_and_with_prefix_reuse() {
     let _g = heavy();
     let reqs = mixed_requests();

@@ -35,7 +35,7 @@ fn read_json(p: &Path) -> serde_json::Value {
 }
 
 #[test]
-#[ignore = "slow tier: cargo test -- --ignored"]
+#[ignore = "slow tier: cargo test -- --ignored --test-threads=1"]
 fn eval_writes_a_readable_run_directory_and_reuses_its_prompts() {
     let _g = heavy();
     model_path(SMOLLM2);
@@ -141,7 +141,7 @@ fn eval_writes_a_readable_run_directory_and_reuses_its_prompts() {
 }
 
 #[test]
-#[ignore = "slow tier: cargo test -- --ignored"]
+#[ignore = "slow tier: cargo test -- --ignored --test-threads=1"]
 fn eval_reads_a_config_file_and_a_custom_graph() {
     let _g = heavy();
     model_path(SMOLLM2);
@@ -270,7 +270,7 @@ fn eval_rejects_bad_input_with_clear_errors() {
 }
 
 #[test]
-#[ignore = "slow tier: cargo test -- --ignored"]
+#[ignore = "slow tier: cargo test -- --ignored --test-threads=1"]
 fn eval_generic_jsonl_code_task_through_a_field_mapping() {
     let _g = heavy();
     model_path(SMOLLM2);
@@ -360,7 +360,7 @@ fn dry_run_prints_the_resolved_evaluation_without_a_model() {
 }
 
 #[test]
-#[ignore = "slow tier: cargo test -- --ignored"]
+#[ignore = "slow tier: cargo test -- --ignored --test-threads=1"]
 fn a_protected_dataset_leaves_no_plain_text_traces_or_cache() {
     let _g = heavy();
     model_path(SMOLLM2);
@@ -401,7 +401,7 @@ fn a_protected_dataset_leaves_no_plain_text_traces_or_cache() {
 }
 
 #[test]
-#[ignore = "slow tier: cargo test -- --ignored"]
+#[ignore = "slow tier: cargo test -- --ignored --test-threads=1"]
 fn a_prompt_over_the_context_is_a_recorded_failure_not_a_lost_run() {
     let _g = heavy();
     model_path(SMOLLM2);
@@ -452,7 +452,7 @@ fn a_prompt_over_the_context_is_a_recorded_failure_not_a_lost_run() {
 }
 
 #[test]
-#[ignore = "slow tier: cargo test -- --ignored"]
+#[ignore = "slow tier: cargo test -- --ignored --test-threads=1"]
 fn eval_with_remote_agents_on_maspo_serve_matches_in_process() {
     let _g = heavy();
     model_path(SMOLLM2);
@@ -506,4 +506,41 @@ fn eval_with_remote_agents_on_maspo_serve_matches_in_process() {
     };
     assert_eq!(preds(&local).len(), 3);
     assert_eq!(preds(&local), preds(&remote));
+}
+
+/// Run from any directory, the binary finds the benchmark data it was built with; a data
+/// directory that lacks a file is named with where it came from.
+#[test]
+fn the_shipped_data_is_found_from_any_directory() {
+    let elsewhere = tempfile::tempdir().unwrap();
+    let out = Command::new(maspo_bin())
+        .current_dir(elsewhere.path())
+        .env_remove("MASPO_DATA_DIR")
+        .args(["eval", "--task", "aqua", "--dry-run", "--split", "all"])
+        .output()
+        .unwrap();
+    let v = json_out(&out);
+    assert_eq!(v["examples"], 254);
+    assert_eq!(
+        std::path::PathBuf::from(v["data_dir"].as_str().unwrap()),
+        crate::common::data_dir()
+    );
+    let out = Command::new(maspo_bin())
+        .current_dir(elsewhere.path())
+        .args([
+            "eval",
+            "--task",
+            "aqua",
+            "--dry-run",
+            "--data-dir",
+            "nowhere",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("nowhere/aqua/aqua.jsonl") && err.contains("--data-dir, MASPO_DATA_DIR"),
+        "{err}"
+    );
 }

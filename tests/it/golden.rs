@@ -81,7 +81,7 @@ fn smollm2_tokenization_matches_llama_cpp() {
 }
 
 #[test]
-#[ignore = "slow tier: cargo test -- --ignored"]
+#[ignore = "slow tier: cargo test -- --ignored --test-threads=1"]
 fn qwen_tokenization_matches_llama_cpp() {
     let _g = heavy();
     check_tokenize(QWEN);
@@ -94,7 +94,7 @@ fn smollm2_chat_template_matches_llama_cpp() {
 }
 
 #[test]
-#[ignore = "slow tier: cargo test -- --ignored"]
+#[ignore = "slow tier: cargo test -- --ignored --test-threads=1"]
 fn qwen_chat_template_matches_llama_cpp() {
     let _g = heavy();
     check_template(QWEN);
@@ -150,7 +150,7 @@ fn smollm2_greedy_matches_llama_cpp() {
 }
 
 #[test]
-#[ignore = "slow tier: cargo test -- --ignored"]
+#[ignore = "slow tier: cargo test -- --ignored --test-threads=1"]
 fn qwen_greedy_matches_llama_cpp() {
     let _g = heavy();
     check_greedy(QWEN);
@@ -227,7 +227,7 @@ fn smollm2_teacher_forced_logits_match_llama_cpp() {
 }
 
 #[test]
-#[ignore = "slow tier: cargo test -- --ignored"]
+#[ignore = "slow tier: cargo test -- --ignored --test-threads=1"]
 fn qwen_teacher_forced_logits_match_llama_cpp() {
     let _g = heavy();
     check_teacher_forced(QWEN, MAX_FIRST_STEP_DELTA);

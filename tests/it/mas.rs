@@ -92,7 +92,7 @@ fn check_trace(graph: &maspo::mas::AgentGraph, t: &Trace, protocol: Protocol, ma
 }
 
 #[test]
-#[ignore = "slow tier: cargo test -- --ignored"]
+#[ignore = "slow tier: cargo test -- --ignored --test-threads=1"]
 fn every_topology_runs_end_to_end_on_smollm2() {
     let _g = heavy();
     let lm = engine(SMOLLM2);

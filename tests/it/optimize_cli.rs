@@ -55,7 +55,7 @@ fn read(p: &Path) -> String {
 }
 
 #[test]
-#[ignore = "slow tier: cargo test -- --ignored"]
+#[ignore = "slow tier: cargo test -- --ignored --test-threads=1"]
 fn optimize_end_to_end_is_deterministic_and_resumes_after_sigkill() {
     let _g = heavy();
     let tmp = tempfile::tempdir().unwrap();
@@ -354,7 +354,7 @@ fn bad_input_gets_clear_errors() {
 }
 
 #[test]
-#[ignore = "slow tier: cargo test -- --ignored"]
+#[ignore = "slow tier: cargo test -- --ignored --test-threads=1"]
 fn a_protected_dataset_leaves_no_plain_text_in_the_run_directory() {
     let _g = heavy();
     model_path(SMOLLM2);
@@ -410,7 +410,7 @@ fn a_protected_dataset_leaves_no_plain_text_in_the_run_directory() {
 }
 
 #[test]
-#[ignore = "slow tier: cargo test -- --ignored"]
+#[ignore = "slow tier: cargo test -- --ignored --test-threads=1"]
 fn an_optimization_with_its_evaluator_on_maspo_serve_survives_a_server_restart() {
     let _g = heavy();
     let tmp = tempfile::tempdir().unwrap();
@@ -583,7 +583,7 @@ fn optimize_small(cfg: &Path, run_dir: &Path, extra: &[&str]) {
 /// same files as MASPO; the seed method runs no unit and its held-out comparison is the seed
 /// system against itself.
 #[test]
-#[ignore = "slow tier: cargo test -- --ignored"]
+#[ignore = "slow tier: cargo test -- --ignored --test-threads=1"]
 fn every_method_runs_end_to_end_on_the_real_engine() {
     let _g = heavy();
     let tmp = tempfile::tempdir().unwrap();
@@ -769,7 +769,7 @@ fn every_method_runs_end_to_end_on_the_real_engine() {
 }
 
 #[test]
-#[ignore = "slow tier: cargo test -- --ignored"]
+#[ignore = "slow tier: cargo test -- --ignored --test-threads=1"]
 fn racing_commits_the_same_prompts_with_fewer_judge_calls_on_the_real_engine() {
     let _g = heavy();
     let tmp = tempfile::tempdir().unwrap();
@@ -823,7 +823,7 @@ fn racing_commits_the_same_prompts_with_fewer_judge_calls_on_the_real_engine() {
 }
 
 #[test]
-#[ignore = "slow tier: cargo test -- --ignored"]
+#[ignore = "slow tier: cargo test -- --ignored --test-threads=1"]
 fn pareto_selection_runs_end_to_end_on_the_real_engine() {
     // GEPA-style parent selection (`--pareto`): the evaluations are MASPO's own (the first
     // step, whose only parent is the seed, judges the same candidates the same way), every
@@ -972,7 +972,7 @@ fn pareto_selection_runs_end_to_end_on_the_real_engine() {
 }
 
 #[test]
-#[ignore = "slow tier: cargo test -- --ignored"]
+#[ignore = "slow tier: cargo test -- --ignored --test-threads=1"]
 fn an_ablation_runs_end_to_end_on_the_real_engine() {
     // `no_joint` (the paper's "w/o Joint Evaluate"): MASPO's schedule and beam, scored on local
     // validity only (downstream comparisons are still judged for misalignment mining, with no
@@ -1016,7 +1016,7 @@ fn an_ablation_runs_end_to_end_on_the_real_engine() {
 /// continues once there is room, ending with the prompts of an uninterrupted run. The small
 /// disk is a tmpfs in a private mount namespace (`unshare -Urm`; skipped where refused).
 #[test]
-#[ignore = "slow tier: cargo test -- --ignored"]
+#[ignore = "slow tier: cargo test -- --ignored --test-threads=1"]
 fn a_full_disk_stops_the_run_cleanly_and_the_same_command_resumes_it() {
     let probe = Command::new("unshare").args(["-Urm", "true"]).status();
     if !probe.is_ok_and(|s| s.success()) {

@@ -643,7 +643,7 @@ def pair():\n    return chr(0xd800) + chr(0xdfff)";
 /// `maspo eval` runs it: values cross between runner and checker, so every honest solution
 /// must still pass. The few that fail name a dataset problem (stated below), never the judge.
 #[test]
-#[ignore = "slow tier: cargo test -- --ignored"]
+#[ignore = "slow tier: cargo test -- --ignored --test-threads=1"]
 fn reference_solutions_pass_the_two_process_judge() {
     if ns_judge().is_none() {
         return;

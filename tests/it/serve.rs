@@ -69,7 +69,7 @@ fn chat(q: &str, max: usize) -> GenRequest {
 }
 
 #[test]
-#[ignore = "slow tier: cargo test -- --ignored"]
+#[ignore = "slow tier: cargo test -- --ignored --test-threads=1"]
 fn served_answers_equal_the_engine_and_concurrent_clients_are_batched() {
     let _g = heavy();
     let e = engine(SMOLLM2);
@@ -154,7 +154,7 @@ fn served_answers_equal_the_engine_and_concurrent_clients_are_batched() {
 }
 
 #[test]
-#[ignore = "slow tier: cargo test -- --ignored"]
+#[ignore = "slow tier: cargo test -- --ignored --test-threads=1"]
 fn the_server_refuses_clearly_and_withdraws_abandoned_requests() {
     let _g = heavy();
     let mut settings = ServeSettings::new("smol");
@@ -243,7 +243,7 @@ fn the_server_refuses_clearly_and_withdraws_abandoned_requests() {
 }
 
 #[test]
-#[ignore = "slow tier: cargo test -- --ignored"]
+#[ignore = "slow tier: cargo test -- --ignored --test-threads=1"]
 fn shutdown_finishes_the_requests_in_flight() {
     let _g = heavy();
     let srv = start(ServeSettings::new("smol"));
