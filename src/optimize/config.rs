@@ -243,6 +243,13 @@ pub struct OptimizeSettings {
     /// Fix: a proposal must keep the answer format its parent asks for (`<answer>` tags, a code
     /// block); the reference accepts a prompt that drops it.
     pub keep_answer_format: bool,
+    /// Fix: wrappers around a proposal (a lead-in such as "The rewritten prompt is:", quotes,
+    /// a code fence, leftover tags, a role label) are removed; a proposal that copies 8 or more
+    /// consecutive words of an optimization question is rejected as overfit; one that differs
+    /// from its parent only in whitespace or punctuation counts as unchanged (see
+    /// [`super::clean`]). The reference takes the proposal as it comes. Off by default until
+    /// its effect on held-out accuracy is measured; `clean_proposals = true` under `[optimize]`.
+    pub clean_proposals: bool,
     /// Pool from the `opt` split (`heldout`) or, as the reference, from the file that is tested
     /// (`paper`).
     pub pool_split: String,
@@ -312,6 +319,7 @@ impl OptimizeSettings {
             feedback: true,
             min_prompt_words: 8,
             keep_answer_format: true,
+            clean_proposals: false,
             pool_split: "heldout".into(),
             mutator_temperature: 0.7,
             mutator_max_tokens: 1024,
@@ -564,6 +572,7 @@ mod tests {
         assert_eq!(d.weights, [0.4, 0.4, 0.2]);
         assert_eq!(f.judge.order, JudgeOrder::CandidateFirst);
         assert!(!f.dedupe_beam && !f.literal_braces && !f.feedback && !f.keep_answer_format);
+        assert!(!d.clean_proposals && !f.clean_proposals);
         assert_eq!(f.pool_split, "paper");
         let l = OptimizeSettings::preset("default", "light").unwrap();
         assert!(l.batch < d.batch && l.depth() < d.depth());

@@ -10,6 +10,7 @@
 
 pub mod breeder;
 pub mod budget;
+pub mod clean;
 pub mod config;
 pub mod evaluator;
 pub mod heldout;

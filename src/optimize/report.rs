@@ -109,6 +109,13 @@ pub fn write(dir: &RunDir, state: &State, r: &ReportInputs<'_>) -> Result<(), Op
             String::new()
         }
     );
+    if p.cleaned > 0 || p.overfit > 0 {
+        let _ = writeln!(
+            md,
+            "- Cleaning: {} proposals had wrappers removed (a lead-in, quotes, a fence, tags or a role label; `cleaned` in candidates.jsonl), {} of the rejected ones copied optimization-question text.",
+            p.cleaned, p.overfit
+        );
+    }
     let first = if j.verdicts > 0 {
         j.chose_first as f64 / j.verdicts as f64
     } else {

@@ -8,11 +8,16 @@
 //! recomputed after a resume gives the same result.
 
 use super::breeder::{self, Operator};
+use super::clean::{clean_proposal, copied_question_text, same_words};
 use super::config::{CaseSampling, JudgeOrder, Method, OptimizeSettings, Schedule};
 use super::evaluator::{Evaluator, JudgeJob, ProposeJob, RolloutJob};
 use super::meta::{self, Choice, Comparison, JudgeInput, ProposalInput, Sample};
 use super::opro;
 use super::sanitize::{check_answer_format, check_substance, sanitize};
+
+/// A proposal that repeats this many consecutive words of an optimization question it was
+/// written from is rejected as overfit.
+const COPIED_WORDS: usize = 8;
 use super::state::{BadCase, BeamNode, Scored, State, StepRecord, TpeState};
 use super::tpe;
 use super::OptimizeError;
@@ -173,6 +178,9 @@ pub struct CandidateRecord {
     /// Dropped by racing after half its batch (its rates cover that half).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub raced_out: bool,
+    /// Wrappers removed from the mutator's proposal (`lead-in`, `quotes`, …), comma separated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cleaned: Option<String>,
     /// PromptBreeder: the operator that made it and the mutation prompt it carries.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub operator: Option<&'static str>,
@@ -205,6 +213,7 @@ impl CandidateRecord {
             question_wins: Vec::new(),
             misalignment: None,
             raced_out: false,
+            cleaned: None,
             operator: None,
             mutation: None,
         }
@@ -430,6 +439,18 @@ impl<'a> Search<'a> {
         }
     }
 
+    /// Whether `prompt` copies a run of words from one of the pool questions `ids`.
+    fn copies_a_question(&self, prompt: &str, ids: &[String]) -> bool {
+        let questions: Vec<&str> = self
+            .ev
+            .pool()
+            .iter()
+            .filter(|e| ids.contains(&e.id))
+            .map(|e| e.question.as_str())
+            .collect();
+        copied_question_text(prompt, &questions, COPIED_WORDS).is_some()
+    }
+
     /// A mutator reply as a sanitized prompt replacing `parent`; on failure the record gets
     /// its status and reason and the proposal counters count it.
     fn parse_reply(
@@ -449,18 +470,42 @@ impl<'a> Search<'a> {
                         snippet(&text, 300)
                     ),
                 )),
-                Some(p) => sanitize(&p, parent, self.s.literal_braces)
-                    .and_then(|p| check_substance(&p, self.s.min_prompt_words).map(|_| p))
-                    .and_then(|p| {
-                        if self.s.keep_answer_format {
-                            check_answer_format(&p, parent, self.ev.kind())?;
+                Some(p) => {
+                    let p = if self.s.clean_proposals {
+                        let c = clean_proposal(&p);
+                        if !c.removed.is_empty() {
+                            rec.cleaned = Some(c.removed.join(", "));
+                            state.proposals.cleaned += 1;
                         }
-                        Ok(p)
-                    })
-                    .map_err(|why| ("rejected", why)),
+                        c.prompt
+                    } else {
+                        p
+                    };
+                    sanitize(&p, parent, self.s.literal_braces)
+                        .and_then(|p| check_substance(&p, self.s.min_prompt_words).map(|_| p))
+                        .and_then(|p| {
+                            if self.s.keep_answer_format {
+                                check_answer_format(&p, parent, self.ev.kind())?;
+                            }
+                            Ok(p)
+                        })
+                        .and_then(|p| {
+                            if self.s.clean_proposals && self.copies_a_question(&p, &rec.questions) {
+                                state.proposals.overfit += 1;
+                                return Err(format!("the proposal copies {COPIED_WORDS} or more consecutive words of an optimization question: overfit to its batch"));
+                            }
+                            Ok(p)
+                        })
+                        .map_err(|why| ("rejected", why))
+                }
             },
         };
         match parsed {
+            // Whitespace or punctuation alone does not make a new prompt: the callers count
+            // it as unchanged.
+            Ok(p) if self.s.clean_proposals && p != parent && same_words(&p, parent) => {
+                Some(parent.to_string())
+            }
             Ok(p) => Some(p),
             Err((status, why)) => {
                 if status == "format_failure" {

@@ -116,6 +116,12 @@ pub struct ProposalStats {
     /// Candidates dropped by racing after half their batch (could not be accepted).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub raced_out: u64,
+    /// Proposals whose wrappers (a lead-in, quotes, a fence, tags, a role label) were removed.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cleaned: u64,
+    /// Proposals rejected for copying optimization-question text (also counted in `rejected`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub overfit: u64,
 }
 
 fn is_zero(v: &u64) -> bool {

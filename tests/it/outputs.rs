@@ -105,3 +105,81 @@ fn extractors_never_panic_on_multibyte_text() {
         Some('B')
     );
 }
+
+/// Real replies of the 0.5B mutator (the quickstart's, `tests/fixtures/outputs/
+/// mutator-replies.jsonl`) through the proposal pipeline as the optimizer runs it for the
+/// reflector: the `<prompt>` block, cleaning, the sanitizer and the checks. Every outcome is
+/// pinned; no accepted prompt keeps a wrapper or copies question text.
+#[test]
+fn real_mutator_replies_are_cleaned_or_rejected() {
+    use maspo::optimize::clean::{clean_proposal, copied_question_text};
+    use maspo::optimize::meta::parse_proposal;
+    use maspo::optimize::sanitize::{check_answer_format, check_substance, sanitize};
+    use maspo::tasks::TaskKind;
+    let parent = "You are a careful reviewer. Below is a question and a summary of another agent's solution. Check its reasoning and result; if you find a mistake, fix it, otherwise confirm it. End with the letter of the correct option, written once inside <answer></answer> tags (for example <answer>B</answer>).\n\nThe question:\n{question}\n\nThe other agent's solution:\n{context}";
+    let aqua = maspo::tasks::load_task("aqua", &crate::common::data_dir()).unwrap();
+    let text = std::fs::read_to_string(fixture("outputs/mutator-replies.jsonl")).unwrap();
+    let mut outcomes = Vec::new();
+    for line in text.lines() {
+        let row: serde_json::Value = serde_json::from_str(line).unwrap();
+        let ids: Vec<&str> = row["pool_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        let questions: Vec<&str> = aqua
+            .examples
+            .iter()
+            .filter(|e| ids.contains(&e.id.as_str()))
+            .map(|e| e.question.as_str())
+            .collect();
+        assert_eq!(questions.len(), ids.len());
+        let Some(p) = parse_proposal(row["reply"].as_str().unwrap()) else {
+            outcomes.push("format_failure".to_string());
+            continue;
+        };
+        let c = clean_proposal(&p);
+        let result = sanitize(&c.prompt, parent, true)
+            .and_then(|p| check_substance(&p, 8).map(|_| p))
+            .and_then(|p| check_answer_format(&p, parent, TaskKind::Choice).map(|_| p))
+            .and_then(|p| match copied_question_text(&p, &questions, 8) {
+                Some(_) => Err("overfit".to_string()),
+                None => Ok(p),
+            });
+        match result {
+            Ok(p) => {
+                let lower = p.to_lowercase();
+                assert!(
+                    !lower.starts_with("the rewritten prompt")
+                        && !lower.starts_with("here is")
+                        && !p.starts_with(['(', '"', '“']),
+                    "a wrapper survived: {p}"
+                );
+                outcomes.push(format!("ok [{}]", c.removed.join(", ")));
+            }
+            Err(why) if why == "overfit" => outcomes.push("overfit".into()),
+            Err(why) if why.contains("answer format") => outcomes.push("format dropped".into()),
+            Err(why) if why.contains("words besides") => outcomes.push("stub".into()),
+            Err(why) => outcomes.push(format!("rejected: {why}")),
+        }
+    }
+    // Half the replies have no closed `<prompt>` block; two "prompts" are remarks without the
+    // answer format; the three wrapped rewrites come out without their wrappers. (Their
+    // question-specific sentences are paraphrased, not copied: cleaning does not catch them.)
+    assert_eq!(
+        outcomes,
+        [
+            "ok [lead-in, quotes]",
+            "format_failure",
+            "ok [lead-in, quotes]",
+            "format dropped",
+            "ok [quotes, lead-in]",
+            "format_failure",
+            "format dropped",
+            "format_failure",
+            "format_failure",
+            "format_failure",
+        ]
+    );
+}
