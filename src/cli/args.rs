@@ -77,9 +77,7 @@ impl EngineArgs {
             .unwrap_or_else(|| ModelSpec::parse(DEFAULT_MODEL));
         Ok(EngineChoice { model, settings: s })
     }
-}
 
-impl EngineArgs {
     /// The engine settings given on the command line, as a layer over other settings.
     pub fn layer(&self, global: &GlobalArgs) -> EngineFile {
         EngineFile {

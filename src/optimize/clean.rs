@@ -227,12 +227,15 @@ fn depth_never_negative(text: &str, open: char, close: char) -> bool {
     depth == 0
 }
 
-/// The words of `text`: runs of alphanumeric characters, lowercase.
-fn words(text: &str) -> Vec<String> {
+/// The words of `text`: runs of alphanumeric characters.
+fn word_runs(text: &str) -> impl Iterator<Item = &str> {
     text.split(|c: char| !c.is_alphanumeric())
         .filter(|w| !w.is_empty())
-        .map(str::to_lowercase)
-        .collect()
+}
+
+/// The words of `text`, lowercase.
+fn words(text: &str) -> Vec<String> {
+    word_runs(text).map(str::to_lowercase).collect()
 }
 
 /// The first run of `min_words` or more consecutive words of `prompt` that also stands in one
@@ -262,13 +265,7 @@ pub fn copied_question_text(prompt: &str, questions: &[&str], min_words: usize) 
 /// Whether two prompts have the same words in the same order (they differ at most in
 /// whitespace and punctuation).
 pub fn same_words(a: &str, b: &str) -> bool {
-    let w = |s: &str| -> Vec<String> {
-        s.split(|c: char| !c.is_alphanumeric())
-            .filter(|w| !w.is_empty())
-            .map(String::from)
-            .collect()
-    };
-    w(a) == w(b)
+    word_runs(a).eq(word_runs(b))
 }
 
 #[cfg(test)]

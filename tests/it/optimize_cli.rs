@@ -1096,3 +1096,53 @@ cp "$MNT/run/checkpoint.json" "$RES/final-checkpoint.json"
         "resuming after the full disk changed the result"
     );
 }
+
+/// `clean_proposals = true` on the real engine (SmolLM2 agents and judge, Qwen proposing): the
+/// setting is recorded, every cleaned candidate is counted once in the checkpoint and in
+/// report.md, and no candidate or committed prompt keeps a wrapper.
+#[test]
+#[ignore = "slow tier: cargo test -- --ignored --test-threads=1"]
+fn proposal_cleaning_runs_end_to_end_on_the_real_engine() {
+    let _g = heavy();
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = small_config(tmp.path(), 2);
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "[optimize.judge]",
+        "clean_proposals = true\n[optimize.judge]",
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let dir = tmp.path().join("run");
+    optimize_small(&cfg, &dir, &[]);
+    let config: serde_json::Value = serde_json::from_str(&read(&dir.join("config.json"))).unwrap();
+    assert_eq!(config["settings"]["clean_proposals"], true);
+    let state: serde_json::Value =
+        serde_json::from_str(&read(&dir.join("checkpoint.json"))).unwrap();
+    let cands: Vec<serde_json::Value> = read(&dir.join("candidates.jsonl"))
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let cleaned = cands.iter().filter(|c| !c["cleaned"].is_null()).count() as u64;
+    assert_eq!(state["proposals"]["cleaned"].as_u64().unwrap_or(0), cleaned);
+    let report = read(&dir.join("report.md"));
+    assert_eq!(report.contains("- Cleaning:"), cleaned > 0, "{report}");
+    let wrapped = |p: &str| {
+        let l = p.trim_start().to_lowercase();
+        l.starts_with("the rewritten prompt")
+            || l.starts_with("here is the")
+            || l.starts_with("<prompt>")
+            || l.starts_with("```")
+    };
+    for c in &cands {
+        assert!(!wrapped(c["prompt"].as_str().unwrap()), "{c}");
+    }
+    let best: serde_json::Value =
+        serde_json::from_str(&read(&dir.join("best_prompts.json"))).unwrap();
+    for p in best.as_object().unwrap().values() {
+        assert!(!wrapped(p.as_str().unwrap()), "{p}");
+    }
+    eprintln!(
+        "cleaning: {} candidates, {cleaned} cleaned, {} overfit",
+        cands.len(),
+        state["proposals"]["overfit"].as_u64().unwrap_or(0)
+    );
+}
