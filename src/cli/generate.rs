@@ -37,6 +37,10 @@ pub struct GenerateArgs {
     /// Stop string (repeatable).
     #[arg(long)]
     stop: Vec<String>,
+    /// The start of the reply: the assistant turn begins with this text (printed first) and the
+    /// model continues it.
+    #[arg(long)]
+    prefill: Option<String>,
     #[command(flatten)]
     engine: EngineArgs,
 }
@@ -72,10 +76,16 @@ pub fn run(global: &GlobalArgs, args: GenerateArgs) -> anyhow::Result<ExitCode> 
         ignore_eos: false,
         logprobs: None,
         thinking: None,
+        prefill: args.prefill.clone(),
     };
     let t0 = Instant::now();
     let mut stdout = std::io::stdout().lock();
     let mut write_err = None;
+    if let Some(p) = &request.prefill {
+        stdout
+            .write_all(p.as_bytes())
+            .context("writing to stdout")?;
+    }
     let mut results = engine.generate_streaming(std::slice::from_ref(&request), &mut |d| {
         if let Err(e) = stdout
             .write_all(d.text.as_bytes())

@@ -507,7 +507,9 @@ fn execute(
         mutator_temperature: s.mutator_temperature,
         mutator_max_tokens: s.mutator_max_tokens,
         logprob: s.judge.mode == JudgeMode::Logprob,
-        gold: s.judge.labels.then_some(gold),
+        // Always there: `labels` decides whether scores use it; judge agreement with gold is
+        // measured either way.
+        gold: Some(gold),
     };
     // The initial checkpoint is written with config.json, so this also starts a new run.
     let mut state = dir.resume()?;

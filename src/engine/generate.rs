@@ -198,7 +198,7 @@ enum Prepared {
 
 fn prepare(engine: &Engine, index: usize, req: &GenRequest, ctx: usize) -> Result<Prepared> {
     req.sampling.validate().map_err(EngineError::Request)?;
-    let prompt = engine.prompt_ids_with(&req.prompt, req.thinking)?;
+    let prompt = engine.request_ids(req)?;
     if prompt.is_empty() {
         return Err(EngineError::Request("the prompt is empty".into()));
     }

@@ -494,6 +494,16 @@ impl Engine {
         }
     }
 
+    /// The token ids a generation request starts from: its prompt ([`Engine::prompt_ids_with`]
+    /// with the request's `thinking`) followed by its `prefill`, tokenized as plain text.
+    pub fn request_ids(&self, req: &GenRequest) -> Result<Vec<u32>> {
+        let mut ids = self.prompt_ids_with(&req.prompt, req.thinking)?;
+        if let Some(p) = req.prefill.as_deref().filter(|p| !p.is_empty()) {
+            ids.extend(self.tokenizer.encode_plain(p)?);
+        }
+        Ok(ids)
+    }
+
     fn chat_ids_isolated(&self, messages: &[Message], thinking: Option<bool>) -> Result<Vec<u32>> {
         let marker = |i: usize| format!("\u{E000}{i}\u{E001}");
         let masked: Vec<Message> = messages

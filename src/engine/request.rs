@@ -42,6 +42,13 @@ pub struct GenRequest {
     /// engine's `thinking` setting); the OpenAI server's `chat_template_kwargs.enable_thinking`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub thinking: Option<bool>,
+    /// The start of the reply, written for the model: appended after the prompt (for a chat
+    /// prompt, after the generation prompt, as the beginning of the assistant turn) and
+    /// tokenized as plain text; generation continues it. The completion's text is the
+    /// continuation only, without the pre-filled part. An OpenAI-compatible server gets it as
+    /// a final assistant message with `continue_final_message` (see docs/serve.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefill: Option<String>,
 }
 
 impl GenRequest {
@@ -55,6 +62,7 @@ impl GenRequest {
             ignore_eos: false,
             logprobs: None,
             thinking: None,
+            prefill: None,
         }
     }
 }

@@ -271,18 +271,30 @@ impl RemoteModel {
         };
         let (path, value) = match &req.prompt {
             Prompt::Chat(messages) => {
+                let mut wire: Vec<WireMessage> = messages
+                    .iter()
+                    .map(|m| WireMessage {
+                        role: serde_json::to_value(m.role)
+                            .ok()
+                            .and_then(|v| v.as_str().map(str::to_string))
+                            .unwrap_or_else(|| "user".into()),
+                        content: Some(super::wire::Content::Text(m.content.clone())),
+                    })
+                    .collect();
+                // A prefill travels as a final assistant message to continue: llama.cpp's
+                // server and maspo serve continue it; vLLM needs the two flags below.
+                let prefill = req.prefill.as_deref().filter(|p| !p.is_empty());
+                if let Some(p) = prefill {
+                    wire.push(WireMessage {
+                        role: "assistant".into(),
+                        content: Some(super::wire::Content::Text(p.to_string())),
+                    });
+                }
                 let r = ChatRequest {
                     model: self.model.clone(),
-                    messages: messages
-                        .iter()
-                        .map(|m| WireMessage {
-                            role: serde_json::to_value(m.role)
-                                .ok()
-                                .and_then(|v| v.as_str().map(str::to_string))
-                                .unwrap_or_else(|| "user".into()),
-                            content: Some(super::wire::Content::Text(m.content.clone())),
-                        })
-                        .collect(),
+                    messages: wire,
+                    continue_final_message: prefill.map(|_| true),
+                    add_generation_prompt: prefill.map(|_| false),
                     max_tokens: Some(req.max_new_tokens),
                     temperature: Some(temperature),
                     top_p,
@@ -296,9 +308,16 @@ impl RemoteModel {
                 };
                 ("/chat/completions", to_value(serde_json::to_value(r))?)
             }
+            Prompt::Tokens(_) if req.prefill.as_deref().is_some_and(|p| !p.is_empty()) => {
+                return Err(EngineError::Request(
+                    "a token-id prompt cannot carry a text prefill to a remote server: send a chat or text prompt".into(),
+                ))
+            }
             Prompt::Text(_) | Prompt::Tokens(_) => {
                 let prompt = match &req.prompt {
-                    Prompt::Text(t) => PromptField::Text(t.clone()),
+                    Prompt::Text(t) => {
+                        PromptField::Text(format!("{t}{}", req.prefill.as_deref().unwrap_or("")))
+                    }
                     Prompt::Tokens(t) => PromptField::Tokens(t.clone()),
                     Prompt::Chat(_) => unreachable!("handled above"),
                 };

@@ -431,6 +431,19 @@ fn parse(s: &ServeSettings, body: &[u8], chat: bool) -> Result<Parsed, String> {
             };
             messages.push(Message { role, content });
         }
+        // A final assistant message is the start of the reply (llama.cpp's server does the same;
+        // vLLM asks for `continue_final_message`): it becomes the request's prefill.
+        let prefill = match messages.last() {
+            Some(m) if m.role == Role::Assistant && r.continue_final_message != Some(false) => {
+                if messages.len() == 1 {
+                    return Err(
+                        "messages holds only an assistant message: nothing to answer".into(),
+                    );
+                }
+                messages.pop().map(|m| m.content)
+            }
+            _ => None,
+        };
         let top = r
             .logprobs
             .unwrap_or(false)
@@ -463,6 +476,7 @@ fn parse(s: &ServeSettings, body: &[u8], chat: bool) -> Result<Parsed, String> {
                 stop: r.stop.map(|s| s.list()).unwrap_or_default(),
                 ignore_eos: r.ignore_eos.unwrap_or(false),
                 logprobs: top,
+                prefill,
             },
             stream: r.stream.unwrap_or(false),
             chat: true,
@@ -492,6 +506,7 @@ fn parse(s: &ServeSettings, body: &[u8], chat: bool) -> Result<Parsed, String> {
                 ignore_eos: r.ignore_eos.unwrap_or(false),
                 logprobs: r.logprobs,
                 thinking: None,
+                prefill: None,
             },
             stream: r.stream.unwrap_or(false),
             chat: false,

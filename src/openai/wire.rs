@@ -126,6 +126,14 @@ pub struct ChatRequest {
     /// `enable_thinking` (Qwen3's switch) and refuses other keys.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chat_template_kwargs: Option<serde_json::Map<String, serde_json::Value>>,
+    /// The last message is an assistant message to continue rather than a finished turn (vLLM
+    /// extension; llama.cpp's server continues a final assistant message by itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub continue_final_message: Option<bool>,
+    /// Whether the template adds the assistant's generation prompt (vLLM extension; `false`
+    /// with `continue_final_message`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub add_generation_prompt: Option<bool>,
 }
 
 /// A text-completion prompt: a string, strings (one only), or token ids.

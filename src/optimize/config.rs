@@ -247,9 +247,19 @@ pub struct OptimizeSettings {
     /// a code fence, leftover tags, a role label) are removed; a proposal that copies 8 or more
     /// consecutive words of an optimization question is rejected as overfit; one that differs
     /// from its parent only in whitespace or punctuation counts as unchanged (see
-    /// [`super::clean`]). The reference takes the proposal as it comes. Off by default until
-    /// its effect on held-out accuracy is measured; `clean_proposals = true` under `[optimize]`.
+    /// [`super::clean`]). The reference takes the proposal as it comes (`faithful`: off).
     pub clean_proposals: bool,
+    /// Fix: the mutator's reply is pre-filled up to `<prompt>` and stops at `</prompt>`, and
+    /// the meta-prompt asks for the rewritten prompt alone — a small model cannot forget the
+    /// block or wrap it in commentary. The reference asks for analysis, modification and prompt
+    /// and hopes for the format (`faithful`: off).
+    pub prefill_proposals: bool,
+    /// Fix: a proposal that fails (no `<prompt>` block, cut at the token limit, rejected by
+    /// the guards, or no change to its parent) is asked again this many times, each with a
+    /// seed derived from its own and the attempt (counted in `proposals.retries`). Needs a
+    /// sampling mutator (`mutator_temperature` > 0): a greedy one would repeat itself. The
+    /// reference never retries (`faithful`: 0).
+    pub proposal_retries: usize,
     /// Pool from the `opt` split (`heldout`) or, as the reference, from the file that is tested
     /// (`paper`).
     pub pool_split: String,
@@ -319,7 +329,9 @@ impl OptimizeSettings {
             feedback: true,
             min_prompt_words: 8,
             keep_answer_format: true,
-            clean_proposals: false,
+            clean_proposals: true,
+            prefill_proposals: true,
+            proposal_retries: 2,
             pool_split: "heldout".into(),
             mutator_temperature: 0.7,
             mutator_max_tokens: 1024,
@@ -341,6 +353,9 @@ impl OptimizeSettings {
                 s.feedback = false;
                 s.min_prompt_words = 0;
                 s.keep_answer_format = false;
+                s.clean_proposals = false;
+                s.prefill_proposals = false;
+                s.proposal_retries = 0;
                 s.pool_split = "paper".into();
                 s.judge.order = JudgeOrder::CandidateFirst;
                 s.judge.unparsed_is_a = true;
@@ -572,7 +587,9 @@ mod tests {
         assert_eq!(d.weights, [0.4, 0.4, 0.2]);
         assert_eq!(f.judge.order, JudgeOrder::CandidateFirst);
         assert!(!f.dedupe_beam && !f.literal_braces && !f.feedback && !f.keep_answer_format);
-        assert!(!d.clean_proposals && !f.clean_proposals);
+        assert!(d.clean_proposals && !f.clean_proposals);
+        assert!(d.prefill_proposals && !f.prefill_proposals);
+        assert_eq!((d.proposal_retries, f.proposal_retries), (2, 0));
         assert_eq!(f.pool_split, "paper");
         let l = OptimizeSettings::preset("default", "light").unwrap();
         assert!(l.batch < d.batch && l.depth() < d.depth());

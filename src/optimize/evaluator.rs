@@ -1,14 +1,15 @@
 //! The one seam between the optimizer and the MAS: [`Evaluator`]. The search sees prompt sets,
 //! traces and choices through it, never engines or tensors. [`MasEvaluator`] is the real one:
 //! the batched [`Runner`] for rollouts, the mutator model for proposals, the evaluator model for
-//! judgements (generated or by log-probability), an optional gold-answer judge for `labels`,
+//! judgements (generated or by log-probability), the gold-answer judge (for `labels` and the
+//! judge-agreement measurement),
 //! and per-role metering (calls, tokens, cache hits, seconds, engine batches).
 
 use super::meta::{parse_choice, Choice};
 use super::OptimizeError;
 use crate::engine::chat_template::Message;
 use crate::engine::sampling::SamplingParams;
-use crate::engine::{Completion, EngineError, GenRequest, Prompt};
+use crate::engine::{Completion, EngineError, GenRequest, Prompt, StopReason};
 use crate::judge::{Judge, JudgeItem};
 use crate::mas::{AgentGraph, AnswerExtractor, LanguageModel, PromptSet, Rollout, RunSettings};
 use crate::mas::{Runner, Trace};
@@ -36,6 +37,36 @@ pub struct ProposeJob {
     pub prompt: String,
     /// Seed of this call's sampling.
     pub seed: u64,
+    /// The start of the reply, written for the mutator (`<prompt>` + newline with
+    /// `prefill_proposals`): the model continues inside the block and stops at `</prompt>`.
+    pub prefill: Option<String>,
+}
+
+/// The closing tag a pre-filled proposal stops at.
+pub const PROPOSAL_END: &str = "</prompt>";
+
+/// A pre-filled mutator reply made whole again: the prefill, the continuation and the closing
+/// tag that stopped it. A continuation that opens its own `<prompt>` block (a server that
+/// ignored the prefill) is taken as it is; one cut at the token limit is an error (the prompt
+/// is unfinished), which the search retries.
+pub fn prefilled_reply(prefill: &str, c: &Completion) -> Result<String, String> {
+    let mut text = if c.text.contains("<prompt>") {
+        c.text.clone()
+    } else {
+        format!("{prefill}{}", c.text)
+    };
+    match c.stop_reason {
+        StopReason::MaxTokens | StopReason::ContextFull => Err(format!(
+            "the reply was cut at the token limit ({} tokens) before {PROPOSAL_END}",
+            c.generated_tokens()
+        )),
+        StopReason::EndOfTurn | StopReason::StopString(_) => {
+            if !text.contains(PROPOSAL_END) {
+                text.push_str(PROPOSAL_END);
+            }
+            Ok(text)
+        }
+    }
 }
 
 /// One judge call.
@@ -47,6 +78,8 @@ pub struct JudgeJob {
     pub max_tokens: usize,
     /// Parse with the reference's rules.
     pub reference_parse: bool,
+    /// The prompt asks for the verdict in `<choose>` tags: a reply without them is unparsable.
+    pub tagged: bool,
 }
 
 /// A judge's answer to one job.
@@ -137,7 +170,8 @@ pub trait Evaluator {
     fn propose(&self, jobs: &[ProposeJob]) -> Vec<Result<String, String>>;
     /// Judge calls (batched).
     fn judge(&self, jobs: &[JudgeJob]) -> Vec<JudgeVerdict>;
-    /// Gold-answer correctness of final outputs (`labels`); `None` where no gold exists.
+    /// Gold-answer correctness of final outputs (`labels`, and the judge-agreement
+    /// measurement); `None` where no gold exists.
     fn grade(&self, items: &[(usize, &Trace)]) -> Vec<Option<bool>>;
     /// Cost since creation.
     fn cost(&self) -> Cost;
@@ -292,7 +326,8 @@ pub struct MasEvaluator<'a> {
     pub mutator_max_tokens: usize,
     /// Judge by log-probability of "A" vs "B" instead of generating.
     pub logprob: bool,
-    /// Gold-answer judge (`labels`).
+    /// Gold-answer judge (`labels` scores with it; judge agreement with gold is measured with
+    /// it either way).
     pub gold: Option<&'a dyn Judge>,
 }
 
@@ -341,13 +376,24 @@ impl Evaluator for MasEvaluator<'_> {
                         seed: j.seed,
                     };
                 }
+                if let Some(p) = &j.prefill {
+                    r.prefill = Some(p.clone());
+                    r.stop = vec![PROPOSAL_END.to_string()];
+                }
                 r
             })
             .collect();
         self.mutator
             .generate(&requests, &mut |_| {})
             .into_iter()
-            .map(|r| r.map(|c| c.text).map_err(|e| e.to_string()))
+            .zip(jobs)
+            .map(|(r, j)| {
+                let c = r.map_err(|e| e.to_string())?;
+                match &j.prefill {
+                    None => Ok(c.text),
+                    Some(p) => prefilled_reply(p, &c),
+                }
+            })
             .collect()
     }
 
@@ -394,7 +440,7 @@ impl Evaluator for MasEvaluator<'_> {
             .map(|(r, j)| JudgeVerdict {
                 choice: r
                     .ok()
-                    .and_then(|c| parse_choice(&c.text, j.reference_parse)),
+                    .and_then(|c| parse_choice(&c.text, j.reference_parse, j.tagged)),
                 margin: None,
             })
             .collect()

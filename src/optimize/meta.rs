@@ -58,7 +58,13 @@ pub struct ProposalInput<'a> {
     pub prompt: &'a str,
     /// Failures observed downstream (the `feedback` fix); `None` in the reference.
     pub feedback: Option<String>,
+    /// The reply is pre-filled up to `<prompt>` (`prefill_proposals`): ask for the rewritten
+    /// prompt alone instead of analysis, modification and prompt.
+    pub prefill: bool,
 }
+
+/// The start of a pre-filled mutator reply (`prefill_proposals`).
+pub const PROPOSAL_PREFILL: &str = "<prompt>\n";
 
 /// The mutator's meta-prompt.
 pub fn proposal_prompt(p: &ProposalInput<'_>) -> String {
@@ -78,6 +84,7 @@ pub fn proposal_prompt(p: &ProposalInput<'_>) -> String {
         ));
     }
     let advice = match p.kind {
+        TaskKind::Code if p.prefill => "Find the coding errors and format violations in the outputs and fix their cause in the prompt. Keep the prompt under 300 words.",
         TaskKind::Code => "List the coding errors and format violations you see in the outputs, then fix their cause in the prompt. Keep the prompt under 300 words.",
         TaskKind::Choice => "Check the outputs for truncation, weak reasoning and wasted words. Prefer a concise guide of two or three sentences (under 250 words) that works for any question of this kind; avoid templated multi-section structures.",
         TaskKind::Math => "Check the outputs for calculation errors, skipped checks, wrong answer formats and wasted words. Prefer short, general guidance that works for any problem of this kind.",
@@ -90,6 +97,11 @@ pub fn proposal_prompt(p: &ProposalInput<'_>) -> String {
         requirements.push_str("\n\nDownstream feedback — the next agents recently failed on these cases; the new prompt should help avoid them:\n");
         requirements.push_str(f);
     }
+    let reply = if p.prefill {
+        "Reply with the whole rewritten prompt, word for word, between <prompt> and </prompt>, and nothing else: no explanation, no quotes, no words about any one problem above."
+    } else {
+        "Reply in this format:\n<analyse>(what went wrong and why)</analyse>\n<modification>(one sentence: what you change)</modification>\n<prompt>(the whole rewritten prompt, word for word)</prompt>"
+    };
     format!(
         "You improve the prompt of one agent in a team of language-model agents that solve problems together. The agent must keep its role.\n\n\
          ## Agent\nType: {role}\nRole: {description}\n\n\
@@ -97,7 +109,7 @@ pub fn proposal_prompt(p: &ProposalInput<'_>) -> String {
          ## Requirements\n{requirements}\n\n\
          ## Current prompt\n<current_prompt>\n{prompt}\n</current_prompt>\n\n\
          ## Your task\n{advice} The prompt must keep the placeholder {{question}} exactly once{ctx}; they are replaced by the problem and by the other agents' messages.\n\n\
-         Reply in this format:\n<analyse>(what went wrong and why)</analyse>\n<modification>(one sentence: what you change)</modification>\n<prompt>(the whole rewritten prompt, word for word)</prompt>",
+         {reply}",
         role = p.role,
         description = p.description,
         prompt = p.prompt,
@@ -206,10 +218,13 @@ pub enum Choice {
     B,
 }
 
-/// Parses a judge reply: the `<choose>` tag when present, else the last standalone letter A or B.
-/// `None` when neither says anything. With `reference`, the reference's rule instead: the tag's
-/// content contains "A", else the last letter of the reply is "A", else (no letters) "A".
-pub fn parse_choice(reply: &str, reference: bool) -> Option<Choice> {
+/// Parses a judge reply: the `<choose>` tag when present (its closing tag may be cut off), else
+/// the last standalone letter A or B — unless the prompt asked for the tag (`tagged`): then a
+/// reply without it (cut before its verdict) is unparsable, not the last letter of its
+/// analysis. `None` when nothing says A or B. With `reference`, the reference's rule instead:
+/// the tag's content contains "A", else the last letter of the reply is "A", else (no letters)
+/// "A".
+pub fn parse_choice(reply: &str, reference: bool, tagged: bool) -> Option<Choice> {
     let tag = reply.find("<choose>").and_then(|s| {
         let rest = &reply[s + "<choose>".len()..];
         rest.find("</choose>").map(|e| rest[..e].to_string())
@@ -235,12 +250,19 @@ pub fn parse_choice(reply: &str, reference: bool) -> Option<Choice> {
                 _ => None,
             })
     };
+    // An opened tag whose closing tag was cut off still holds the verdict.
+    let tag = tag.or_else(|| {
+        reply
+            .find("<choose>")
+            .map(|s| reply[s + "<choose>".len()..].to_string())
+    });
     match tag {
         Some(t) => letter(t.trim()).or_else(|| match t.trim().to_ascii_uppercase().as_str() {
             "A" => Some(Choice::A),
             "B" => Some(Choice::B),
             _ => None,
         }),
+        None if tagged => None,
         None => letter(reply),
     }
 }
@@ -264,18 +286,44 @@ mod tests {
     #[test]
     fn judge_replies() {
         assert_eq!(
-            parse_choice("<analyse>A is long</analyse><choose>B</choose>", false),
+            parse_choice(
+                "<analyse>A is long</analyse><choose>B</choose>",
+                false,
+                false
+            ),
             Some(Choice::B)
         );
-        assert_eq!(parse_choice("A", false), Some(Choice::A));
-        assert_eq!(parse_choice("Output B is better.", false), Some(Choice::B));
-        assert_eq!(parse_choice("I think A. Final: B", false), Some(Choice::B));
-        assert_eq!(parse_choice("Both are fine", false), None);
-        assert_eq!(parse_choice("", false), None);
+        assert_eq!(parse_choice("A", false, false), Some(Choice::A));
+        assert_eq!(
+            parse_choice("Output B is better.", false, false),
+            Some(Choice::B)
+        );
+        assert_eq!(
+            parse_choice("I think A. Final: B", false, false),
+            Some(Choice::B)
+        );
+        assert_eq!(parse_choice("Both are fine", false, false), None);
+        assert_eq!(parse_choice("", false, false), None);
         // The reference: last letter of the reply, default A.
-        assert_eq!(parse_choice("Both are fine", true), Some(Choice::B));
-        assert_eq!(parse_choice("...", true), Some(Choice::A));
-        assert_eq!(parse_choice("<choose>A/B</choose>", true), Some(Choice::A));
+        assert_eq!(parse_choice("Both are fine", true, false), Some(Choice::B));
+        assert_eq!(parse_choice("...", true, false), Some(Choice::A));
+        // A terminal judgement asked for <choose>: cut before it, it is unparsable.
+        let cut = "<analyse>Response A is wrong, B computes 12 correctly, so B";
+        assert_eq!(parse_choice(cut, false, true), None);
+        assert_eq!(parse_choice(cut, false, false), Some(Choice::B));
+        assert_eq!(parse_choice(cut, true, true), Some(Choice::B));
+        assert_eq!(
+            parse_choice("<analyse>A</analyse><choose>B", false, true),
+            Some(Choice::B)
+        );
+        assert_eq!(
+            parse_choice("<analyse>x</analyse><choose>A</choose>", false, true),
+            Some(Choice::A)
+        );
+        assert_eq!(
+            parse_choice("<choose>A/B</choose>", true, false),
+            Some(Choice::A)
+        );
     }
 
     #[test]
@@ -292,8 +340,20 @@ mod tests {
             samples: &samples,
             prompt: "Solve {question}",
             feedback: Some("- case 1".into()),
+            prefill: false,
         });
         assert!(p.contains("1+1?") && p.contains("Solve {question}") && p.contains("case 1"));
+        assert!(p.contains("<analyse>"));
+        let pre = proposal_prompt(&ProposalInput {
+            kind: TaskKind::Math,
+            role: "predictor",
+            description: "Solver",
+            samples: &samples,
+            prompt: "Solve {question}",
+            feedback: None,
+            prefill: true,
+        });
+        assert!(!pre.contains("<analyse>") && pre.contains("between <prompt> and </prompt>"));
         assert!(p.contains("no input from other agents"));
         let long = "x".repeat(10_000);
         assert!(shown(&long).len() < 3000);

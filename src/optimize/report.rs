@@ -93,11 +93,11 @@ pub fn write(dir: &RunDir, state: &State, r: &ReportInputs<'_>) -> Result<(), Op
     md.push_str("## Where the signal goes\n\n");
     let _ = writeln!(
         md,
-        "- Proposals: {} requested, {} format failures (no `<prompt>` block), {} rejected by the sanitizer, {} duplicates/unchanged, {} evaluated, {} accepted{}.",
+        "- Proposals: {} requested, {} format failures (no `<prompt>` block or cut at the token limit), {} rejected by the guards, {} duplicates/unchanged, {} evaluated, {} accepted{}.",
         p.requested,
-        p.format_failures,
-        p.rejected,
-        p.duplicates,
+        rate(p.format_failures, p.requested),
+        rate(p.rejected, p.requested),
+        rate(p.duplicates, p.requested),
         p.evaluated,
         p.accepted,
         if p.raced_out > 0 {
@@ -109,6 +109,13 @@ pub fn write(dir: &RunDir, state: &State, r: &ReportInputs<'_>) -> Result<(), Op
             String::new()
         }
     );
+    if p.retries > 0 {
+        let _ = writeln!(
+            md,
+            "- Retries: {} mutator calls repeated for failed or unchanged proposals (`proposal_retries`, each with its own derived seed; `retries` in candidates.jsonl); the outcomes above are each proposal's last attempt.",
+            p.retries
+        );
+    }
     if p.cleaned > 0 || p.overfit > 0 {
         let _ = writeln!(
             md,
@@ -137,6 +144,20 @@ pub fn write(dir: &RunDir, state: &State, r: &ReportInputs<'_>) -> Result<(), Op
             j.consistent,
             pct(j.consistent as f64 / j.both_orders as f64)
         );
+    }
+    if j.gold_pairs > 0 {
+        let _ = writeln!(
+            md,
+            "- Judge agreement with gold: of {} final-answer comparisons the judge decided where exactly one output was correct by the gold answer, it favoured the correct one in {} (a split or unparsable pair counts half); single verdicts {} of {} ({}). Measured only, never used to score.",
+            j.gold_pairs,
+            pct(j.gold_agree / j.gold_pairs as f64),
+            j.gold_verdicts_agree,
+            j.gold_verdicts,
+            pct(j.gold_verdicts_agree as f64 / j.gold_verdicts.max(1) as f64)
+        );
+    }
+    if j.verdicts > 0 && j.chose_first == j.verdicts && j.both_orders > 0 && j.consistent == 0 {
+        md.push_str("- **The judge decided by position alone**: every generated verdict chose the first position, so in both orders every comparison was a tie (half a win each way) and no candidate could score above 0 — nothing could be accepted, whatever the proposals. The evaluator model cannot compare these outputs: pass a stronger one (`--evaluator-model`) or judge by log-probability (`mode = \"logprob\"` under `[optimize.judge]`).\n");
     }
     md.push('\n');
     md.push_str("## Cost by role\n\n| role | calls | cache hits | batches | calls/batch | prompt tokens | generated tokens | seconds | generated tok/s |\n|---|---|---|---|---|---|---|---|---|\n");
@@ -368,4 +389,12 @@ fn line_chart(
         reason: format!("drawing the plot failed: {reason}"),
     })?;
     dir.write(name, svg.as_bytes())
+}
+
+/// `n (x%)` of `of`.
+fn rate(n: u64, of: u64) -> String {
+    if of == 0 {
+        return n.to_string();
+    }
+    format!("{n} ({:.0}%)", 100.0 * n as f64 / of as f64)
 }

@@ -10,7 +10,7 @@
 use super::breeder::{self, Operator};
 use super::clean::{clean_proposal, copied_question_text, same_words};
 use super::config::{CaseSampling, JudgeOrder, Method, OptimizeSettings, Schedule};
-use super::evaluator::{Evaluator, JudgeJob, ProposeJob, RolloutJob};
+use super::evaluator::{Evaluator, JudgeJob, JudgeVerdict, ProposeJob, RolloutJob};
 use super::meta::{self, Choice, Comparison, JudgeInput, ProposalInput, Sample};
 use super::opro;
 use super::sanitize::{check_answer_format, check_substance, sanitize};
@@ -181,6 +181,9 @@ pub struct CandidateRecord {
     /// Wrappers removed from the mutator's proposal (`lead-in`, `quotes`, …), comma separated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cleaned: Option<String>,
+    /// Mutator calls this proposal took beyond the first (`proposal_retries`).
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub retries: u32,
     /// PromptBreeder: the operator that made it and the mutation prompt it carries.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub operator: Option<&'static str>,
@@ -214,10 +217,26 @@ impl CandidateRecord {
             misalignment: None,
             raced_out: false,
             cleaned: None,
+            retries: 0,
             operator: None,
             mutation: None,
         }
     }
+}
+
+fn is_zero_u32(v: &u32) -> bool {
+    *v == 0
+}
+
+/// What one mutator reply comes to, before anything is counted.
+struct Outcome {
+    /// The sanitized prompt (the parent's own text when only whitespace or punctuation
+    /// changed), or the status (`format_failure`, `rejected`) and reason.
+    prompt: Result<String, (&'static str, String)>,
+    /// Wrappers removed, comma separated.
+    cleaned: Option<String>,
+    /// Rejected for copying optimization-question text.
+    overfit: bool,
 }
 
 /// Result of evaluating one candidate against its baseline.
@@ -285,6 +304,8 @@ struct Ask {
     operator: Option<Operator>,
     mutation: Option<String>,
     style: &'static str,
+    /// The reply is pre-filled up to `<prompt>` (MASPO's meta-prompt with `prefill_proposals`).
+    prefill: bool,
 }
 
 impl<'a> Search<'a> {
@@ -451,31 +472,31 @@ impl<'a> Search<'a> {
         copied_question_text(prompt, &questions, COPIED_WORDS).is_some()
     }
 
-    /// A mutator reply as a sanitized prompt replacing `parent`; on failure the record gets
-    /// its status and reason and the proposal counters count it.
-    fn parse_reply(
+    /// What a mutator reply proposing a replacement of `parent` comes to, asked on the pool
+    /// questions `questions` (their ids). Counts nothing.
+    fn outcome(
         &self,
-        reply: Result<String, String>,
+        reply: &Result<String, String>,
         parent: &str,
-        state: &mut State,
-        rec: &mut CandidateRecord,
-    ) -> Option<String> {
+        questions: &[String],
+    ) -> Outcome {
+        let mut cleaned = None;
+        let mut overfit = false;
         let parsed = match reply {
             Err(e) => Err(("format_failure", format!("mutator call failed: {e}"))),
-            Ok(text) => match meta::parse_proposal(&text) {
+            Ok(text) => match meta::parse_proposal(text) {
                 None => Err((
                     "format_failure",
                     format!(
                         "no <prompt>…</prompt> block in the reply: {}",
-                        snippet(&text, 300)
+                        snippet(text, 300)
                     ),
                 )),
                 Some(p) => {
                     let p = if self.s.clean_proposals {
                         let c = clean_proposal(&p);
                         if !c.removed.is_empty() {
-                            rec.cleaned = Some(c.removed.join(", "));
-                            state.proposals.cleaned += 1;
+                            cleaned = Some(c.removed.join(", "));
                         }
                         c.prompt
                     } else {
@@ -490,8 +511,8 @@ impl<'a> Search<'a> {
                             Ok(p)
                         })
                         .and_then(|p| {
-                            if self.s.clean_proposals && self.copies_a_question(&p, &rec.questions) {
-                                state.proposals.overfit += 1;
+                            if self.s.clean_proposals && self.copies_a_question(&p, questions) {
+                                overfit = true;
                                 return Err(format!("the proposal copies {COPIED_WORDS} or more consecutive words of an optimization question: overfit to its batch"));
                             }
                             Ok(p)
@@ -500,24 +521,102 @@ impl<'a> Search<'a> {
                 }
             },
         };
-        match parsed {
+        let prompt = match parsed {
             // Whitespace or punctuation alone does not make a new prompt: the callers count
             // it as unchanged.
             Ok(p) if self.s.clean_proposals && p != parent && same_words(&p, parent) => {
-                Some(parent.to_string())
+                Ok(parent.to_string())
             }
+            other => other,
+        };
+        Outcome {
+            prompt,
+            cleaned,
+            overfit,
+        }
+    }
+
+    /// A mutator reply as a sanitized prompt replacing `parent`; on failure the record gets
+    /// its status and reason and the proposal counters count it.
+    fn parse_reply(
+        &self,
+        reply: Result<String, String>,
+        parent: &str,
+        state: &mut State,
+        rec: &mut CandidateRecord,
+    ) -> Option<String> {
+        let o = self.outcome(&reply, parent, &rec.questions);
+        if o.cleaned.is_some() {
+            state.proposals.cleaned += 1;
+            rec.cleaned = o.cleaned;
+        }
+        match o.prompt {
             Ok(p) => Some(p),
             Err((status, why)) => {
                 if status == "format_failure" {
                     state.proposals.format_failures += 1;
                 } else {
                     state.proposals.rejected += 1;
+                    if o.overfit {
+                        state.proposals.overfit += 1;
+                    }
                 }
                 rec.status = status.into();
                 rec.reason = Some(why);
                 None
             }
         }
+    }
+
+    /// The mutator's replies to `jobs` (job `j` proposes a replacement of `parents[j]` from the
+    /// pool questions `questions[j]`), with `proposal_retries`: a reply that fails or changes
+    /// nothing is asked again — all such jobs of an attempt in one batch — with a seed derived
+    /// from the job's and the attempt. Returns each job's last reply and its retries.
+    fn propose(
+        &self,
+        jobs: &[ProposeJob],
+        parents: &[&str],
+        questions: &[&[String]],
+        state: &mut State,
+    ) -> Vec<(Result<String, String>, u32)> {
+        state.proposals.requested += jobs.len() as u64;
+        let mut out: Vec<(Result<String, String>, u32)> =
+            self.ev.propose(jobs).into_iter().map(|r| (r, 0)).collect();
+        out.resize_with(jobs.len(), || {
+            (Err("the mutator returned no reply".into()), 0)
+        });
+        // A greedy mutator would answer a retry with the same reply.
+        let retries = if self.s.mutator_temperature > 0.0 {
+            self.s.proposal_retries
+        } else {
+            0
+        };
+        for attempt in 1..=retries as u64 {
+            let again: Vec<usize> = (0..jobs.len())
+                .filter(
+                    |&j| match self.outcome(&out[j].0, parents[j], questions[j]).prompt {
+                        Ok(p) => p == parents[j],
+                        Err(_) => true,
+                    },
+                )
+                .collect();
+            if again.is_empty() {
+                break;
+            }
+            let retry: Vec<ProposeJob> = again
+                .iter()
+                .map(|&j| ProposeJob {
+                    seed: derive_seed(&[jobs[j].seed, str_seed("retry"), attempt]),
+                    ..jobs[j].clone()
+                })
+                .collect();
+            state.proposals.retries += retry.len() as u64;
+            let replies = self.ev.propose(&retry);
+            for (&j, r) in again.iter().zip(replies) {
+                out[j] = (r, attempt as u32);
+            }
+        }
+        out
     }
 
     /// PromptBreeder's lineage: the seed prompt and the prompts that won their tournament
@@ -559,6 +658,7 @@ impl<'a> Search<'a> {
             .map(|&j| ProposeJob {
                 prompt: breeder::hyper_prompt(asks[j].mutation.as_deref().unwrap_or_default()),
                 seed: derive_seed(&[jobs[j].seed, str_seed("hypermutate")]),
+                prefill: None,
             })
             .collect();
         observe(SearchEvent::Phase {
@@ -695,6 +795,7 @@ impl<'a> Search<'a> {
                             operator: None,
                             mutation: None,
                             style: "",
+                            prefill: false,
                         }
                     }
                     Method::PromptBreeder => {
@@ -712,6 +813,7 @@ impl<'a> Search<'a> {
                             operator: Some(op),
                             mutation: Some(mutation),
                             style,
+                            prefill: false,
                         }
                     }
                     _ => Ask {
@@ -722,16 +824,19 @@ impl<'a> Search<'a> {
                             samples: &samples,
                             prompt: &node.prompt,
                             feedback: feedback.clone(),
+                            prefill: self.s.prefill_proposals,
                         }),
                         operator: None,
                         mutation: None,
                         style: "",
+                        prefill: self.s.prefill_proposals,
                     },
                 };
                 asks.push(ask);
                 jobs.push(ProposeJob {
                     prompt: String::new(),
                     seed,
+                    prefill: None,
                 });
                 job_of.push((i, part));
             }
@@ -747,13 +852,28 @@ impl<'a> Search<'a> {
         );
         for (job, ask) in jobs.iter_mut().zip(&asks) {
             job.prompt = ask.prompt.clone();
+            job.prefill = ask.prefill.then(|| meta::PROPOSAL_PREFILL.to_string());
         }
         observe(SearchEvent::Phase {
             phase: "propose",
             jobs: jobs.len(),
         });
-        let replies = self.ev.propose(&jobs);
-        state.proposals.requested += jobs.len() as u64;
+        let questions: Vec<Vec<String>> = batches
+            .iter()
+            .map(|b| b.iter().map(|&q| self.ev.pool()[q].id.clone()).collect())
+            .collect();
+        let replies = self.propose(
+            &jobs,
+            &job_of
+                .iter()
+                .map(|&(i, _)| nodes[i].prompt.as_str())
+                .collect::<Vec<_>>(),
+            &job_of
+                .iter()
+                .map(|&(i, _)| questions[i].as_slice())
+                .collect::<Vec<_>>(),
+            state,
+        );
 
         // Candidates: parsed, sanitized, deduplicated per node.
         let mut cands: Vec<Cand> = Vec::new();
@@ -762,7 +882,7 @@ impl<'a> Search<'a> {
         // A proposal that failed or equals its parent stands for the parent (reference: the
         // parent survives once among the node's deduplicated candidates).
         let mut parent_kept = vec![false; nodes.len()];
-        for (((i, part), reply), ask) in job_of.into_iter().zip(replies).zip(&asks) {
+        for (((i, part), (reply, retries)), ask) in job_of.into_iter().zip(replies).zip(&asks) {
             let node = &nodes[i];
             let id = state.next_id;
             state.next_id += 1;
@@ -771,10 +891,8 @@ impl<'a> Search<'a> {
             rec.part = part;
             rec.operator = ask.operator.map(Operator::name);
             rec.mutation = ask.mutation.clone();
-            rec.questions = batches[i]
-                .iter()
-                .map(|&q| self.ev.pool()[q].id.clone())
-                .collect();
+            rec.questions = questions[i].clone();
+            rec.retries = retries;
             match self.parse_reply(reply, &node.prompt, state, &mut rec) {
                 None => {
                     rec.prompt = node.prompt.clone();
@@ -1001,8 +1119,13 @@ impl<'a> Search<'a> {
                 samples: &samples,
                 prompt: current.get(&agent.id).unwrap_or_default(),
                 feedback: None,
+                prefill: self.s.prefill_proposals,
             }),
             seed,
+            prefill: self
+                .s
+                .prefill_proposals
+                .then(|| meta::PROPOSAL_PREFILL.to_string()),
         }
     }
 
@@ -1053,18 +1176,28 @@ impl<'a> Search<'a> {
             phase: "propose",
             jobs: jobs.len(),
         });
-        let mut replies = self.ev.propose(&jobs).into_iter();
-        state.proposals.requested += jobs.len() as u64;
+        let questions: Vec<String> = batch
+            .iter()
+            .map(|&q| self.ev.pool()[q].id.clone())
+            .collect();
+        let parents: Vec<&str> = (0..ranges.len())
+            .flat_map(|_| self.order.iter())
+            .map(|&a| current.get(&g.agent(a).id).unwrap_or_default())
+            .collect();
+        let mut replies = self
+            .propose(
+                &jobs,
+                &parents,
+                &vec![questions.as_slice(); jobs.len()],
+                state,
+            )
+            .into_iter();
         // One joint candidate per part: every agent's valid rewrite, the current prompt where
         // the proposal failed.
         let mut records: Vec<CandidateRecord> = Vec::new();
         let mut sets: Vec<PromptSet> = Vec::new();
         let mut cands: Vec<(usize, u64)> = Vec::new();
         let mut recs_of: Vec<Vec<usize>> = Vec::new();
-        let questions: Vec<String> = batch
-            .iter()
-            .map(|&q| self.ev.pool()[q].id.clone())
-            .collect();
         for part in 0..ranges.len() {
             let mut set = current.clone();
             let mut mine = Vec::new();
@@ -1078,7 +1211,10 @@ impl<'a> Search<'a> {
                 rec.part = part;
                 rec.questions = questions.clone();
                 rec.prompt = parent.clone();
-                let reply = replies.next().unwrap_or_else(|| Err("no reply".into()));
+                let (reply, retries) = replies
+                    .next()
+                    .unwrap_or_else(|| (Err("no reply".into()), 0));
+                rec.retries = retries;
                 match self.parse_reply(reply, &parent, state, &mut rec) {
                     None => {}
                     Some(p) if p == parent => {
@@ -1217,12 +1353,24 @@ impl<'a> Search<'a> {
             phase: "propose",
             jobs: jobs.len(),
         });
-        let mut replies = self.ev.propose(&jobs).into_iter();
-        state.proposals.requested += jobs.len() as u64;
         let questions: Vec<String> = batch
             .iter()
             .map(|&q| self.ev.pool()[q].id.clone())
             .collect();
+        let parents: Vec<&str> = self
+            .order
+            .iter()
+            .flat_map(|&a| std::iter::repeat_n(a, candidates))
+            .map(|a| current.get(&g.agent(a).id).unwrap_or_default())
+            .collect();
+        let mut replies = self
+            .propose(
+                &jobs,
+                &parents,
+                &vec![questions.as_slice(); jobs.len()],
+                state,
+            )
+            .into_iter();
         let mut records = Vec::new();
         let mut pool = Vec::new();
         for &a in &self.order {
@@ -1236,7 +1384,10 @@ impl<'a> Search<'a> {
                 rec.part = c % ranges.len();
                 rec.questions = questions.clone();
                 rec.prompt = parent.clone();
-                let reply = replies.next().unwrap_or_else(|| Err("no reply".into()));
+                let (reply, retries) = replies
+                    .next()
+                    .unwrap_or_else(|| (Err("no reply".into()), 0));
+                rec.retries = retries;
                 match self.parse_reply(reply, &parent, state, &mut rec) {
                     None => {}
                     Some(p) if options.contains(&p) => {
@@ -1784,6 +1935,7 @@ impl<'a> Search<'a> {
                             prompt,
                             max_tokens,
                             reference_parse: self.s.judge.unparsed_is_a,
+                            tagged: comparison == Comparison::Terminal && !letter_only,
                         });
                     }
                     pend.push(p);
@@ -1845,7 +1997,71 @@ impl<'a> Search<'a> {
             }
             win.push(vals.iter().sum::<f64>() / vals.len().max(1) as f64);
         }
+        self.measure_agreement(cands, batches, base, &new_of, &pend, &win, &verdicts, state);
         Ok(Judged { new_of, pend, win })
+    }
+
+    /// Judge agreement with gold (measured, never used to score): the final-answer
+    /// comparisons the judge decided are graded against the gold answers; where exactly one
+    /// output is correct, the judgement (and each single verdict) is counted as agreeing when
+    /// it favours that one. Nothing is graded when the evaluator has no gold judge.
+    #[allow(clippy::too_many_arguments)]
+    fn measure_agreement(
+        &self,
+        cands: &[(usize, u64)],
+        batches: &[Vec<usize>],
+        base: &[Vec<Trace>],
+        new_of: &HashMap<(usize, usize), Trace>,
+        pend: &[Pending],
+        win: &[f64],
+        verdicts: &[JudgeVerdict],
+        state: &mut State,
+    ) {
+        let measured: Vec<usize> = (0..pend.len())
+            .filter(|&i| {
+                pend[i].fixed.is_none()
+                    && matches!(
+                        pend[i].comparison,
+                        Comparison::Global | Comparison::Terminal
+                    )
+            })
+            .collect();
+        if measured.is_empty() {
+            return;
+        }
+        let mut items = Vec::with_capacity(2 * measured.len());
+        for &i in &measured {
+            let p = &pend[i];
+            let node = cands[p.cand].0;
+            let q = batches[node][p.q];
+            items.push((q, &new_of[&(p.cand, p.q)]));
+            items.push((q, &base[node][p.q]));
+        }
+        let graded = self.ev.grade(&items);
+        for (n, &i) in measured.iter().enumerate() {
+            let (Some(Some(cand_ok)), Some(Some(base_ok))) =
+                (graded.get(2 * n).copied(), graded.get(2 * n + 1).copied())
+            else {
+                continue;
+            };
+            if cand_ok == base_ok {
+                continue;
+            }
+            let j = &mut state.judge;
+            j.gold_pairs += 1;
+            j.gold_agree += if cand_ok { win[i] } else { 1.0 - win[i] };
+            for &(v, cand_first) in &pend[i].jobs {
+                j.gold_verdicts += 1;
+                let chose_cand = match verdicts.get(v).and_then(|v| v.choice) {
+                    Some(Choice::A) => cand_first,
+                    Some(Choice::B) => !cand_first,
+                    None => continue,
+                };
+                if chose_cand == cand_ok {
+                    j.gold_verdicts_agree += 1;
+                }
+            }
+        }
     }
 
     /// Each candidate's rates, score, bad cases and mined cases from its judged comparisons

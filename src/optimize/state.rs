@@ -96,6 +96,19 @@ pub struct JudgeStats {
     pub consistent: u64,
     /// Comparisons decided without the judge (identical or empty outputs).
     pub decided_without_judge: u64,
+    /// Final-answer comparisons (global and terminal) the judge decided where exactly one of
+    /// the two outputs is correct by the gold answer — the pairs its agreement is measured on.
+    #[serde(default)]
+    pub gold_pairs: u64,
+    /// Of those, the judge's verdict favoured the correct output (a tie counts half).
+    #[serde(default)]
+    pub gold_agree: f64,
+    /// Single verdicts (one order) on those pairs.
+    #[serde(default)]
+    pub gold_verdicts: u64,
+    /// Of those, the verdict named the correct output.
+    #[serde(default)]
+    pub gold_verdicts_agree: u64,
 }
 
 /// Mutator counters.
@@ -122,6 +135,10 @@ pub struct ProposalStats {
     /// Proposals rejected for copying optimization-question text (also counted in `rejected`).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub overfit: u64,
+    /// Mutator calls repeated for a failed or unchanged proposal (`proposal_retries`); not
+    /// counted in `requested`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub retries: u64,
 }
 
 fn is_zero(v: &u64) -> bool {

@@ -167,6 +167,9 @@ fn settings() -> OptimizeSettings {
     s.steps_per_turn = 1;
     s.sweeps = 2;
     s.judge.order = JudgeOrder::CandidateFirst;
+    // The scripts below hand out one reply per call in order; retries would shift them (the
+    // retry test turns them on).
+    s.proposal_retries = 0;
     s
 }
 
@@ -589,10 +592,67 @@ fn naive_joint_rewrites_every_agent_and_is_judged_on_the_final_answer_only() {
     assert_eq!(state.prompts, PromptSet::seeds(&ev.graph));
 }
 
-/// The scripted mutator records the meta-prompts it was sent.
+/// The scripted mutator records the meta-prompts it was sent (and each call's seed and
+/// prefill).
 struct Recording {
     inner: Scripted,
     sent: RefCell<Vec<String>>,
+}
+
+thread_local! {
+    static SEEDS: RefCell<Vec<(u64, Option<String>)>> = const { RefCell::new(Vec::new()) };
+}
+
+#[test]
+fn failed_proposals_are_retried_with_derived_seeds() {
+    let mut s = settings();
+    s.proposal_retries = 2;
+    s.sweeps = 1;
+    // The first job's reply has no <prompt> block, the second's is good; the retry (of the
+    // first only) gets GOOD too — then it duplicates the second.
+    let ev = Recording {
+        inner: Scripted::new(&["FAIL", "GOOD"]),
+        sent: RefCell::new(Vec::new()),
+    };
+    SEEDS.with(|v| v.borrow_mut().clear());
+    let (state, recs) = run_units(&ev, &s, 1);
+    assert_eq!(state.proposals.requested, 2);
+    assert_eq!(state.proposals.retries, 1);
+    assert_eq!(state.proposals.format_failures, 0);
+    assert_eq!(recs[0].retries, 1);
+    assert_eq!(recs[1].retries, 0);
+    assert!(recs[0].prompt.contains("GOOD"), "{:?}", recs[0]);
+    let calls = SEEDS.with(|v| v.borrow().clone());
+    assert_eq!(calls.len(), 3, "two first attempts and one retry");
+    assert_ne!(calls[2].0, calls[0].0, "a retry samples with a new seed");
+    assert!(calls
+        .iter()
+        .all(|c| c.1.as_deref() == Some(super::meta::PROPOSAL_PREFILL)));
+    assert!(ev.sent.borrow()[0].contains("between <prompt> and </prompt>"));
+    // Same seed, same run: retries are deterministic.
+    SEEDS.with(|v| v.borrow_mut().clear());
+    let ev2 = Recording {
+        inner: Scripted::new(&["FAIL", "GOOD"]),
+        sent: RefCell::new(Vec::new()),
+    };
+    let (_, recs2) = run_units(&ev2, &s, 1);
+    assert_eq!(SEEDS.with(|v| v.borrow().clone()), calls);
+    assert_eq!(
+        recs.iter().map(|r| &r.prompt).collect::<Vec<_>>(),
+        recs2.iter().map(|r| &r.prompt).collect::<Vec<_>>()
+    );
+    // Retries give up after `proposal_retries`: a mutator that never writes the block.
+    let ev = Scripted::new(&["FAIL"]);
+    let (state, recs) = run_units(&ev, &s, 1);
+    assert_eq!(state.proposals.retries, 4);
+    assert_eq!(state.proposals.format_failures, 2);
+    assert!(recs
+        .iter()
+        .all(|r| r.retries == 2 && r.status == "format_failure"));
+    // A greedy mutator is never retried (it would repeat itself).
+    s.mutator_temperature = 0.0;
+    let (state, _) = run_units(&Scripted::new(&["FAIL"]), &s, 1);
+    assert_eq!(state.proposals.retries, 0);
 }
 
 impl Evaluator for Recording {
@@ -612,6 +672,10 @@ impl Evaluator for Recording {
         self.sent
             .borrow_mut()
             .extend(jobs.iter().map(|j| j.prompt.clone()));
+        SEEDS.with(|v| {
+            v.borrow_mut()
+                .extend(jobs.iter().map(|j| (j.seed, j.prefill.clone())))
+        });
         self.inner.propose(jobs)
     }
     fn judge(&self, jobs: &[JudgeJob]) -> Vec<JudgeVerdict> {
@@ -856,4 +920,69 @@ fn pareto_selection_keeps_a_specialist_over_a_dominated_member() {
     let (state, _) = run_units(&ev, &s, 100);
     assert!(state.agents.iter().all(|a| a.beam.len() <= s.beam));
     assert!(state.prompts.get("predictor").unwrap().contains("GOOD"));
+}
+
+/// The scripted evaluator with a gold judge: a final output is correct when it equals
+/// `correct`.
+struct Graded {
+    inner: Scripted,
+    correct: &'static str,
+}
+
+impl Evaluator for Graded {
+    fn graph(&self) -> &AgentGraph {
+        self.inner.graph()
+    }
+    fn kind(&self) -> TaskKind {
+        self.inner.kind()
+    }
+    fn pool(&self) -> &[Example] {
+        self.inner.pool()
+    }
+    fn rollouts(&self, jobs: &[RolloutJob<'_>]) -> Result<Vec<Trace>, OptimizeError> {
+        self.inner.rollouts(jobs)
+    }
+    fn propose(&self, jobs: &[ProposeJob]) -> Vec<Result<String, String>> {
+        self.inner.propose(jobs)
+    }
+    fn judge(&self, jobs: &[JudgeJob]) -> Vec<JudgeVerdict> {
+        self.inner.judge(jobs)
+    }
+    fn grade(&self, items: &[(usize, &Trace)]) -> Vec<Option<bool>> {
+        items
+            .iter()
+            .map(|(_, t)| Some(t.final_output == self.correct))
+            .collect()
+    }
+    fn cost(&self) -> Cost {
+        Cost::default()
+    }
+}
+
+#[test]
+fn judge_agreement_with_gold_is_measured_on_pairs_with_one_correct_output() {
+    let s = settings();
+    // The GOOD predictor makes the final output "good" where the seed's is "plain"; the
+    // scripted judge prefers "good".
+    let ev = Graded {
+        inner: Scripted::new(&["GOOD"]),
+        correct: "good",
+    };
+    let (state, _) = run_units(&ev, &s, 1);
+    let j = &state.judge;
+    assert!(j.gold_pairs > 0, "{j:?}");
+    assert_eq!(j.gold_agree, j.gold_pairs as f64);
+    assert_eq!(j.gold_verdicts_agree, j.gold_verdicts);
+    // The same verdicts against a gold that says the seed's "plain" is right: no agreement.
+    let ev = Graded {
+        inner: Scripted::new(&["GOOD"]),
+        correct: "plain",
+    };
+    let (state, _) = run_units(&ev, &s, 1);
+    assert!(state.judge.gold_pairs > 0);
+    assert_eq!(state.judge.gold_agree, 0.0);
+    assert_eq!(state.judge.gold_verdicts_agree, 0);
+    // No gold judge: nothing measured.
+    let (state, _) = run_units(&Scripted::new(&["GOOD"]), &s, 1);
+    assert_eq!(state.judge.gold_pairs, 0);
 }

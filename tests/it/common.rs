@@ -7,6 +7,7 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 
 pub const SMOLLM2: &str = "smollm2-135m-instruct";
 pub const QWEN: &str = "qwen2.5-coder-0.5b-instruct";
+pub const QWEN15: &str = "qwen2.5-coder-1.5b-instruct";
 
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -39,9 +40,11 @@ pub fn heavy() -> MutexGuard<'static, ()> {
 pub fn engine(id: &str) -> &'static Engine {
     static SMOL: OnceLock<Engine> = OnceLock::new();
     static QW: OnceLock<Engine> = OnceLock::new();
+    static QW15: OnceLock<Engine> = OnceLock::new();
     let cell = match id {
         SMOLLM2 => &SMOL,
         QWEN => &QW,
+        QWEN15 => &QW15,
         other => panic!("no shared engine for {other}"),
     };
     cell.get_or_init(|| {

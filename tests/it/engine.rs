@@ -101,6 +101,47 @@ fn every_request_gets_the_same_tokens_alone_batched_and_with_prefix_reuse() {
     assert_eq!(tokens(warm.generate(&reqs)), batched);
 }
 
+/// A pre-filled assistant turn is the prompt's continuation: the same tokens as the rendered
+/// prompt with the prefill's plain-text tokens appended, generated alone or batched beside
+/// others; the text returned is the continuation only, and a stop string in the continuation
+/// ends it (the prefill's own text never does).
+#[test]
+fn a_prefilled_reply_continues_the_assistant_turn() {
+    let _g = heavy();
+    let e = engine(EngineSettings::default());
+    let messages = vec![
+        Message::system("You rewrite instructions."),
+        Message::user("Write one sentence telling a student to check their arithmetic, inside <prompt></prompt> tags."),
+    ];
+    let prefill = "<prompt>\nAlways";
+    let mut req = GenRequest::chat(messages.clone(), 40);
+    req.prefill = Some(prefill.to_string());
+    req.stop = vec!["</prompt>".into()];
+    let mut ids = e.prompt_ids(&Prompt::Chat(messages.clone())).unwrap();
+    ids.extend(e.tokenizer().encode_plain(prefill).unwrap());
+    assert_eq!(e.request_ids(&req).unwrap(), ids);
+    let by_tokens = GenRequest {
+        prompt: Prompt::Tokens(ids.clone()),
+        stop: req.stop.clone(),
+        ..GenRequest::chat(vec![], 40)
+    };
+    let other = GenRequest::chat(vec![Message::user("Count to five.")], 24);
+    let out = e.generate(&[other, req.clone(), by_tokens]);
+    let (pre, tok) = (out[1].as_ref().unwrap(), out[2].as_ref().unwrap());
+    assert_eq!(pre.token_ids, tok.token_ids);
+    assert_eq!(pre.text, tok.text);
+    assert_eq!(pre.prompt_tokens, ids.len());
+    assert!(!pre.text.starts_with("<prompt>"), "{:?}", pre.text);
+    assert!(!pre.text.contains("</prompt>"), "{:?}", pre.text);
+    // Without the prefill the prompt stops at the generation prompt.
+    let plain = GenRequest {
+        prefill: None,
+        ..req
+    };
+    let without = e.request_ids(&plain).unwrap();
+    assert!(without.len() < ids.len() && ids.starts_with(&without));
+}
+
 #[test]
 fn a_tiny_prefix_cache_evicts_and_stays_correct() {
     let _g = heavy();

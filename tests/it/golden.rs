@@ -1,7 +1,7 @@
 //! Agreement with llama.cpp (tests/fixtures/golden, copied from shared/golden): tokenization,
 //! chat-template rendering, greedy decodes and teacher-forced logits on the real models.
 
-use crate::common::{engine, fixture, heavy, QWEN, SMOLLM2};
+use crate::common::{engine, fixture, heavy, QWEN, QWEN15, SMOLLM2};
 use maspo::engine::chat_template::Message;
 use maspo::engine::model::{LogitRows, SeqStep};
 use maspo::engine::{Engine, GenRequest, Prompt};
@@ -231,4 +231,17 @@ fn smollm2_teacher_forced_logits_match_llama_cpp() {
 fn qwen_teacher_forced_logits_match_llama_cpp() {
     let _g = heavy();
     check_teacher_forced(QWEN, MAX_FIRST_STEP_DELTA);
+}
+
+/// Qwen2.5-Coder-1.5B (the default mutator and evaluator): its golden file was made with
+/// `benches/peer/golden.sh qwen2.5-coder-1.5b-instruct`. All four checks in one test (one
+/// model load).
+#[test]
+#[ignore = "slow tier: cargo test -- --ignored --test-threads=1"]
+fn qwen15_matches_llama_cpp() {
+    let _g = heavy();
+    check_tokenize(QWEN15);
+    check_template(QWEN15);
+    check_greedy(QWEN15);
+    check_teacher_forced(QWEN15, MAX_FIRST_STEP_DELTA);
 }

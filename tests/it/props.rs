@@ -60,8 +60,12 @@ fn texty() -> impl Strategy<Value = String> {
 
 proptest! {
     #[test]
-    fn judge_and_mutator_replies_never_panic(reply in texty(), reference in any::<bool>()) {
-        let _ = parse_choice(&reply, reference);
+    fn judge_and_mutator_replies_never_panic(
+        reply in texty(),
+        reference in any::<bool>(),
+        tagged in any::<bool>(),
+    ) {
+        let _ = parse_choice(&reply, reference, tagged);
         if let Some(p) = parse_proposal(&reply) {
             prop_assert!(!p.trim().is_empty());
         }
