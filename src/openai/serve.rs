@@ -839,6 +839,7 @@ mod tests {
             "n",
             "ignore_eos",
             "chat_template_kwargs",
+            "continue_final_message",
         ]);
         prop::collection::vec((k, v), 0..8).prop_map(|kv| {
             let fields: Vec<String> = kv.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
@@ -865,6 +866,30 @@ mod tests {
             e.contains("chat_template_kwargs.tools") && e.contains("enable_thinking"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_final_assistant_message_is_the_prefill() {
+        let s = ServeSettings::new("m");
+        let msgs = r#"[{"role":"user","content":"a"},{"role":"assistant","content":"<prompt>\n"}]"#;
+        let p = parse(&s, format!("{{\"messages\":{msgs}}}").as_bytes(), true).unwrap();
+        assert_eq!(p.req.prefill.as_deref(), Some("<prompt>\n"));
+        assert!(matches!(&p.req.prompt, Prompt::Chat(m) if m.len() == 1));
+        let p = parse(
+            &s,
+            format!("{{\"messages\":{msgs},\"continue_final_message\":false}}").as_bytes(),
+            true,
+        )
+        .unwrap();
+        assert_eq!(p.req.prefill, None);
+        assert!(matches!(&p.req.prompt, Prompt::Chat(m) if m.len() == 2));
+        let e = parse(
+            &s,
+            br#"{"messages":[{"role":"assistant","content":"x"}]}"#,
+            true,
+        )
+        .unwrap_err();
+        assert!(e.contains("only an assistant message"), "{e}");
     }
 
     proptest! {

@@ -262,6 +262,35 @@ pub fn copied_question_text(prompt: &str, questions: &[&str], min_words: usize) 
         .map(|g| g.join(" "))
 }
 
+/// Pieces of the mutator's own meta-prompt (its section heads, tags and instructions) that a
+/// weak mutator copies into its proposal.
+const META_PROMPT_PIECES: &[&str] = &[
+    "<current_prompt>",
+    "</current_prompt>",
+    "## current prompt",
+    "## how the agent behaved",
+    "## requirements",
+    "## your task",
+    "#### context received",
+    "#### agent output",
+    "### problem 1",
+    "you improve the prompt of one agent",
+    "reply in this format",
+    "<analyse>",
+    "<modification>",
+    "downstream feedback",
+];
+
+/// The first piece of the mutator's meta-prompt that `prompt` holds and `parent` does not
+/// (ASCII case ignored): the proposal echoes the instructions instead of following them.
+pub fn echoed_instructions(prompt: &str, parent: &str) -> Option<&'static str> {
+    let (p, parent) = (prompt.to_ascii_lowercase(), parent.to_ascii_lowercase());
+    META_PROMPT_PIECES
+        .iter()
+        .find(|m| p.contains(*m) && !parent.contains(*m))
+        .copied()
+}
+
 /// Whether two prompts have the same words in the same order (they differ at most in
 /// whitespace and punctuation).
 pub fn same_words(a: &str, b: &str) -> bool {
@@ -271,6 +300,25 @@ pub fn same_words(a: &str, b: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn echoes_of_the_meta_prompt_are_found() {
+        // A real 0.5B proposal (quickstart, seed 0): the current prompt's tag copied in.
+        let p = "Answer the question.\n\nThe question:\n<current_prompt>\nYou are a language-model agent\n\n{question}";
+        assert_eq!(
+            echoed_instructions(p, "Answer.\n{question}"),
+            Some("<current_prompt>")
+        );
+        assert_eq!(echoed_instructions(p, p), None, "the parent had it already");
+        assert_eq!(
+            echoed_instructions("## Requirements\nSolve {question}", "Solve {question}"),
+            Some("## requirements")
+        );
+        assert_eq!(
+            echoed_instructions("Solve {question} carefully.", "Solve {question}"),
+            None
+        );
+    }
 
     const SEED: &str = "You are a careful reviewer. Check the solution.\n\nThe question:\n{question}\n\nThe other agent's solution:\n{context}";
 

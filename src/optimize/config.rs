@@ -94,6 +94,23 @@ pub enum CaseSampling {
     Success,
 }
 
+/// What the mutator writes (docs/optimize.md, "Proposals").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
+pub enum ProposalForm {
+    /// The reference's: an analysis, a one-sentence modification and the whole rewritten
+    /// prompt.
+    Rewrite,
+    /// One to three sentences of general advice, inserted into the parent prompt as a new
+    /// paragraph before the question: a small mutator cannot damage the rest of the prompt,
+    /// copy it back unchanged or drop its placeholders.
+    Advice,
+    /// Both, alternating over a step's proposals (advice first): advice adds, rewrites can also
+    /// remove or repair.
+    Mixed,
+}
+
 /// The paper's Table 2 ablations (docs/design/algorithm.md §9.2), each a change of the settings (`self_optimized`
 /// also points the mutator and evaluator at the agents' model, which the command does): name
 /// and what it changes.
@@ -249,11 +266,14 @@ pub struct OptimizeSettings {
     /// from its parent only in whitespace or punctuation counts as unchanged (see
     /// [`super::clean`]). The reference takes the proposal as it comes (`faithful`: off).
     pub clean_proposals: bool,
-    /// Fix: the mutator's reply is pre-filled up to `<prompt>` and stops at `</prompt>`, and
-    /// the meta-prompt asks for the rewritten prompt alone — a small model cannot forget the
-    /// block or wrap it in commentary. The reference asks for analysis, modification and prompt
-    /// and hopes for the format (`faithful`: off).
+    /// Fix: the mutator's reply is pre-filled with its first tag (`<analyse>` for a rewrite,
+    /// `<advice>` for advice) and stops at the closing tag of what it must write (`</prompt>`,
+    /// `</advice>`): a small model cannot open with commentary or run on after the block. The
+    /// reference hopes for the format (`faithful`: off).
     pub prefill_proposals: bool,
+    /// Fix: what the mutator writes ([`ProposalForm`]); the reference rewrites the whole prompt
+    /// (`faithful`: `rewrite`). OPRO and PromptBreeder keep their own meta-prompts.
+    pub proposal_form: ProposalForm,
     /// Fix: a proposal that fails (no `<prompt>` block, cut at the token limit, rejected by
     /// the guards, or no change to its parent) is asked again this many times, each with a
     /// seed derived from its own and the attempt (counted in `proposals.retries`). Needs a
@@ -331,6 +351,7 @@ impl OptimizeSettings {
             keep_answer_format: true,
             clean_proposals: true,
             prefill_proposals: true,
+            proposal_form: ProposalForm::Mixed,
             proposal_retries: 2,
             pool_split: "heldout".into(),
             mutator_temperature: 0.7,
@@ -355,6 +376,7 @@ impl OptimizeSettings {
                 s.keep_answer_format = false;
                 s.clean_proposals = false;
                 s.prefill_proposals = false;
+                s.proposal_form = ProposalForm::Rewrite;
                 s.proposal_retries = 0;
                 s.pool_split = "paper".into();
                 s.judge.order = JudgeOrder::CandidateFirst;
@@ -589,6 +611,10 @@ mod tests {
         assert!(!f.dedupe_beam && !f.literal_braces && !f.feedback && !f.keep_answer_format);
         assert!(d.clean_proposals && !f.clean_proposals);
         assert!(d.prefill_proposals && !f.prefill_proposals);
+        assert_eq!(
+            (d.proposal_form, f.proposal_form),
+            (ProposalForm::Mixed, ProposalForm::Rewrite)
+        );
         assert_eq!((d.proposal_retries, f.proposal_retries), (2, 0));
         assert_eq!(f.pool_split, "paper");
         let l = OptimizeSettings::preset("default", "light").unwrap();

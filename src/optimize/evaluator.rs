@@ -5,7 +5,7 @@
 //! judge-agreement measurement),
 //! and per-role metering (calls, tokens, cache hits, seconds, engine batches).
 
-use super::meta::{parse_choice, Choice};
+use super::meta::{self, parse_choice, Choice};
 use super::OptimizeError;
 use crate::engine::chat_template::Message;
 use crate::engine::sampling::SamplingParams;
@@ -13,7 +13,7 @@ use crate::engine::{Completion, EngineError, GenRequest, Prompt, StopReason};
 use crate::judge::{Judge, JudgeItem};
 use crate::mas::{AgentGraph, AnswerExtractor, LanguageModel, PromptSet, Rollout, RunSettings};
 use crate::mas::{Runner, Trace};
-use crate::tasks::{Example, TaskKind};
+use crate::tasks::{Example, Gold, TaskKind};
 use serde::{Deserialize, Serialize};
 use std::sync::Mutex;
 use std::time::Instant;
@@ -37,32 +37,29 @@ pub struct ProposeJob {
     pub prompt: String,
     /// Seed of this call's sampling.
     pub seed: u64,
-    /// The start of the reply, written for the mutator (`<prompt>` + newline with
-    /// `prefill_proposals`): the model continues inside the block and stops at `</prompt>`.
-    pub prefill: Option<String>,
+    /// The start of the reply and the closing tag that ends it, written for the mutator
+    /// (`prefill_proposals`): the model continues the reply and stops at the tag.
+    pub prefill: Option<(String, String)>,
 }
 
-/// The closing tag a pre-filled proposal stops at.
-pub const PROPOSAL_END: &str = "</prompt>";
-
 /// A pre-filled mutator reply made whole again: the prefill, the continuation and the closing
-/// tag that stopped it. A continuation that opens its own `<prompt>` block (a server that
-/// ignored the prefill) is taken as it is; one cut at the token limit is an error (the prompt
-/// is unfinished), which the search retries.
-pub fn prefilled_reply(prefill: &str, c: &Completion) -> Result<String, String> {
-    let mut text = if c.text.contains("<prompt>") {
+/// tag `end` that stopped it. A continuation that starts over with the prefill's text (a server
+/// that ignored the prefill) is taken as it is; one cut at the token limit is an error (the
+/// block is unfinished), which the search retries.
+pub fn prefilled_reply(prefill: &str, end: &str, c: &Completion) -> Result<String, String> {
+    let mut text = if c.text.trim_start().starts_with(prefill.trim()) {
         c.text.clone()
     } else {
         format!("{prefill}{}", c.text)
     };
     match c.stop_reason {
         StopReason::MaxTokens | StopReason::ContextFull => Err(format!(
-            "the reply was cut at the token limit ({} tokens) before {PROPOSAL_END}",
+            "the reply was cut at the token limit ({} tokens) before {end}",
             c.generated_tokens()
         )),
         StopReason::EndOfTurn | StopReason::StopString(_) => {
-            if !text.contains(PROPOSAL_END) {
-                text.push_str(PROPOSAL_END);
+            if !text.contains(end) {
+                text.push_str(end);
             }
             Ok(text)
         }
@@ -173,8 +170,44 @@ pub trait Evaluator {
     /// Gold-answer correctness of final outputs (`labels`, and the judge-agreement
     /// measurement); `None` where no gold exists.
     fn grade(&self, items: &[(usize, &Trace)]) -> Vec<Option<bool>>;
+    /// [`Evaluator::grade`] in words for the mutator (`labels`): right or wrong, the answer
+    /// given, the correct one and why.
+    fn grade_explained(&self, items: &[(usize, &Trace)]) -> Vec<Option<String>> {
+        self.grade(items)
+            .into_iter()
+            .map(|g| {
+                g.map(|ok| {
+                    if ok {
+                        "Right: the team's final answer is correct.".to_string()
+                    } else {
+                        "Wrong: the team's final answer is incorrect.".to_string()
+                    }
+                })
+            })
+            .collect()
+    }
     /// Cost since creation.
     fn cost(&self) -> Cost;
+}
+
+/// A gold verdict in words for the mutator.
+fn explain(example: &Example, v: &crate::judge::Verdict) -> String {
+    let given = if v.prediction.trim().is_empty() {
+        "none could be read from the output".to_string()
+    } else {
+        meta::shown_short(&v.prediction, 200)
+    };
+    match (&example.gold, v.correct) {
+        (_, true) => format!("Right: the team's final answer ({given}) is correct."),
+        (Gold::Answer(gold), false) => format!(
+            "Wrong: the team's final answer was {given}; the correct answer is {}.",
+            meta::shown_short(gold, 200)
+        ),
+        (Gold::Code(_), false) => format!(
+            "Wrong: the team's code fails the task's tests: {}",
+            meta::shown_short(&v.detail, 300)
+        ),
+    }
 }
 
 /// A model wrapped with a cost meter; optionally submits one request at a time (the unbatched
@@ -376,9 +409,9 @@ impl Evaluator for MasEvaluator<'_> {
                         seed: j.seed,
                     };
                 }
-                if let Some(p) = &j.prefill {
-                    r.prefill = Some(p.clone());
-                    r.stop = vec![PROPOSAL_END.to_string()];
+                if let Some((start, end)) = &j.prefill {
+                    r.prefill = Some(start.clone());
+                    r.stop = vec![end.clone()];
                 }
                 r
             })
@@ -391,7 +424,7 @@ impl Evaluator for MasEvaluator<'_> {
                 let c = r.map_err(|e| e.to_string())?;
                 match &j.prefill {
                     None => Ok(c.text),
-                    Some(p) => prefilled_reply(p, &c),
+                    Some((start, end)) => prefilled_reply(start, end, &c),
                 }
             })
             .collect()
@@ -465,11 +498,73 @@ impl Evaluator for MasEvaluator<'_> {
             .collect()
     }
 
+    fn grade_explained(&self, items: &[(usize, &Trace)]) -> Vec<Option<String>> {
+        let Some(judge) = self.gold else {
+            return vec![None; items.len()];
+        };
+        let ji: Vec<JudgeItem<'_>> = items
+            .iter()
+            .map(|(i, t)| JudgeItem {
+                example: &self.pool[*i],
+                output: &t.final_output,
+                answer: &t.final_answer,
+            })
+            .collect();
+        judge
+            .judge(&ji)
+            .iter()
+            .zip(items)
+            .map(|(v, (i, _))| Some(explain(&self.pool[*i], v)))
+            .collect()
+    }
+
     fn cost(&self) -> Cost {
         Cost {
             agents: self.agents.cost(),
             mutator: self.mutator.cost(),
             evaluator: self.evaluator.cost(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::judge::Verdict;
+
+    fn verdict(correct: bool, prediction: &str, detail: &str) -> Verdict {
+        Verdict {
+            correct,
+            score: f64::from(u8::from(correct)),
+            prediction: prediction.into(),
+            detail: detail.into(),
+        }
+    }
+
+    #[test]
+    fn gold_verdicts_are_explained_to_the_mutator() {
+        let ex = Example {
+            id: "q1".into(),
+            question: "Which?".into(),
+            gold: Gold::Answer("C".into()),
+        };
+        assert_eq!(
+            explain(&ex, &verdict(false, "B", "B != C")),
+            "Wrong: the team's final answer was B; the correct answer is C."
+        );
+        assert_eq!(
+            explain(&ex, &verdict(true, "C", "")),
+            "Right: the team's final answer (C) is correct."
+        );
+        assert!(explain(&ex, &verdict(false, " ", "")).contains("none could be read"));
+        let code = Example {
+            gold: Gold::Code(Default::default()),
+            ..ex
+        };
+        assert!(explain(
+            &code,
+            &verdict(false, "def f(): pass", "assert f(2) == 4 failed")
+        )
+        .contains("assert f(2) == 4 failed"));
     }
 }

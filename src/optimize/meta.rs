@@ -32,6 +32,16 @@ pub fn shown(text: &str) -> String {
     format!("{head}\n[… {} characters omitted …]\n{tail}", n - 2 * half)
 }
 
+/// `text` cut to `max` characters (an ellipsis marks the cut), on one line.
+pub fn shown_short(text: &str, max: usize) -> String {
+    let one_line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if one_line.chars().count() <= max {
+        return one_line;
+    }
+    let head: String = one_line.chars().take(max).collect();
+    format!("{head}…")
+}
+
 /// One trace shown to the mutator.
 #[derive(Debug, Clone)]
 pub struct Sample<'a> {
@@ -41,6 +51,9 @@ pub struct Sample<'a> {
     pub context: &'a str,
     /// The agent's full output.
     pub output: &'a str,
+    /// With `labels`: whether the team's final answer to this problem was right by the gold
+    /// answer, and what the gold answer is (`None`: label-free, as in the paper).
+    pub result: Option<String>,
 }
 
 /// Everything the mutator's meta-prompt shows.
@@ -58,13 +71,54 @@ pub struct ProposalInput<'a> {
     pub prompt: &'a str,
     /// Failures observed downstream (the `feedback` fix); `None` in the reference.
     pub feedback: Option<String>,
-    /// The reply is pre-filled up to `<prompt>` (`prefill_proposals`): ask for the rewritten
-    /// prompt alone instead of analysis, modification and prompt.
-    pub prefill: bool,
+    /// What the mutator writes.
+    pub form: Form,
 }
 
-/// The start of a pre-filled mutator reply (`prefill_proposals`).
-pub const PROPOSAL_PREFILL: &str = "<prompt>\n";
+/// What one mutator call writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Form {
+    /// Analysis, modification and the whole rewritten prompt (`<prompt>` block).
+    Rewrite,
+    /// General advice to add to the prompt (`<advice>` block), see [`with_advice`].
+    Advice,
+}
+
+impl Form {
+    /// The pre-filled start of the reply (`prefill_proposals`) and the closing tag that ends
+    /// it.
+    pub fn prefill(self) -> (&'static str, &'static str) {
+        match self {
+            Form::Rewrite => ("<analyse>\n", "</prompt>"),
+            Form::Advice => ("<advice>\n", "</advice>"),
+        }
+    }
+}
+
+/// Most words of one piece of advice.
+pub const MAX_ADVICE_WORDS: usize = 80;
+
+/// The advice inside the first `<advice>…</advice>` pair of a mutator reply.
+pub fn parse_advice(reply: &str) -> Option<String> {
+    let start = reply.find("<advice>")? + "<advice>".len();
+    let end = reply[start..].find("</advice>")? + start;
+    let a = reply[start..end].trim();
+    (!a.is_empty()).then(|| a.to_string())
+}
+
+/// `parent` with `advice` as a paragraph of its own before the paragraph that holds the first
+/// placeholder (the question block), or at the end when there is none.
+pub fn with_advice(parent: &str, advice: &str) -> String {
+    let paragraphs: Vec<&str> = parent.split("\n\n").collect();
+    let at = paragraphs
+        .iter()
+        .position(|p| p.contains("{question}") || p.contains("{context}"))
+        .unwrap_or(paragraphs.len());
+    let mut out: Vec<&str> = paragraphs[..at].to_vec();
+    out.push(advice.trim());
+    out.extend_from_slice(&paragraphs[at..]);
+    out.join("\n\n")
+}
 
 /// The mutator's meta-prompt.
 pub fn proposal_prompt(p: &ProposalInput<'_>) -> String {
@@ -82,9 +136,12 @@ pub fn proposal_prompt(p: &ProposalInput<'_>) -> String {
             context,
             shown(s.output)
         ));
+        if let Some(r) = &s.result {
+            samples.push_str(&format!("#### Result of the team\n{r}\n\n"));
+        }
     }
+    let labelled = p.samples.iter().any(|s| s.result.is_some());
     let advice = match p.kind {
-        TaskKind::Code if p.prefill => "Find the coding errors and format violations in the outputs and fix their cause in the prompt. Keep the prompt under 300 words.",
         TaskKind::Code => "List the coding errors and format violations you see in the outputs, then fix their cause in the prompt. Keep the prompt under 300 words.",
         TaskKind::Choice => "Check the outputs for truncation, weak reasoning and wasted words. Prefer a concise guide of two or three sentences (under 250 words) that works for any question of this kind; avoid templated multi-section structures.",
         TaskKind::Math => "Check the outputs for calculation errors, skipped checks, wrong answer formats and wasted words. Prefer short, general guidance that works for any problem of this kind.",
@@ -93,14 +150,26 @@ pub fn proposal_prompt(p: &ProposalInput<'_>) -> String {
         "Keep the agent's role, its responsibilities and the way it receives its input. {}",
         requirement(p.kind)
     );
+    if labelled {
+        requirements.push_str("\n\nEach problem above ends with the team's result, checked against the correct answer: change the prompt so that the agent avoids the mistakes that led to wrong results. The new prompt must work for any problem of this kind: never mention a particular problem, its numbers or its answer.");
+    }
     if let Some(f) = &p.feedback {
-        requirements.push_str("\n\nDownstream feedback — the next agents recently failed on these cases; the new prompt should help avoid them:\n");
+        requirements.push_str("\n\nDownstream feedback — on these cases the next agents' outputs were judged weaker than with their previous prompts (a lost comparison, not necessarily a wrong answer); the new prompt should give them better input:\n");
         requirements.push_str(f);
     }
-    let reply = if p.prefill {
-        "Reply with the whole rewritten prompt, word for word, between <prompt> and </prompt>, and nothing else: no explanation, no quotes, no words about any one problem above."
+    let placeholders = if p.prompt.contains("{context}") {
+        "The prompt must keep the placeholders {question} and {context} exactly once each; they are replaced by the problem and by the other agents' messages."
     } else {
-        "Reply in this format:\n<analyse>(what went wrong and why)</analyse>\n<modification>(one sentence: what you change)</modification>\n<prompt>(the whole rewritten prompt, word for word)</prompt>"
+        "The prompt must keep the placeholder {question} exactly once; it is replaced by the problem."
+    };
+    let task = match p.form {
+        Form::Rewrite => format!(
+            "{advice} {placeholders}\n\n\
+             Reply in this format:\n<analyse>(what went wrong and why)</analyse>\n<modification>(one sentence: what you change)</modification>\n<prompt>(the whole rewritten prompt, word for word)</prompt>"
+        ),
+        Form::Advice => format!(
+            "Write one to three sentences of advice to add to the agent's prompt: general instructions that would have prevented the mistakes you see and that help on any problem of this kind (at most {MAX_ADVICE_WORDS} words). Do not repeat what the current prompt already says; never mention a particular problem, its numbers or its answer. Reply with the advice only, between <advice> and </advice>."
+        ),
     };
     format!(
         "You improve the prompt of one agent in a team of language-model agents that solve problems together. The agent must keep its role.\n\n\
@@ -108,16 +177,10 @@ pub fn proposal_prompt(p: &ProposalInput<'_>) -> String {
          ## How the agent behaved with its current prompt\n{samples}\
          ## Requirements\n{requirements}\n\n\
          ## Current prompt\n<current_prompt>\n{prompt}\n</current_prompt>\n\n\
-         ## Your task\n{advice} The prompt must keep the placeholder {{question}} exactly once{ctx}; they are replaced by the problem and by the other agents' messages.\n\n\
-         {reply}",
+         ## Your task\n{task}",
         role = p.role,
         description = p.description,
         prompt = p.prompt,
-        ctx = if p.prompt.contains("{context}") {
-            " and {context} exactly once"
-        } else {
-            ""
-        },
     )
 }
 
@@ -327,11 +390,29 @@ mod tests {
     }
 
     #[test]
+    fn advice_goes_before_the_question_block() {
+        let parent = "You are a solver. Reason step by step.\n\nThe question:\n{question}";
+        assert_eq!(
+            with_advice(parent, " Check every unit. "),
+            "You are a solver. Reason step by step.\n\nCheck every unit.\n\nThe question:\n{question}"
+        );
+        assert_eq!(with_advice("Solve it.", "Check."), "Solve it.\n\nCheck.");
+        assert_eq!(with_advice("{question}", "Check."), "Check.\n\n{question}");
+        assert_eq!(
+            parse_advice("<advice>\nCheck units.\n</advice>").as_deref(),
+            Some("Check units.")
+        );
+        assert_eq!(parse_advice("<advice></advice>"), None);
+        assert_eq!(parse_advice("Check units."), None);
+    }
+
+    #[test]
     fn prompts_name_their_parts() {
         let samples = [Sample {
             question: "1+1?",
             context: "",
             output: "2",
+            result: None,
         }];
         let p = proposal_prompt(&ProposalInput {
             kind: TaskKind::Math,
@@ -340,7 +421,7 @@ mod tests {
             samples: &samples,
             prompt: "Solve {question}",
             feedback: Some("- case 1".into()),
-            prefill: false,
+            form: Form::Rewrite,
         });
         assert!(p.contains("1+1?") && p.contains("Solve {question}") && p.contains("case 1"));
         assert!(p.contains("<analyse>"));
@@ -351,9 +432,11 @@ mod tests {
             samples: &samples,
             prompt: "Solve {question}",
             feedback: None,
-            prefill: true,
+            form: Form::Advice,
         });
-        assert!(!pre.contains("<analyse>") && pre.contains("between <prompt> and </prompt>"));
+        assert!(!pre.contains("<analyse>") && pre.contains("between <advice> and </advice>"));
+        assert!(!pre.contains("{context}"));
+        assert!(p.contains("it is replaced by the problem") && !p.contains("{context}"));
         assert!(p.contains("no input from other agents"));
         let long = "x".repeat(10_000);
         assert!(shown(&long).len() < 3000);

@@ -8,10 +8,10 @@
 //! recomputed after a resume gives the same result.
 
 use super::breeder::{self, Operator};
-use super::clean::{clean_proposal, copied_question_text, same_words};
-use super::config::{CaseSampling, JudgeOrder, Method, OptimizeSettings, Schedule};
+use super::clean::{clean_proposal, copied_question_text, echoed_instructions, same_words};
+use super::config::{CaseSampling, JudgeOrder, Method, OptimizeSettings, ProposalForm, Schedule};
 use super::evaluator::{Evaluator, JudgeJob, JudgeVerdict, ProposeJob, RolloutJob};
-use super::meta::{self, Choice, Comparison, JudgeInput, ProposalInput, Sample};
+use super::meta::{self, Choice, Comparison, Form, JudgeInput, ProposalInput, Sample};
 use super::opro;
 use super::sanitize::{check_answer_format, check_substance, sanitize};
 
@@ -304,8 +304,8 @@ struct Ask {
     operator: Option<Operator>,
     mutation: Option<String>,
     style: &'static str,
-    /// The reply is pre-filled up to `<prompt>` (MASPO's meta-prompt with `prefill_proposals`).
-    prefill: bool,
+    /// What MASPO's meta-prompt asks for (`None`: OPRO's and PromptBreeder's own prompts).
+    form: Option<Form>,
 }
 
 impl<'a> Search<'a> {
@@ -484,15 +484,9 @@ impl<'a> Search<'a> {
         let mut overfit = false;
         let parsed = match reply {
             Err(e) => Err(("format_failure", format!("mutator call failed: {e}"))),
-            Ok(text) => match meta::parse_proposal(text) {
-                None => Err((
-                    "format_failure",
-                    format!(
-                        "no <prompt>…</prompt> block in the reply: {}",
-                        snippet(text, 300)
-                    ),
-                )),
-                Some(p) => {
+            Ok(text) => match self.proposal_in(text, parent, &mut cleaned) {
+                Err(e) => Err(e),
+                Ok(p) => {
                     let p = if self.s.clean_proposals {
                         let c = clean_proposal(&p);
                         if !c.removed.is_empty() {
@@ -509,6 +503,12 @@ impl<'a> Search<'a> {
                                 check_answer_format(&p, parent, self.ev.kind())?;
                             }
                             Ok(p)
+                        })
+                        .and_then(|p| match echoed_instructions(&p, parent) {
+                            Some(piece) if self.s.clean_proposals => Err(format!(
+                                "the proposal echoes the mutator's instructions (`{piece}`) instead of following them"
+                            )),
+                            _ => Ok(p),
                         })
                         .and_then(|p| {
                             if self.s.clean_proposals && self.copies_a_question(&p, questions) {
@@ -534,6 +534,59 @@ impl<'a> Search<'a> {
             cleaned,
             overfit,
         }
+    }
+
+    /// The proposed prompt in a mutator reply: its `<prompt>` block, or `parent` with the
+    /// advice of its `<advice>` block (cleaned first with `clean_proposals`; what was removed
+    /// goes to `cleaned`).
+    fn proposal_in(
+        &self,
+        text: &str,
+        parent: &str,
+        cleaned: &mut Option<String>,
+    ) -> Result<String, (&'static str, String)> {
+        if let Some(p) = meta::parse_proposal(text) {
+            return Ok(p);
+        }
+        let Some(advice) = meta::parse_advice(text) else {
+            return Err((
+                "format_failure",
+                format!(
+                    "no <prompt>…</prompt> or <advice>…</advice> block in the reply: {}",
+                    snippet(text, 300)
+                ),
+            ));
+        };
+        let advice = if self.s.clean_proposals {
+            let c = clean_proposal(&advice);
+            if !c.removed.is_empty() {
+                *cleaned = Some(c.removed.join(", "));
+            }
+            c.prompt
+        } else {
+            advice
+        };
+        let words = advice.split_whitespace().count();
+        if words > 2 * meta::MAX_ADVICE_WORDS {
+            return Err((
+                "rejected",
+                format!(
+                    "the advice runs to {words} words (asked for at most {}): {}",
+                    meta::MAX_ADVICE_WORDS,
+                    snippet(&advice, 200)
+                ),
+            ));
+        }
+        if advice.contains('{') || advice.contains('}') {
+            return Err((
+                "rejected",
+                format!(
+                    "the advice holds braces or placeholders: {}",
+                    snippet(&advice, 200)
+                ),
+            ));
+        }
+        Ok(meta::with_advice(parent, &advice))
     }
 
     /// A mutator reply as a sanitized prompt replacing `parent`; on failure the record gets
@@ -685,6 +738,34 @@ impl<'a> Search<'a> {
         }
     }
 
+    /// What proposal `part` of an agent's step `step` asks the mutator for.
+    fn form(&self, part: usize, step: usize) -> Form {
+        match self.s.proposal_form {
+            ProposalForm::Rewrite => Form::Rewrite,
+            ProposalForm::Advice => Form::Advice,
+            ProposalForm::Mixed if (part + step).is_multiple_of(2) => Form::Advice,
+            ProposalForm::Mixed => Form::Rewrite,
+        }
+    }
+
+    /// The pre-filled start and closing tag of a `form` reply (`prefill_proposals`).
+    fn prefill(&self, form: Form) -> Option<(String, String)> {
+        self.s.prefill_proposals.then(|| {
+            let (start, end) = form.prefill();
+            (start.to_string(), end.to_string())
+        })
+    }
+
+    /// With `labels`: each baseline trace's result in words (right or wrong by the gold
+    /// answer, the correct answer), shown to the mutator; without, nothing (label-free).
+    fn results(&self, batch: &[usize], traces: &[Trace]) -> Vec<Option<String>> {
+        if !self.s.judge.labels {
+            return vec![None; batch.len()];
+        }
+        let items: Vec<(usize, &Trace)> = batch.iter().copied().zip(traces).collect();
+        self.ev.grade_explained(&items)
+    }
+
     fn feedback(&self, state: &State, a: usize) -> Option<String> {
         if !self.s.feedback {
             return None;
@@ -702,7 +783,7 @@ impl<'a> Search<'a> {
                     .map(|&i| snippet(&self.ev.pool()[i].question, 200))
                     .unwrap_or_default();
                 out.push_str(&format!(
-                    "- {} failed on: {q}\n  its output began: {}\n",
+                    "- {} was judged weaker than with its previous prompt on: {q}\n  its output there began: {}\n",
                     g.agent(succ).id,
                     case.output
                 ));
@@ -748,6 +829,11 @@ impl<'a> Search<'a> {
         let base = self.baselines(&sets, &batches, observe)?;
 
         // Proposals: one per part of each node's batch.
+        let results: Vec<Vec<Option<String>>> = batches
+            .iter()
+            .zip(&base)
+            .map(|(b, traces)| self.results(b, traces))
+            .collect();
         let feedback = self.feedback(state, a);
         let description = self.description(a);
         let trajectory = opro::shown_trajectory(&state.agents[pos].trajectory);
@@ -772,6 +858,7 @@ impl<'a> Search<'a> {
                         question: &self.ev.pool()[batches[i][k]].question,
                         context: &base[i][k].nodes[a].context,
                         output: &base[i][k].nodes[a].raw,
+                        result: results[i].get(k).cloned().flatten(),
                     })
                     .collect();
                 let who = breeder::Agent {
@@ -795,7 +882,7 @@ impl<'a> Search<'a> {
                             operator: None,
                             mutation: None,
                             style: "",
-                            prefill: false,
+                            form: None,
                         }
                     }
                     Method::PromptBreeder => {
@@ -813,7 +900,7 @@ impl<'a> Search<'a> {
                             operator: Some(op),
                             mutation: Some(mutation),
                             style,
-                            prefill: false,
+                            form: None,
                         }
                     }
                     _ => Ask {
@@ -824,12 +911,12 @@ impl<'a> Search<'a> {
                             samples: &samples,
                             prompt: &node.prompt,
                             feedback: feedback.clone(),
-                            prefill: self.s.prefill_proposals,
+                            form: self.form(part, explored),
                         }),
                         operator: None,
                         mutation: None,
                         style: "",
-                        prefill: self.s.prefill_proposals,
+                        form: Some(self.form(part, explored)),
                     },
                 };
                 asks.push(ask);
@@ -852,7 +939,7 @@ impl<'a> Search<'a> {
         );
         for (job, ask) in jobs.iter_mut().zip(&asks) {
             job.prompt = ask.prompt.clone();
-            job.prefill = ask.prefill.then(|| meta::PROPOSAL_PREFILL.to_string());
+            job.prefill = ask.form.and_then(|f| self.prefill(f));
         }
         observe(SearchEvent::Phase {
             phase: "propose",
@@ -1104,11 +1191,15 @@ impl<'a> Search<'a> {
         seed: u64,
     ) -> ProposeJob {
         let agent = self.ev.graph().agent(a);
+        let form = self.form(range.start, a);
+        let results = self.results(&batch[range.clone()], &base[range.clone()]);
         let samples: Vec<Sample<'_>> = range
-            .map(|k| Sample {
+            .enumerate()
+            .map(|(n, k)| Sample {
                 question: &self.ev.pool()[batch[k]].question,
                 context: &base[k].nodes[a].context,
                 output: &base[k].nodes[a].raw,
+                result: results.get(n).cloned().flatten(),
             })
             .collect();
         ProposeJob {
@@ -1119,13 +1210,10 @@ impl<'a> Search<'a> {
                 samples: &samples,
                 prompt: current.get(&agent.id).unwrap_or_default(),
                 feedback: None,
-                prefill: self.s.prefill_proposals,
+                form,
             }),
             seed,
-            prefill: self
-                .s
-                .prefill_proposals
-                .then(|| meta::PROPOSAL_PREFILL.to_string()),
+            prefill: self.prefill(form),
         }
     }
 
@@ -1821,22 +1909,21 @@ impl<'a> Search<'a> {
         });
         let new = self.ev.rollouts(&jobs)?;
         // Labels: grade final outputs of baselines and re-runs.
-        let graded: Option<HashMap<(usize, usize, bool), Option<bool>>> =
-            if self.s.judge.labels && !terminal {
-                let mut items = Vec::new();
-                let mut keys = Vec::new();
-                for (&(ci, k), t) in at.iter().zip(&new) {
-                    let node = cands[ci].0;
-                    items.push((batches[node][k], t));
-                    keys.push((ci, k, true));
-                    items.push((batches[node][k], &base[node][k]));
-                    keys.push((ci, k, false));
-                }
-                let v = self.ev.grade(&items);
-                Some(keys.into_iter().zip(v).collect())
-            } else {
-                None
-            };
+        let graded: Option<HashMap<(usize, usize, bool), Option<bool>>> = if self.s.judge.labels {
+            let mut items = Vec::new();
+            let mut keys = Vec::new();
+            for (&(ci, k), t) in at.iter().zip(&new) {
+                let node = cands[ci].0;
+                items.push((batches[node][k], t));
+                keys.push((ci, k, true));
+                items.push((batches[node][k], &base[node][k]));
+                keys.push((ci, k, false));
+            }
+            let v = self.ev.grade(&items);
+            Some(keys.into_iter().zip(v).collect())
+        } else {
+            None
+        };
         let new_of: HashMap<(usize, usize), Trace> = at.into_iter().zip(new).collect();
         // Judgements.
         let mut pend: Vec<Pending> = Vec::new();
@@ -1873,7 +1960,10 @@ impl<'a> Search<'a> {
                         jobs: Vec::new(),
                         fixed: None,
                     };
-                    if comparison == Comparison::Global {
+                    // With labels, a final-answer comparison (the global term, or the terminal
+                    // agent's own) is decided by the gold answers: a win for the one correct
+                    // output, a tie when both are right or both wrong.
+                    if matches!(comparison, Comparison::Global | Comparison::Terminal) {
                         if let Some(gr) = &graded {
                             if let (Some(Some(x)), Some(Some(y))) =
                                 (gr.get(&(ci, k, true)), gr.get(&(ci, k, false)))

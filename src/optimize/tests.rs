@@ -113,6 +113,8 @@ impl Evaluator for Scripted {
                 };
                 if add == "FAIL" {
                     Ok("no tags".into())
+                } else if j.prompt.contains("between <advice> and </advice>") {
+                    Ok(format!("<advice>{add}</advice>"))
                 } else {
                     Ok(format!("<prompt>{cur} {add}</prompt>"))
                 }
@@ -170,6 +172,8 @@ fn settings() -> OptimizeSettings {
     // The scripts below hand out one reply per call in order; retries would shift them (the
     // retry test turns them on).
     s.proposal_retries = 0;
+    // The scripts append to the whole prompt (the advice form is tested on its own).
+    s.proposal_form = super::config::ProposalForm::Rewrite;
     s
 }
 
@@ -599,14 +603,18 @@ struct Recording {
     sent: RefCell<Vec<String>>,
 }
 
+/// One mutator call as the recording evaluator saw it: its seed and prefill.
+type Call = (u64, Option<(String, String)>);
+
 thread_local! {
-    static SEEDS: RefCell<Vec<(u64, Option<String>)>> = const { RefCell::new(Vec::new()) };
+    static SEEDS: RefCell<Vec<Call>> = const { RefCell::new(Vec::new()) };
 }
 
 #[test]
 fn failed_proposals_are_retried_with_derived_seeds() {
     let mut s = settings();
     s.proposal_retries = 2;
+    s.proposal_form = super::config::ProposalForm::Mixed;
     s.sweeps = 1;
     // The first job's reply has no <prompt> block, the second's is good; the retry (of the
     // first only) gets GOOD too — then it duplicates the second.
@@ -625,10 +633,14 @@ fn failed_proposals_are_retried_with_derived_seeds() {
     let calls = SEEDS.with(|v| v.borrow().clone());
     assert_eq!(calls.len(), 3, "two first attempts and one retry");
     assert_ne!(calls[2].0, calls[0].0, "a retry samples with a new seed");
-    assert!(calls
-        .iter()
-        .all(|c| c.1.as_deref() == Some(super::meta::PROPOSAL_PREFILL)));
-    assert!(ev.sent.borrow()[0].contains("between <prompt> and </prompt>"));
+    // `mixed`: the step's first proposal asks for advice, the second for a rewrite, each
+    // pre-filled with its opening tag and stopped at its closing one.
+    let prefill = |i: usize| calls[i].1.clone().unwrap();
+    assert_eq!(prefill(0), ("<advice>\n".into(), "</advice>".into()));
+    assert_eq!(prefill(1), ("<analyse>\n".into(), "</prompt>".into()));
+    assert_eq!(prefill(2), prefill(0), "the retry asks the same");
+    assert!(ev.sent.borrow()[0].contains("between <advice> and </advice>"));
+    assert!(ev.sent.borrow()[1].contains("<analyse>"));
     // Same seed, same run: retries are deterministic.
     SEEDS.with(|v| v.borrow_mut().clear());
     let ev2 = Recording {
@@ -927,6 +939,17 @@ fn pareto_selection_keeps_a_specialist_over_a_dominated_member() {
 struct Graded {
     inner: Scripted,
     correct: &'static str,
+    sent: RefCell<Vec<String>>,
+}
+
+impl Graded {
+    fn new(proposals: &[&str], correct: &'static str) -> Self {
+        Self {
+            inner: Scripted::new(proposals),
+            correct,
+            sent: RefCell::new(Vec::new()),
+        }
+    }
 }
 
 impl Evaluator for Graded {
@@ -943,6 +966,9 @@ impl Evaluator for Graded {
         self.inner.rollouts(jobs)
     }
     fn propose(&self, jobs: &[ProposeJob]) -> Vec<Result<String, String>> {
+        self.sent
+            .borrow_mut()
+            .extend(jobs.iter().map(|j| j.prompt.clone()));
         self.inner.propose(jobs)
     }
     fn judge(&self, jobs: &[JudgeJob]) -> Vec<JudgeVerdict> {
@@ -964,20 +990,14 @@ fn judge_agreement_with_gold_is_measured_on_pairs_with_one_correct_output() {
     let s = settings();
     // The GOOD predictor makes the final output "good" where the seed's is "plain"; the
     // scripted judge prefers "good".
-    let ev = Graded {
-        inner: Scripted::new(&["GOOD"]),
-        correct: "good",
-    };
+    let ev = Graded::new(&["GOOD"], "good");
     let (state, _) = run_units(&ev, &s, 1);
     let j = &state.judge;
     assert!(j.gold_pairs > 0, "{j:?}");
     assert_eq!(j.gold_agree, j.gold_pairs as f64);
     assert_eq!(j.gold_verdicts_agree, j.gold_verdicts);
     // The same verdicts against a gold that says the seed's "plain" is right: no agreement.
-    let ev = Graded {
-        inner: Scripted::new(&["GOOD"]),
-        correct: "plain",
-    };
+    let ev = Graded::new(&["GOOD"], "plain");
     let (state, _) = run_units(&ev, &s, 1);
     assert!(state.judge.gold_pairs > 0);
     assert_eq!(state.judge.gold_agree, 0.0);
@@ -985,4 +1005,80 @@ fn judge_agreement_with_gold_is_measured_on_pairs_with_one_correct_output() {
     // No gold judge: nothing measured.
     let (state, _) = run_units(&Scripted::new(&["GOOD"]), &s, 1);
     assert_eq!(state.judge.gold_pairs, 0);
+}
+
+#[test]
+fn labels_show_the_mutator_which_final_answers_were_wrong() {
+    // Label-free (the paper): no results in the meta-prompt.
+    let s = settings();
+    let ev = Graded::new(&["GOOD"], "good");
+    run_units(&ev, &s, 1);
+    assert!(!ev.sent.borrow()[0].contains("Result of the team"));
+    // With labels: every shown problem carries the team's result (the seed's "plain" final
+    // answers are wrong here).
+    let mut s = settings();
+    s.judge.labels = true;
+    let ev = Graded::new(&["GOOD"], "good");
+    run_units(&ev, &s, 1);
+    let sent = ev.sent.borrow();
+    assert_eq!(
+        sent[0].matches("#### Result of the team\nWrong").count(),
+        2,
+        "{}",
+        sent[0]
+    );
+    assert!(sent[0].contains("never mention a particular problem"));
+}
+
+#[test]
+fn advice_is_added_before_the_question_and_judged_like_a_rewrite() {
+    let mut s = settings();
+    s.proposal_form = super::config::ProposalForm::Advice;
+    let ev = Recording {
+        inner: Scripted::new(&["GOOD"]),
+        sent: RefCell::new(Vec::new()),
+    };
+    let (state, recs) = run_units(&ev, &s, 1);
+    assert!(ev.sent.borrow()[0].contains("between <advice> and </advice>"));
+    let seed = PromptSet::seeds(ev.graph());
+    let seed = seed.get("predictor").unwrap();
+    let committed = state.prompts.get("predictor").unwrap();
+    // The seed with "GOOD" as its own paragraph before the question block.
+    let at = seed.find("\n\nThe problem:").expect(seed);
+    assert_eq!(
+        committed,
+        format!("{}\n\nGOOD{}", &seed[..at], &seed[at..]),
+        "{recs:?}"
+    );
+    // Advice that runs on, or smuggles placeholders, is rejected.
+    for bad in ["word ".repeat(200), "Use {question} twice.".to_string()] {
+        let ev = Scripted::new(&[bad.trim()]);
+        let (state, recs) = run_units(&ev, &s, 1);
+        assert!(recs.iter().all(|r| r.status == "rejected"), "{recs:?}");
+        assert!(state.proposals.rejected > 0);
+    }
+}
+
+#[test]
+fn labels_decide_the_terminal_agents_comparisons_by_gold() {
+    // The reflector's "WORSE" proposal makes the final output "bad", the seed's is "plain";
+    // the gold says "bad" is right, against the scripted judge's taste.
+    let mut s = settings();
+    s.steps_per_turn = 1;
+    s.judge.labels = true;
+    let ev = Graded::new(&["WORSE"], "bad");
+    let (state, recs) = run_units(&ev, &s, 2);
+    let reflector: Vec<_> = recs.iter().filter(|r| r.agent == "reflector").collect();
+    assert!(!reflector.is_empty());
+    assert!(
+        reflector
+            .iter()
+            .any(|r| r.accepted && r.terminal == Some(1.0)),
+        "{reflector:?}"
+    );
+    assert!(state.prompts.get("reflector").unwrap().contains("WORSE"));
+    // Label-free, the judge keeps the seed.
+    s.judge.labels = false;
+    let (state, _) = run_units(&Graded::new(&["WORSE"], "bad"), &s, 2);
+    assert!(!state.prompts.get("reflector").unwrap().contains("WORSE"));
 }

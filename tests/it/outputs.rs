@@ -183,3 +183,58 @@ fn real_mutator_replies_are_cleaned_or_rejected() {
         ]
     );
 }
+
+/// Every optimized prompt committed under `docs/results/` (`*/best_prompts.json`, registered
+/// below with its task) is clean: no wrapper the cleaner would remove, no piece of the
+/// mutator's instructions, and no run of 8 or more words copied from any question of its task.
+/// The check itself is shown to fail on a prompt with a wrapper and on one with copied text.
+#[test]
+fn committed_optimized_prompts_carry_no_artifacts_or_question_text() {
+    use maspo::optimize::clean::{clean_proposal, copied_question_text, echoed_instructions};
+    let registered: &[(&str, &str)] = &[("quickstart", "aqua"), ("positive-control", "mbpp")];
+    let root = crate::common::repo_root().join("docs/results");
+    let mut found: Vec<String> = std::fs::read_dir(&root)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().join("best_prompts.json").exists())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    found.sort();
+    let mut want: Vec<String> = registered.iter().map(|r| r.0.to_string()).collect();
+    want.sort();
+    assert_eq!(
+        found, want,
+        "register each committed best_prompts.json with its task"
+    );
+    let problems = |prompt: &str, questions: &[&str]| -> Vec<String> {
+        let mut p = Vec::new();
+        let c = clean_proposal(prompt);
+        if !c.removed.is_empty() {
+            p.push(format!("wrapper: {:?}", c.removed));
+        }
+        if let Some(piece) = echoed_instructions(prompt, "") {
+            p.push(format!("mutator instructions: {piece}"));
+        }
+        if let Some(run) = copied_question_text(prompt, questions, 8) {
+            p.push(format!("question text: {run}"));
+        }
+        p
+    };
+    for (dir, task) in registered {
+        let t = maspo::tasks::load_task(task, &crate::common::data_dir()).unwrap();
+        let questions: Vec<&str> = t.examples.iter().map(|e| e.question.as_str()).collect();
+        let text = std::fs::read_to_string(root.join(dir).join("best_prompts.json")).unwrap();
+        let prompts: std::collections::BTreeMap<String, String> =
+            serde_json::from_str(&text).unwrap();
+        assert!(!prompts.is_empty());
+        for (agent, prompt) in &prompts {
+            let p = problems(prompt, &questions);
+            assert!(p.is_empty(), "{dir}/{agent}: {p:?}\n{prompt}");
+        }
+        // The check can fail.
+        let q = questions[0];
+        let copied = format!("Solve it.\n\n{q}\n\n{{question}}");
+        assert!(!problems(&copied, &questions).is_empty() || q.split_whitespace().count() < 8);
+        assert!(!problems("The rewritten prompt is: \"Solve {question}\"", &questions).is_empty());
+    }
+}

@@ -136,6 +136,32 @@ fn transient_failures_are_retried_until_an_answer() {
 }
 
 #[test]
+fn a_prefill_travels_as_a_final_assistant_message_to_continue() {
+    let f = fake(vec![Reply::Ok(OK)]);
+    let m = RemoteModel::connect(spec(&f.url), None).unwrap();
+    let mut req = GenRequest::chat(vec![maspo::engine::chat_template::Message::user("2+2?")], 8);
+    req.prefill = Some("<advice>\n".into());
+    let out = m.generate(&[req], &mut |_| {}).remove(0).unwrap();
+    assert_eq!(out.text, "four", "the reply is the continuation");
+    let post: serde_json::Value =
+        serde_json::from_str(&f.posts.lock().unwrap().last().cloned().unwrap()).unwrap();
+    let msgs = post["messages"].as_array().unwrap();
+    assert_eq!(msgs.len(), 2);
+    assert_eq!(msgs[1]["role"], "assistant");
+    assert_eq!(msgs[1]["content"], "<advice>\n");
+    assert_eq!(post["continue_final_message"], true);
+    assert_eq!(post["add_generation_prompt"], false);
+    // A token-id prompt cannot carry it.
+    let req = GenRequest {
+        prompt: maspo::engine::Prompt::Tokens(vec![1, 2]),
+        prefill: Some("x".into()),
+        ..GenRequest::chat(vec![], 4)
+    };
+    let e = m.generate(&[req], &mut |_| {}).remove(0).unwrap_err();
+    assert!(e.to_string().contains("prefill"), "{e}");
+}
+
+#[test]
 fn client_errors_fail_at_once_and_exhausted_retries_say_so() {
     let f = fake(vec![Reply::Status(
         400,
