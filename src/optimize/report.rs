@@ -93,7 +93,7 @@ pub fn write(dir: &RunDir, state: &State, r: &ReportInputs<'_>) -> Result<(), Op
     md.push_str("## Where the signal goes\n\n");
     let _ = writeln!(
         md,
-        "- Proposals: {} requested, {} format failures (no `<prompt>` block or cut at the token limit), {} rejected by the guards, {} duplicates/unchanged, {} evaluated, {} accepted{}.",
+        "- Proposals: {} requested, {} format failures (no `<prompt>` or `<advice>` block, or cut at the token limit), {} rejected by the guards, {} duplicates/unchanged, {} evaluated, {} accepted{}.",
         p.requested,
         rate(p.format_failures, p.requested),
         rate(p.rejected, p.requested),
@@ -156,7 +156,12 @@ pub fn write(dir: &RunDir, state: &State, r: &ReportInputs<'_>) -> Result<(), Op
             pct(j.gold_verdicts_agree as f64 / j.gold_verdicts.max(1) as f64)
         );
     }
-    if j.verdicts > 0 && j.chose_first == j.verdicts && j.both_orders > 0 && j.consistent == 0 {
+    if j.verdicts > 0
+        && j.scored == 0
+        && j.chose_first == j.verdicts
+        && j.both_orders > 0
+        && j.consistent == 0
+    {
         md.push_str("- **The judge decided by position alone**: every generated verdict chose the first position, so in both orders every comparison was a tie (half a win each way) and no candidate could score above 0 — nothing could be accepted, whatever the proposals. The evaluator model cannot compare these outputs: pass a stronger one (`--evaluator-model`) or judge by log-probability (`mode = \"logprob\"` under `[optimize.judge]`).\n");
     }
     md.push('\n');

@@ -2052,6 +2052,7 @@ impl<'a> Search<'a> {
                 let v = verdict.choice;
                 if let Some(m) = verdict.margin {
                     margins.push(if cand_first { m } else { -m });
+                    state.judge.scored += 1;
                 }
                 state.judge.verdicts += 1;
                 match v {

@@ -88,6 +88,9 @@ pub struct JudgeStats {
     pub verdicts: u64,
     /// Of those, the first position ("A") was chosen.
     pub chose_first: u64,
+    /// Of those, verdicts by log-probability (they carry a margin, which both orders sum).
+    #[serde(default)]
+    pub scored: u64,
     /// Replies that named neither A nor B.
     pub unparsed: u64,
     /// Comparisons judged in both orders.

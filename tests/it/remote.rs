@@ -143,8 +143,10 @@ fn a_prefill_travels_as_a_final_assistant_message_to_continue() {
     req.prefill = Some("<advice>\n".into());
     let out = m.generate(&[req], &mut |_| {}).remove(0).unwrap();
     assert_eq!(out.text, "four", "the reply is the continuation");
-    let post: serde_json::Value =
-        serde_json::from_str(&f.posts.lock().unwrap().last().cloned().unwrap()).unwrap();
+    // A recorded post is the request head, a newline, then the JSON body.
+    let raw = f.posts.lock().unwrap().last().cloned().unwrap();
+    let body = &raw[raw.find("\n{").expect(&raw) + 1..];
+    let post: serde_json::Value = serde_json::from_str(body).unwrap();
     let msgs = post["messages"].as_array().unwrap();
     assert_eq!(msgs.len(), 2);
     assert_eq!(msgs[1]["role"], "assistant");
