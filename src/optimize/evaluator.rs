@@ -364,6 +364,23 @@ pub struct MasEvaluator<'a> {
     pub gold: Option<&'a dyn Judge>,
 }
 
+impl MasEvaluator<'_> {
+    /// The gold judge's verdicts on the final outputs of `items` (pool index, trace); `None`
+    /// without a gold judge.
+    fn gold_verdicts(&self, items: &[(usize, &Trace)]) -> Option<Vec<crate::judge::Verdict>> {
+        let judge = self.gold?;
+        let ji: Vec<JudgeItem<'_>> = items
+            .iter()
+            .map(|(i, t)| JudgeItem {
+                example: &self.pool[*i],
+                output: &t.final_output,
+                answer: &t.final_answer,
+            })
+            .collect();
+        Some(judge.judge(&ji))
+    }
+}
+
 impl Evaluator for MasEvaluator<'_> {
     fn graph(&self) -> &AgentGraph {
         self.graph
@@ -480,42 +497,21 @@ impl Evaluator for MasEvaluator<'_> {
     }
 
     fn grade(&self, items: &[(usize, &Trace)]) -> Vec<Option<bool>> {
-        let Some(judge) = self.gold else {
-            return vec![None; items.len()];
-        };
-        let ji: Vec<JudgeItem<'_>> = items
-            .iter()
-            .map(|(i, t)| JudgeItem {
-                example: &self.pool[*i],
-                output: &t.final_output,
-                answer: &t.final_answer,
-            })
-            .collect();
-        judge
-            .judge(&ji)
-            .into_iter()
-            .map(|v| Some(v.correct))
-            .collect()
+        match self.gold_verdicts(items) {
+            Some(v) => v.into_iter().map(|v| Some(v.correct)).collect(),
+            None => vec![None; items.len()],
+        }
     }
 
     fn grade_explained(&self, items: &[(usize, &Trace)]) -> Vec<Option<String>> {
-        let Some(judge) = self.gold else {
-            return vec![None; items.len()];
-        };
-        let ji: Vec<JudgeItem<'_>> = items
-            .iter()
-            .map(|(i, t)| JudgeItem {
-                example: &self.pool[*i],
-                output: &t.final_output,
-                answer: &t.final_answer,
-            })
-            .collect();
-        judge
-            .judge(&ji)
-            .iter()
-            .zip(items)
-            .map(|(v, (i, _))| Some(explain(&self.pool[*i], v)))
-            .collect()
+        match self.gold_verdicts(items) {
+            Some(v) => v
+                .iter()
+                .zip(items)
+                .map(|(v, (i, _))| Some(explain(&self.pool[*i], v)))
+                .collect(),
+            None => vec![None; items.len()],
+        }
     }
 
     fn cost(&self) -> Cost {
