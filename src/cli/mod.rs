@@ -3,6 +3,7 @@
 
 mod args;
 mod bench;
+mod compare;
 mod eval;
 mod generate;
 mod models;
@@ -65,6 +66,9 @@ enum Command {
     /// Jointly optimize the agents' prompts (MASPO) into a resumable run directory, then compare
     /// seed vs optimized prompts on held-out items.
     Optimize(Box<optimize::OptimizeArgs>),
+    /// The paired difference of two runs' held-out verdicts on the items both judged (CI,
+    /// sign-flip p, items gained and lost).
+    Compare(compare::CompareArgs),
     /// Serve the engine over the OpenAI-compatible HTTP API (chat and text completions,
     /// streaming, log-probabilities), batching concurrent requests; stops on Ctrl-C/SIGTERM.
     Serve(Box<serve::ServeArgs>),
@@ -85,6 +89,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Eval(args) => eval::run(&cli.global, *args),
         Command::Optimize(args) => optimize::run(&cli.global, *args),
         Command::Serve(args) => serve::run(&cli.global, *args),
+        Command::Compare(args) => compare::run(&cli.global, args),
     }
 }
 

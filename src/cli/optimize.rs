@@ -332,26 +332,24 @@ pub(super) fn run_outcome(global: &GlobalArgs, args: OptimizeArgs) -> anyhow::Re
                 .map(|e| e.id.clone())
                 .collect();
             let agents = choice.model.clone();
-            if s.ablation.as_deref() == Some("self_optimized")
-                && (args.mutator_model.is_some()
-                    || args.evaluator_model.is_some()
-                    || file.optimize.mutator_model.is_some()
-                    || file.optimize.evaluator_model.is_some())
-            {
-                bail!("the self_optimized ablation runs the mutator and the evaluator on the agents' model; drop mutator_model / evaluator_model (command line or config)");
-            }
+            // The paper's Self-Optimized ablation: the agents' model in every role, over
+            // whatever mutator and evaluator the run would otherwise use (config.json records
+            // the models).
+            let own = s.ablation.as_deref() == Some("self_optimized");
             let models = Models {
                 mutator: args
                     .mutator_model
                     .as_deref()
                     .map(ModelSpec::parse)
                     .or(file.optimize.mutator_model.clone())
+                    .filter(|_| !own)
                     .unwrap_or_else(|| agents.clone()),
                 evaluator: args
                     .evaluator_model
                     .as_deref()
                     .map(ModelSpec::parse)
                     .or(file.optimize.evaluator_model.clone())
+                    .filter(|_| !own)
                     .unwrap_or_else(|| agents.clone()),
                 agents,
             };

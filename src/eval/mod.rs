@@ -5,6 +5,7 @@
 //! their own modules. Nothing here prints: progress goes to an observer, results to the caller
 //! (and to files through [`output`]).
 
+pub mod compare;
 pub mod output;
 pub mod plan;
 pub mod stats;

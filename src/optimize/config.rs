@@ -106,8 +106,12 @@ pub enum ProposalForm {
     /// paragraph before the question: a small mutator cannot damage the rest of the prompt,
     /// copy it back unchanged or drop its placeholders.
     Advice,
-    /// Both, alternating over a step's proposals (advice first): advice adds, rewrites can also
-    /// remove or repair.
+    /// One numbered sentence of the parent prompt to delete (a prompt with fewer than two
+    /// deletable sentences gets advice instead): a small mutator can point at a harmful
+    /// instruction that it cannot rewrite around.
+    Delete,
+    /// All three, in turn over a step's proposals (advice, rewrite, delete): advice adds,
+    /// deletion removes, rewrites can do both and repair.
     Mixed,
 }
 
@@ -408,6 +412,8 @@ impl OptimizeSettings {
                 s.mutator_max_tokens = 160;
                 s.judge.max_tokens = 48;
                 s.test_limit = Some(4);
+                // A smoke run checks that everything runs: no repeated mutator calls.
+                s.proposal_retries = 0;
             }
             "light" => {
                 s.steps_per_turn = 1;

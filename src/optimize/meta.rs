@@ -82,15 +82,28 @@ pub enum Form {
     Rewrite,
     /// General advice to add to the prompt (`<advice>` block), see [`with_advice`].
     Advice,
+    /// One numbered sentence of the prompt to delete (`<delete>` block), see
+    /// [`super::edit`].
+    Delete,
 }
 
 impl Form {
+    /// The form's name in candidates.jsonl and the config (`advice`, `rewrite`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Form::Rewrite => "rewrite",
+            Form::Advice => "advice",
+            Form::Delete => "delete",
+        }
+    }
+
     /// The pre-filled start of the reply (`prefill_proposals`) and the closing tag that ends
     /// it.
     pub fn prefill(self) -> (&'static str, &'static str) {
         match self {
             Form::Rewrite => ("<analyse>\n", "</prompt>"),
             Form::Advice => ("<advice>\n", "</advice>"),
+            Form::Delete => ("<reason>\n", "</delete>"),
         }
     }
 }
@@ -167,6 +180,15 @@ pub fn proposal_prompt(p: &ProposalInput<'_>) -> String {
             "{advice} {placeholders}\n\n\
              Reply in this format:\n<analyse>(what went wrong and why)</analyse>\n<modification>(one sentence: what you change)</modification>\n<prompt>(the whole rewritten prompt, word for word)</prompt>"
         ),
+        Form::Delete => {
+            let sentences = super::edit::deletable_sentences(p.prompt);
+            format!(
+                "One sentence of the current prompt may cause the mistakes you see: a wrong or harmful instruction, a requirement that breaks the answer, or a distraction. Its sentences, numbered:\n\n{}\n\n\
+                 Name the one sentence whose deletion would most improve the agent's results.\n\n\
+                 Reply in this format:\n<reason>(one sentence: which instruction leads to the mistakes, and why)</reason>\n<delete>(the sentence's number)</delete>",
+                super::edit::numbered(p.prompt, &sentences)
+            )
+        }
         Form::Advice => format!(
             "Write one to three sentences of advice to add to the agent's prompt: general instructions that would have prevented the mistakes you see and that help on any problem of this kind (at most {MAX_ADVICE_WORDS} words). Do not repeat what the current prompt already says; never mention a particular problem, its numbers or its answer. Reply with the advice only, between <advice> and </advice>."
         ),

@@ -12,6 +12,8 @@ pub mod breeder;
 pub mod budget;
 pub mod clean;
 pub mod config;
+pub mod diff;
+pub mod edit;
 pub mod evaluator;
 pub mod heldout;
 pub mod meta;

@@ -82,7 +82,8 @@ pub fn write(dir: &RunDir, state: &State, r: &ReportInputs<'_>) -> Result<(), Op
         if seed != best {
             let _ = writeln!(
                 md,
-                "Seed:\n\n```text\n{seed}\n```\n\nOptimized:\n\n```text\n{best}\n```\n"
+                "Optimized:\n\n```text\n{best}\n```\n\nAgainst the seed (`-` removed, `+` added):\n\n```diff\n{}```\n",
+                super::diff::line_diff(seed, best)
             );
         } else {
             let _ = writeln!(md, "```text\n{best}\n```\n");
@@ -93,7 +94,7 @@ pub fn write(dir: &RunDir, state: &State, r: &ReportInputs<'_>) -> Result<(), Op
     md.push_str("## Where the signal goes\n\n");
     let _ = writeln!(
         md,
-        "- Proposals: {} requested, {} format failures (no `<prompt>` or `<advice>` block, or cut at the token limit), {} rejected by the guards, {} duplicates/unchanged, {} evaluated, {} accepted{}.",
+        "- Proposals: {} requested, {} format failures (no `<prompt>`, `<advice>` or `<delete>` block, a sentence number out of range, or cut at the token limit), {} rejected by the guards, {} duplicates/unchanged, {} evaluated, {} accepted{}.",
         p.requested,
         rate(p.format_failures, p.requested),
         rate(p.rejected, p.requested),
@@ -114,6 +115,23 @@ pub fn write(dir: &RunDir, state: &State, r: &ReportInputs<'_>) -> Result<(), Op
             md,
             "- Retries: {} mutator calls repeated for failed or unchanged proposals (`proposal_retries`, each with its own derived seed; `retries` in candidates.jsonl); the outcomes above are each proposal's last attempt.",
             p.retries
+        );
+    }
+    if !p.forms.is_empty() {
+        let forms: Vec<String> = p
+            .forms
+            .iter()
+            .map(|(name, f)| {
+                format!(
+                    "{name} {} proposed, {} evaluated, {} accepted",
+                    f.proposed, f.evaluated, f.accepted
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            md,
+            "- By form (`proposal_form`; `form` in candidates.jsonl): {}.",
+            forms.join("; ")
         );
     }
     if p.cleaned > 0 || p.overfit > 0 {

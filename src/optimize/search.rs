@@ -10,6 +10,7 @@
 use super::breeder::{self, Operator};
 use super::clean::{clean_proposal, copied_question_text, echoed_instructions, same_words};
 use super::config::{CaseSampling, JudgeOrder, Method, OptimizeSettings, ProposalForm, Schedule};
+use super::edit;
 use super::evaluator::{Evaluator, JudgeJob, JudgeVerdict, ProposeJob, RolloutJob};
 use super::meta::{self, Choice, Comparison, Form, JudgeInput, ProposalInput, Sample};
 use super::opro;
@@ -184,6 +185,10 @@ pub struct CandidateRecord {
     /// Mutator calls this proposal took beyond the first (`proposal_retries`).
     #[serde(default, skip_serializing_if = "is_zero_u32")]
     pub retries: u32,
+    /// The form the mutator was asked for (`advice` or `rewrite`, see `proposal_form`);
+    /// `null` for PromptBreeder's operators.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub form: Option<&'static str>,
     /// PromptBreeder: the operator that made it and the mutation prompt it carries.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub operator: Option<&'static str>,
@@ -218,10 +223,20 @@ impl CandidateRecord {
             raced_out: false,
             cleaned: None,
             retries: 0,
+            form: None,
             operator: None,
             mutation: None,
         }
     }
+}
+
+/// Counts the proposal forms of `records` in `state` (report.md's per-form line).
+fn tally_forms(state: &mut State, records: &[CandidateRecord]) {
+    state.proposals.tally(
+        records
+            .iter()
+            .filter_map(|r| r.form.map(|f| (f, r.status == "evaluated", r.accepted))),
+    );
 }
 
 fn is_zero_u32(v: &u32) -> bool {
@@ -536,8 +551,8 @@ impl<'a> Search<'a> {
         }
     }
 
-    /// The proposed prompt in a mutator reply: its `<prompt>` block, or `parent` with the
-    /// advice of its `<advice>` block (cleaned first with `clean_proposals`; what was removed
+    /// The proposed prompt in a mutator reply: its `<prompt>` block, `parent` without the
+    /// sentence its `<delete>` block names, or `parent` with the advice of its `<advice>` block (cleaned first with `clean_proposals`; what was removed
     /// goes to `cleaned`).
     fn proposal_in(
         &self,
@@ -548,11 +563,33 @@ impl<'a> Search<'a> {
         if let Some(p) = meta::parse_proposal(text) {
             return Ok(p);
         }
+        if text.contains("<delete>") {
+            let sentences = edit::deletable_sentences(parent);
+            return match edit::parse_delete(text) {
+                Some(n) if (1..=sentences.len()).contains(&n) => {
+                    Ok(edit::without_sentence(parent, sentences[n - 1].clone()))
+                }
+                Some(n) => Err((
+                    "format_failure",
+                    format!(
+                        "the reply deletes sentence {n}, but the prompt has {} numbered sentences",
+                        sentences.len()
+                    ),
+                )),
+                None => Err((
+                    "format_failure",
+                    format!(
+                        "no sentence number in the <delete> block: {}",
+                        snippet(text, 300)
+                    ),
+                )),
+            };
+        }
         let Some(advice) = meta::parse_advice(text) else {
             return Err((
                 "format_failure",
                 format!(
-                    "no <prompt>…</prompt> or <advice>…</advice> block in the reply: {}",
+                    "no <prompt>…</prompt>, <advice>…</advice> or <delete>…</delete> block in the reply: {}",
                     snippet(text, 300)
                 ),
             ));
@@ -738,13 +775,19 @@ impl<'a> Search<'a> {
         }
     }
 
-    /// What proposal `part` of an agent's step `step` asks the mutator for.
-    fn form(&self, part: usize, step: usize) -> Form {
-        match self.s.proposal_form {
+    /// What proposal `part` of an agent's step `step` asks the mutator for, to change
+    /// `parent` (deletion needs two deletable sentences; advice stands in otherwise).
+    fn form(&self, part: usize, step: usize, parent: &str) -> Form {
+        let form = match self.s.proposal_form {
             ProposalForm::Rewrite => Form::Rewrite,
             ProposalForm::Advice => Form::Advice,
-            ProposalForm::Mixed if (part + step).is_multiple_of(2) => Form::Advice,
-            ProposalForm::Mixed => Form::Rewrite,
+            ProposalForm::Delete => Form::Delete,
+            ProposalForm::Mixed => [Form::Advice, Form::Rewrite, Form::Delete][(part + step) % 3],
+        };
+        if form == Form::Delete && edit::deletable_sentences(parent).len() < 2 {
+            Form::Advice
+        } else {
+            form
         }
     }
 
@@ -911,12 +954,12 @@ impl<'a> Search<'a> {
                             samples: &samples,
                             prompt: &node.prompt,
                             feedback: feedback.clone(),
-                            form: self.form(part, explored),
+                            form: self.form(part, explored, &node.prompt),
                         }),
                         operator: None,
                         mutation: None,
                         style: "",
-                        form: Some(self.form(part, explored)),
+                        form: Some(self.form(part, explored, &node.prompt)),
                     },
                 };
                 asks.push(ask);
@@ -980,6 +1023,7 @@ impl<'a> Search<'a> {
             rec.mutation = ask.mutation.clone();
             rec.questions = questions[i].clone();
             rec.retries = retries;
+            rec.form = ask.form.map(Form::name);
             match self.parse_reply(reply, &node.prompt, state, &mut rec) {
                 None => {
                     rec.prompt = node.prompt.clone();
@@ -1173,6 +1217,7 @@ impl<'a> Search<'a> {
             improved,
             cost: Default::default(),
         };
+        tally_forms(state, &records);
         for r in records {
             observe(SearchEvent::Candidate(Box::new(r)));
         }
@@ -1191,7 +1236,7 @@ impl<'a> Search<'a> {
         seed: u64,
     ) -> ProposeJob {
         let agent = self.ev.graph().agent(a);
-        let form = self.form(range.start, a);
+        let form = self.form(range.start, a, current.get(&agent.id).unwrap_or_default());
         let results = self.results(&batch[range.clone()], &base[range.clone()]);
         let samples: Vec<Sample<'_>> = range
             .enumerate()
@@ -1286,7 +1331,7 @@ impl<'a> Search<'a> {
         let mut sets: Vec<PromptSet> = Vec::new();
         let mut cands: Vec<(usize, u64)> = Vec::new();
         let mut recs_of: Vec<Vec<usize>> = Vec::new();
-        for part in 0..ranges.len() {
+        for (part, range) in ranges.iter().enumerate() {
             let mut set = current.clone();
             let mut mine = Vec::new();
             let joint_id = state.next_id;
@@ -1299,6 +1344,7 @@ impl<'a> Search<'a> {
                 rec.part = part;
                 rec.questions = questions.clone();
                 rec.prompt = parent.clone();
+                rec.form = Some(self.form(range.start, a, &parent).name());
                 let (reply, retries) = replies
                     .next()
                     .unwrap_or_else(|| (Err("no reply".into()), 0));
@@ -1396,6 +1442,7 @@ impl<'a> Search<'a> {
             improved,
             cost: Default::default(),
         };
+        tally_forms(state, &records);
         for r in records {
             observe(SearchEvent::Candidate(Box::new(r)));
         }
@@ -1472,6 +1519,7 @@ impl<'a> Search<'a> {
                 rec.part = c % ranges.len();
                 rec.questions = questions.clone();
                 rec.prompt = parent.clone();
+                rec.form = Some(self.form(ranges[rec.part].start, a, &parent).name());
                 let (reply, retries) = replies
                     .next()
                     .unwrap_or_else(|| (Err("no reply".into()), 0));
@@ -1518,6 +1566,7 @@ impl<'a> Search<'a> {
             improved: false,
             cost: Default::default(),
         };
+        tally_forms(state, &records);
         for r in records {
             observe(SearchEvent::Candidate(Box::new(r)));
         }

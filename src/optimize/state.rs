@@ -5,6 +5,7 @@
 use super::evaluator::Cost;
 use crate::mas::PromptSet;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// One beam member.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -142,6 +143,33 @@ pub struct ProposalStats {
     /// counted in `requested`.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub retries: u64,
+    /// Per proposal form asked for (`advice`, `rewrite`, `delete`): proposals, evaluated,
+    /// accepted.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub forms: BTreeMap<String, FormStats>,
+}
+
+/// One proposal form's outcomes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FormStats {
+    /// Proposals asked in this form.
+    pub proposed: u64,
+    /// Of them, evaluated by the judge.
+    pub evaluated: u64,
+    /// Of them, accepted.
+    pub accepted: u64,
+}
+
+impl ProposalStats {
+    /// Counts `records`' forms (records without one, PromptBreeder's, are not counted).
+    pub fn tally<'r>(&mut self, records: impl IntoIterator<Item = (&'r str, bool, bool)>) {
+        for (form, evaluated, accepted) in records {
+            let f = self.forms.entry(form.to_string()).or_default();
+            f.proposed += 1;
+            f.evaluated += u64::from(evaluated);
+            f.accepted += u64::from(accepted);
+        }
+    }
 }
 
 fn is_zero(v: &u64) -> bool {

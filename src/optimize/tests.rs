@@ -113,6 +113,14 @@ impl Evaluator for Scripted {
                 };
                 if add == "FAIL" {
                     Ok("no tags".into())
+                } else if j
+                    .prompt
+                    .contains("<delete>(the sentence's number)</delete>")
+                {
+                    let n = add.strip_prefix("DEL").unwrap_or("none");
+                    Ok(format!(
+                        "<reason>\nit misleads</reason>\n<delete>{n}</delete>"
+                    ))
                 } else if j.prompt.contains("between <advice> and </advice>") {
                     Ok(format!("<advice>{add}</advice>"))
                 } else {
@@ -1081,4 +1089,65 @@ fn labels_decide_the_terminal_agents_comparisons_by_gold() {
     s.judge.labels = false;
     let (state, _) = run_units(&Graded::new(&["WORSE"], "bad"), &s, 2);
     assert!(!state.prompts.get("reflector").unwrap().contains("WORSE"));
+}
+
+#[test]
+fn a_delete_proposal_removes_the_sentence_it_names() {
+    let mut s = settings();
+    s.proposal_form = super::config::ProposalForm::Delete;
+    let ev = Recording {
+        inner: Scripted::new(&["DEL2"]),
+        sent: RefCell::new(Vec::new()),
+    };
+    SEEDS.with(|v| v.borrow_mut().clear());
+    let (state, recs) = run_units(&ev, &s, 1);
+    let seed = PromptSet::seeds(ev.graph());
+    let seed = seed.get("predictor").unwrap();
+    let sentences = super::edit::deletable_sentences(seed);
+    assert!(sentences.len() >= 2, "{seed}");
+    // The mutator saw the sentences numbered and was pre-filled for a reason.
+    let sent = ev.sent.borrow()[0].clone();
+    assert!(
+        sent.contains(&format!("[2] {}", &seed[sentences[1].clone()])),
+        "{sent}"
+    );
+    let calls = SEEDS.with(|v| v.borrow().clone());
+    assert_eq!(
+        calls[0].1,
+        Some(("<reason>\n".to_string(), "</delete>".to_string()))
+    );
+    let r = &recs[0];
+    assert_eq!(
+        (r.form, r.status.as_str()),
+        (Some("delete"), "evaluated"),
+        "{r:?}"
+    );
+    assert_eq!(
+        r.prompt,
+        super::edit::without_sentence(seed, sentences[1].clone())
+    );
+    assert!(r.prompt.contains("{question}"));
+    assert_eq!(state.proposals.forms["delete"].proposed, recs.len() as u64);
+    // A number outside the list, or none, is a format failure.
+    for bad in ["DEL99", "DELx"] {
+        let (state, recs) = run_units(&Scripted::new(&[bad]), &s, 1);
+        assert!(
+            recs.iter().all(|r| r.status == "format_failure"),
+            "{bad}: {recs:?}"
+        );
+        assert_eq!(state.proposals.format_failures, recs.len() as u64);
+    }
+}
+
+#[test]
+fn mixed_proposals_take_each_form_in_turn() {
+    let mut s = settings();
+    s.proposal_form = super::config::ProposalForm::Mixed;
+    s.proposals = 3;
+    s.batch = 6;
+    let ev = Scripted::new(&["DEL1", "GOOD", "DEL1"]);
+    let (state, recs) = run_units(&ev, &s, 1);
+    let forms: Vec<_> = recs.iter().map(|r| r.form.unwrap()).collect();
+    assert_eq!(forms, ["advice", "rewrite", "delete"], "{recs:?}");
+    assert_eq!(state.proposals.forms.len(), 3);
 }

@@ -72,7 +72,7 @@ pub const PRESETS: [BenchPreset; 4] = [
         judge_mode: Some("logprob"),
         topologies: &["reflect"],
         methods: FIVE,
-        reduced: "a smoke run, not a result: pool 4, batch 2, one step per agent, one proposal, 64 agent tokens, 4 held-out items",
+        reduced: "a smoke run, not a result: pool 4, batch 2, one step per agent, one proposal (no retries), 64 agent tokens, 4 held-out items",
     },
     BenchPreset {
         name: "light",

@@ -1,5 +1,5 @@
-//! `maspo bench paper` end to end on the real engine with the tiny preset: every light-preset
-//! method on two tasks, interrupted with Ctrl-C after two cells and continued; the resumed bench
+//! `maspo bench paper` end to end on the real engine with the tiny preset: three methods on two
+//! tasks, interrupted with Ctrl-C after two cells and continued; the resumed bench
 //! equals an uninterrupted one cell for cell; the table rebuilds from the stored cells alone; a
 //! stored cell of another configuration is refused.
 
@@ -8,7 +8,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const METHODS: &str = "seed,cot_sc,spo,naive_joint,maspo";
+// Three of the five light methods (no optimization, a baseline system, an optimization): the
+// test is about cells, resume and the table, and each optimization cell costs a minute.
+const METHODS: &str = "seed,cot_sc,maspo";
 
 fn bench(out: &Path, work: &Path, extra: &[&str]) -> Command {
     let mut c = Command::new(maspo_bin());
@@ -96,7 +98,7 @@ fn bench_paper_tiny_resumes_after_ctrl_c_and_equals_an_uninterrupted_bench() {
     let stderr = String::from_utf8_lossy(&st.stderr);
     assert!(stderr.contains("run the same command again"), "{stderr}");
     let before = cells(&out);
-    assert!(before.len() >= 2 && before.len() < 10, "{}", before.len());
+    assert!(before.len() >= 2 && before.len() < 6, "{}", before.len());
     let table = std::fs::read_to_string(out.join("table.md")).unwrap();
     assert!(table.contains("**Incomplete:**"), "{table}");
 
@@ -108,7 +110,7 @@ fn bench_paper_tiny_resumes_after_ctrl_c_and_equals_an_uninterrupted_bench() {
         String::from_utf8_lossy(&st.stderr)
     );
     let after = cells(&out);
-    assert_eq!(after.len(), 10, "2 tasks × 5 methods");
+    assert_eq!(after.len(), 6, "2 tasks × 3 methods");
     for (name, c) in &before {
         let now = &after.iter().find(|(n, _)| n == name).unwrap().1;
         assert_eq!(c, now, "{name} was rewritten on resume");
@@ -117,10 +119,10 @@ fn bench_paper_tiny_resumes_after_ctrl_c_and_equals_an_uninterrupted_bench() {
     assert!(stdout.contains("| reflect | maspo |"), "{stdout}");
     let tj: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("table.json")).unwrap()).unwrap();
-    assert_eq!(tj["rows"].as_array().unwrap().len(), 5);
+    assert_eq!(tj["rows"].as_array().unwrap().len(), 3);
     assert_eq!(
         tj["paired"].as_array().unwrap().len(),
-        4,
+        2,
         "MASPO vs each other row"
     );
     assert!(tj["missing"].as_array().unwrap().is_empty());

@@ -138,6 +138,63 @@ fn eval_writes_a_readable_run_directory_and_reuses_its_prompts() {
         report.contains("accuracy") && report.contains("95% CI"),
         "{report}"
     );
+
+    // `maspo compare`: the same predictions give no difference; another system on more items
+    // is compared on the common ones, with the counts the items files give.
+    let same = json_out(&maspo(&[
+        "compare",
+        out1.to_str().unwrap(),
+        out2.to_str().unwrap(),
+        "--json",
+    ]));
+    assert_eq!(
+        (same["n"].as_u64(), same["p"].as_f64()),
+        (Some(3), Some(1.0))
+    );
+    assert_eq!(same["diff"]["mean"], 0.0);
+    let single = dir.path().join("single");
+    ok(&maspo(
+        &[
+            &common[..6],
+            &["5", "--max-tokens", "48", "--topology", "single", "--out"],
+            &[single.to_str().unwrap()],
+        ]
+        .concat(),
+    ));
+    let c = json_out(&maspo(&[
+        "compare",
+        out1.to_str().unwrap(),
+        single.to_str().unwrap(),
+        "--json",
+    ]));
+    let correct = |d: &Path| -> Vec<(String, bool)> {
+        std::fs::read_to_string(d.join("items.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                (
+                    v["id"].as_str().unwrap().to_string(),
+                    v["verdict"]["correct"].as_bool().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let (a, b) = (correct(&out1), correct(&single));
+    assert_eq!((c["n"].as_u64(), c["only_b"].as_u64()), (Some(3), Some(2)));
+    let gained = a
+        .iter()
+        .filter(|(id, ok)| !ok && b.iter().any(|(j, y)| j == id && *y))
+        .count();
+    assert_eq!(c["gained"].as_array().unwrap().len(), gained, "{c}");
+    let table = ok(&maspo(&[
+        "compare",
+        out1.to_str().unwrap(),
+        single.to_str().unwrap(),
+    ]));
+    assert!(table.contains("on 3 common items"), "{table}");
+    let e = fail(&maspo(&["compare", out1.to_str().unwrap(), "/nonexistent"]));
+    assert!(e.contains("not a run directory"), "{e}");
 }
 
 #[test]
