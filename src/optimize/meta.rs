@@ -88,7 +88,7 @@ pub enum Form {
 }
 
 impl Form {
-    /// The form's name in candidates.jsonl and the config (`advice`, `rewrite`).
+    /// The form's name in candidates.jsonl and the config (`advice`, `rewrite`, `delete`).
     pub fn name(self) -> &'static str {
         match self {
             Form::Rewrite => "rewrite",

@@ -185,7 +185,7 @@ pub struct CandidateRecord {
     /// Mutator calls this proposal took beyond the first (`proposal_retries`).
     #[serde(default, skip_serializing_if = "is_zero_u32")]
     pub retries: u32,
-    /// The form the mutator was asked for (`advice` or `rewrite`, see `proposal_form`);
+    /// The form the mutator was asked for (`advice`, `rewrite` or `delete`, see `proposal_form`);
     /// `null` for PromptBreeder's operators.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub form: Option<&'static str>,
@@ -552,8 +552,8 @@ impl<'a> Search<'a> {
     }
 
     /// The proposed prompt in a mutator reply: its `<prompt>` block, `parent` without the
-    /// sentence its `<delete>` block names, or `parent` with the advice of its `<advice>` block (cleaned first with `clean_proposals`; what was removed
-    /// goes to `cleaned`).
+    /// sentence its `<delete>` block names, or `parent` with the advice of its `<advice>` block
+    /// (cleaned first with `clean_proposals`; what was removed goes to `cleaned`).
     fn proposal_in(
         &self,
         text: &str,
@@ -946,21 +946,24 @@ impl<'a> Search<'a> {
                             form: None,
                         }
                     }
-                    _ => Ask {
-                        prompt: meta::proposal_prompt(&ProposalInput {
-                            kind,
-                            role: &agent.role,
-                            description: &description,
-                            samples: &samples,
-                            prompt: &node.prompt,
-                            feedback: feedback.clone(),
-                            form: self.form(part, explored, &node.prompt),
-                        }),
-                        operator: None,
-                        mutation: None,
-                        style: "",
-                        form: Some(self.form(part, explored, &node.prompt)),
-                    },
+                    _ => {
+                        let form = self.form(part, explored, &node.prompt);
+                        Ask {
+                            prompt: meta::proposal_prompt(&ProposalInput {
+                                kind,
+                                role: &agent.role,
+                                description: &description,
+                                samples: &samples,
+                                prompt: &node.prompt,
+                                feedback: feedback.clone(),
+                                form,
+                            }),
+                            operator: None,
+                            mutation: None,
+                            style: "",
+                            form: Some(form),
+                        }
+                    }
                 };
                 asks.push(ask);
                 jobs.push(ProposeJob {
@@ -1234,7 +1237,7 @@ impl<'a> Search<'a> {
         base: &[Trace],
         range: std::ops::Range<usize>,
         seed: u64,
-    ) -> ProposeJob {
+    ) -> (ProposeJob, Form) {
         let agent = self.ev.graph().agent(a);
         let form = self.form(range.start, a, current.get(&agent.id).unwrap_or_default());
         let results = self.results(&batch[range.clone()], &base[range.clone()]);
@@ -1247,7 +1250,7 @@ impl<'a> Search<'a> {
                 result: results.get(n).cloned().flatten(),
             })
             .collect();
-        ProposeJob {
+        let job = ProposeJob {
             prompt: meta::proposal_prompt(&ProposalInput {
                 kind: self.ev.kind(),
                 role: &agent.role,
@@ -1259,7 +1262,8 @@ impl<'a> Search<'a> {
             }),
             seed,
             prefill: self.prefill(form),
-        }
+        };
+        (job, form)
     }
 
     /// Naive joint optimization (a baseline): the mutator rewrites every agent's prompt at once
@@ -1305,6 +1309,8 @@ impl<'a> Search<'a> {
                 ));
             }
         }
+        let (jobs, forms): (Vec<ProposeJob>, Vec<Form>) = jobs.into_iter().unzip();
+        let mut forms = forms.into_iter().map(Form::name);
         observe(SearchEvent::Phase {
             phase: "propose",
             jobs: jobs.len(),
@@ -1331,7 +1337,7 @@ impl<'a> Search<'a> {
         let mut sets: Vec<PromptSet> = Vec::new();
         let mut cands: Vec<(usize, u64)> = Vec::new();
         let mut recs_of: Vec<Vec<usize>> = Vec::new();
-        for (part, range) in ranges.iter().enumerate() {
+        for part in 0..ranges.len() {
             let mut set = current.clone();
             let mut mine = Vec::new();
             let joint_id = state.next_id;
@@ -1344,7 +1350,7 @@ impl<'a> Search<'a> {
                 rec.part = part;
                 rec.questions = questions.clone();
                 rec.prompt = parent.clone();
-                rec.form = Some(self.form(range.start, a, &parent).name());
+                rec.form = forms.next();
                 let (reply, retries) = replies
                     .next()
                     .unwrap_or_else(|| (Err("no reply".into()), 0));
@@ -1484,6 +1490,8 @@ impl<'a> Search<'a> {
                 ));
             }
         }
+        let (jobs, forms): (Vec<ProposeJob>, Vec<Form>) = jobs.into_iter().unzip();
+        let mut forms = forms.into_iter().map(Form::name);
         observe(SearchEvent::Phase {
             phase: "propose",
             jobs: jobs.len(),
@@ -1519,7 +1527,7 @@ impl<'a> Search<'a> {
                 rec.part = c % ranges.len();
                 rec.questions = questions.clone();
                 rec.prompt = parent.clone();
-                rec.form = Some(self.form(ranges[rec.part].start, a, &parent).name());
+                rec.form = forms.next();
                 let (reply, retries) = replies
                     .next()
                     .unwrap_or_else(|| (Err("no reply".into()), 0));
