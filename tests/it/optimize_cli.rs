@@ -460,14 +460,15 @@ fn an_ablation_from_the_command_line_or_the_config_is_applied_and_recorded() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = tmp.path().join("c.toml");
     std::fs::write(&cfg, "[optimize]\nablation = \"no_joint\"\nbeam = 3\n").unwrap();
-    let plan = |args: &[&str], config: bool| {
+    // `maspo optimize --dry-run` with `config` (if any) and `args`: the resolved plan.
+    let resolved = |config: Option<&Path>, args: &[&str]| -> serde_json::Value {
         let mut c = Command::new(maspo_bin());
         c.current_dir(repo_root()).arg("--quiet");
-        if config {
-            c.arg("--config").arg(&cfg);
+        if let Some(config) = config {
+            c.arg("--config").arg(config);
         }
         let out = c
-            .args(["optimize", "--task", "gen:arithmetic", "--dry-run"])
+            .args(["optimize", "--dry-run"])
             .args(args)
             .output()
             .unwrap();
@@ -477,7 +478,11 @@ fn an_ablation_from_the_command_line_or_the_config_is_applied_and_recorded() {
             String::from_utf8_lossy(&out.stderr)
         );
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        v["resolved"]["settings"].clone()
+        v["resolved"].clone()
+    };
+    let plan = |args: &[&str], config: bool| {
+        let args = [&["--task", "gen:arithmetic"], args].concat();
+        resolved(config.then_some(cfg.as_path()), &args)["settings"].clone()
     };
     let s = plan(&[], true);
     assert_eq!(s["ablation"], "no_joint");
@@ -498,20 +503,7 @@ fn an_ablation_from_the_command_line_or_the_config_is_applied_and_recorded() {
     // Self-Optimized runs the agents' model in every role, over the mutator and evaluator the
     // run would otherwise use.
     let models = |args: &[&str]| {
-        let out = Command::new(maspo_bin())
-            .current_dir(repo_root())
-            .args(["--quiet", "--config", "configs/quickstart.toml"])
-            .args(["optimize", "--dry-run"])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        v["resolved"]["models"].clone()
+        resolved(Some(Path::new("configs/quickstart.toml")), args)["models"].clone()
     };
     let m = models(&[]);
     assert_ne!(m["mutator"], m["agents"], "{m}");
